@@ -1,0 +1,42 @@
+"""Where live dashboard data sits in Redis: the contract between jobs and push server.
+
+A Spark job publishes a *channel* (for example ``orders.today``) as JSON
+envelopes ``{"channel": str, "seq": int, "data": {...}}`` (DESIGN.md):
+
+* the latest envelope is SET at ``<prefix>:snapshot:<channel>``, so a client
+  that connects, or a push server that reconnects to Redis, starts from it;
+* the same envelope is PUBLISHed on ``<prefix>:live:<channel>``;
+* ``seq`` comes from INCR ``<prefix>:seq:<channel>``: it grows by one per
+  envelope, so a client sees gaps and every push-server process agrees.
+
+The push server PSUBSCRIBEs to `live_pattern(prefix)`.
+"""
+from __future__ import annotations
+
+ORDERS_TODAY = "orders.today"
+ORDERS_PER_MINUTE = "orders.per_minute"
+CHANNELS = (ORDERS_TODAY, ORDERS_PER_MINUTE)
+
+
+def snapshot_key(prefix: str, channel: str) -> str:
+    return f"{prefix}:snapshot:{channel}"
+
+
+def live_channel(prefix: str, channel: str) -> str:
+    return f"{prefix}:live:{channel}"
+
+
+def seq_key(prefix: str, channel: str) -> str:
+    return f"{prefix}:seq:{channel}"
+
+
+def live_pattern(prefix: str) -> str:
+    return f"{prefix}:live:*"
+
+
+def channel_of(prefix: str, redis_channel: str) -> str:
+    """The dashboard channel name of a Redis pub/sub channel name."""
+    head = f"{prefix}:live:"
+    if not redis_channel.startswith(head):
+        raise ValueError(f"{redis_channel!r} is not an rtdash live channel")
+    return redis_channel[len(head):]

@@ -1,0 +1,140 @@
+"""Event contracts: one definition per event type.
+
+Each event type is a frozen dataclass. Producers serialise it with
+`to_json`; the Spark jobs parse the same bytes with `spark_schema(cls)`, which
+derives a StructType from the dataclass fields. Adding a field here changes
+both sides at once, which is the point: there is no second copy of a schema to
+drift.
+
+Timestamps travel as ISO-8601 strings in UTC with millisecond precision
+(``2026-11-26T17:54:54.123Z``), a format Spark's JSON reader parses into
+TimestampType without options. Money travels as integer cents (fen).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class OrderPaid:
+    """An order became paid: published to topic ``orders`` once, key = order id.
+
+    Written by the order service's outbox relay after the payment notify that
+    paid the order was verified and stored.
+    """
+
+    topic: ClassVar[str] = "orders"
+
+    order_id: str          # the shop's out_trade_no
+    trade_no: str          # the payment provider's transaction id
+    amount_cents: int      # total_amount in fen
+    paid_at: datetime      # gmt_payment, as UTC
+    trade_status: str      # TRADE_SUCCESS or TRADE_FINISHED
+    notify_id: str         # id of the notify that paid it
+    recorded_at: datetime  # when the order service stored it
+
+    def key(self) -> bytes:
+        return self.order_id.encode()
+
+
+EVENT_TYPES: tuple[type, ...] = (OrderPaid,)
+
+
+def format_ts(value: datetime) -> str:
+    """UTC ISO-8601 with milliseconds and a Z, the wire form of every timestamp."""
+    if value.tzinfo is None:
+        raise ValueError("event timestamps must be timezone-aware")
+    value = value.astimezone(timezone.utc)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def parse_ts(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def to_dict(event: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(event):
+        value = getattr(event, f.name)
+        out[f.name] = format_ts(value) if isinstance(value, datetime) else value
+    return out
+
+
+def to_json(event: Any) -> bytes:
+    """The bytes a producer writes to Kafka for `event`."""
+    return json.dumps(to_dict(event), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def from_json(cls: type, payload: bytes | str) -> Any:
+    """Parse and check one event; raises ValueError naming what is wrong."""
+    try:
+        raw = json.loads(payload)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ValueError("event must be a JSON object")
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        base, optional = _unwrap(hints[f.name])
+        value = raw.get(f.name)
+        if value is None:
+            if not optional:
+                raise ValueError(f"missing field {f.name!r}")
+            values[f.name] = None
+            continue
+        if base is datetime:
+            value = parse_ts(str(value))
+        elif base is int and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ValueError(f"field {f.name!r} must be an integer")
+        elif base is str and not isinstance(value, str):
+            raise ValueError(f"field {f.name!r} must be a string")
+        values[f.name] = value
+    return cls(**values)
+
+
+def required_fields(cls: type) -> list[str]:
+    hints = typing.get_type_hints(cls)
+    return [f.name for f in dataclasses.fields(cls) if not _unwrap(hints[f.name])[1]]
+
+
+def _unwrap(tp: Any) -> tuple[Any, bool]:
+    """(base type, is Optional) of an annotation such as ``str | None``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def spark_schema(cls: type):
+    """The StructType Spark uses to parse `cls` from JSON (imports pyspark lazily)."""
+    from pyspark.sql import types as T
+
+    def spark_type(tp: Any):
+        origin = typing.get_origin(tp)
+        if origin is list:
+            (item,) = typing.get_args(tp)
+            return T.ArrayType(spark_type(item))
+        if origin is dict:
+            key, value = typing.get_args(tp)
+            return T.MapType(spark_type(key), spark_type(value))
+        simple = {str: T.StringType(), int: T.LongType(), float: T.DoubleType(),
+                  bool: T.BooleanType(), datetime: T.TimestampType()}
+        if tp not in simple:
+            raise TypeError(f"no Spark type for {tp!r}")
+        return simple[tp]
+
+    hints = typing.get_type_hints(cls)
+    fields = []
+    for f in dataclasses.fields(cls):
+        base, optional = _unwrap(hints[f.name])
+        fields.append(T.StructField(f.name, spark_type(base), nullable=True))
+    return T.StructType(fields)

@@ -1,0 +1,175 @@
+"""Payment notify: signing, verification and parsing (Alipay async-notify style).
+
+The contract is in shared/DESIGN.md: the signature is SHA256withRSA (RSA2),
+base64, over every other non-empty parameter sorted by name and joined as
+``k=v&k=v`` with raw (not URL-encoded) values; ``sign`` and ``sign_type`` are
+left out. The order service verifies with the provider's public key before it
+looks at anything else; the payment simulator signs with the private key.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+PAID_STATUSES = frozenset({"TRADE_SUCCESS", "TRADE_FINISHED"})
+KNOWN_STATUSES = PAID_STATUSES | {"WAIT_BUYER_PAY", "TRADE_CLOSED"}
+REQUIRED_FIELDS = ("out_trade_no", "trade_no", "total_amount", "trade_status",
+                   "gmt_payment", "notify_id", "app_id", "sign_type", "sign")
+# One yuan short of ten million: a single order above this is a bug, not a sale.
+MAX_AMOUNT_CENTS = 999_999_999
+_AMOUNT = re.compile(r"^(0|[1-9][0-9]{0,8})(\.[0-9]{1,2})?$")
+_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+GMT_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+class NotifyError(ValueError):
+    """A notify that must be refused; the message is the reason sent back."""
+
+
+def signing_string(params: dict[str, str]) -> str:
+    """The text the signature covers: non-empty params but sign/sign_type, sorted."""
+    items = sorted((k, v) for k, v in params.items()
+                   if k not in ("sign", "sign_type") and v not in ("", None))
+    return "&".join(f"{k}={v}" for k, v in items)
+
+
+def sign(params: dict[str, str], private_key: rsa.RSAPrivateKey) -> str:
+    signature = private_key.sign(signing_string(params).encode(), padding.PKCS1v15(), hashes.SHA256())
+    return base64.b64encode(signature).decode()
+
+
+def signed(params: dict[str, str], private_key: rsa.RSAPrivateKey) -> dict[str, str]:
+    """`params` with sign_type=RSA2 and its signature added, ready to post."""
+    out = dict(params, sign_type="RSA2")
+    out["sign"] = sign(out, private_key)
+    return out
+
+
+def verify(params: dict[str, str], public_key: rsa.RSAPublicKey) -> bool:
+    """True only for a well-formed RSA2 signature by the provider's key."""
+    if params.get("sign_type") != "RSA2" or not params.get("sign"):
+        return False
+    try:
+        signature = base64.b64decode(params["sign"], validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    try:
+        public_key.verify(signature, signing_string(params).encode(), padding.PKCS1v15(), hashes.SHA256())
+    except InvalidSignature:
+        return False
+    return True
+
+
+def parse_amount_cents(text: str) -> int:
+    """'12.30' yuan -> 1230 fen. Refuses negatives, zero, >2 decimals, exponents."""
+    if not isinstance(text, str) or not _AMOUNT.match(text):
+        raise NotifyError(f"total_amount {text!r} is not a yuan amount like 12.30")
+    try:
+        cents = int((Decimal(text) * 100).to_integral_exact())
+    except InvalidOperation as exc:  # pragma: no cover - the regex already rules it out
+        raise NotifyError(f"total_amount {text!r} is not a number") from exc
+    if cents <= 0:
+        raise NotifyError("total_amount must be positive")
+    if cents > MAX_AMOUNT_CENTS:
+        raise NotifyError("total_amount is too large")
+    return cents
+
+
+def format_amount(cents: int) -> str:
+    return f"{cents // 100}.{cents % 100:02d}"
+
+
+@dataclass(frozen=True)
+class PaymentNotify:
+    """A verified, parsed notify; money in cents, time as an aware datetime."""
+
+    out_trade_no: str
+    trade_no: str
+    amount_cents: int
+    trade_status: str
+    paid_at: datetime
+    notify_id: str
+
+    @property
+    def is_paid(self) -> bool:
+        return self.trade_status in PAID_STATUSES
+
+
+def parse_notify(params: dict[str, str], *, public_key: rsa.RSAPublicKey, app_id: str,
+                 seller_id: str | None, tz: ZoneInfo) -> PaymentNotify:
+    """Check a posted notify end to end; raises NotifyError with the reason.
+
+    The signature is checked first so that nothing an attacker controls is
+    interpreted before it is known to come from the provider.
+    """
+    if not params.get("sign"):
+        raise NotifyError("missing sign")
+    if not verify(params, public_key):
+        raise NotifyError("bad signature")
+    missing = [f for f in REQUIRED_FIELDS if not params.get(f)]
+    if missing:
+        raise NotifyError(f"missing fields: {', '.join(missing)}")
+    if params["app_id"] != app_id:
+        raise NotifyError("notify is for another app_id")
+    if seller_id and params.get("seller_id") not in (None, "", seller_id):
+        raise NotifyError("notify is for another seller_id")
+    for field in ("out_trade_no", "trade_no", "notify_id"):
+        if not _ID.match(params[field]):
+            raise NotifyError(f"{field} must be 1-64 letters, digits, '_' or '-'")
+    if params["trade_status"] not in KNOWN_STATUSES:
+        raise NotifyError(f"unknown trade_status {params['trade_status']!r}")
+    try:
+        paid_at = datetime.strptime(params["gmt_payment"], GMT_FORMAT).replace(tzinfo=tz)
+    except ValueError as exc:
+        raise NotifyError("gmt_payment must look like 2026-11-26 17:54:54") from exc
+    return PaymentNotify(
+        out_trade_no=params["out_trade_no"], trade_no=params["trade_no"],
+        amount_cents=parse_amount_cents(params["total_amount"]),
+        trade_status=params["trade_status"], paid_at=paid_at, notify_id=params["notify_id"],
+    )
+
+
+# --- the demo provider's key pair ------------------------------------------------------
+
+PRIVATE_KEY_FILE = "payment_provider_private.pem"
+PUBLIC_KEY_FILE = "payment_provider_public.pem"
+
+
+def ensure_provider_keys(keys_dir: Path) -> None:
+    """Create the demo provider key pair on first start (never committed)."""
+    private_path, public_path = keys_dir / PRIVATE_KEY_FILE, keys_dir / PUBLIC_KEY_FILE
+    if private_path.exists() and public_path.exists():
+        return
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    tmp = private_path.with_suffix(".tmp")
+    tmp.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    tmp.chmod(0o600)
+    public_path.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    tmp.replace(private_path)
+
+
+def load_public_key(keys_dir: Path) -> rsa.RSAPublicKey:
+    path = keys_dir / PUBLIC_KEY_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"no provider public key at {path}; run `rtdash up` once or set RTDASH_HOME")
+    return serialization.load_pem_public_key(path.read_bytes())
+
+
+def load_private_key(keys_dir: Path) -> rsa.RSAPrivateKey:
+    path = keys_dir / PRIVATE_KEY_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"no provider private key at {path}; run `rtdash up` once or set RTDASH_HOME")
+    return serialization.load_pem_private_key(path.read_bytes(), password=None)

@@ -1,0 +1,132 @@
+"""Settings shared by every rtdash process.
+
+All values come from environment variables with the prefix ``RTDASH_`` (for
+example ``RTDASH_KAFKA_PORT=19092``) or from a ``.env`` file in the working
+directory; the defaults are the local ports of ``shared/DESIGN.md``. One
+`Settings` object is built at the edge of each process (CLI, service main, job
+main) and passed down: nothing reads the environment deep inside the code, so
+tests can run several stacks side by side with different settings.
+"""
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing import Annotated
+
+
+class Settings(BaseSettings):
+    """Every knob of the local stack, with the defaults of DESIGN.md."""
+
+    model_config = SettingsConfigDict(env_prefix="RTDASH_", env_file=".env", extra="ignore")
+
+    # Where state lives: Kafka data, Redis data, SQLite, keys, checkpoints, logs.
+    home: Path = Path(".rtdash")
+    # "Today" and every window are computed in this zone.
+    timezone: str = "UTC"
+    bind_host: str = "127.0.0.1"
+
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    # Empty means "the local broker": 127.0.0.1:<kafka_port>.
+    kafka_bootstrap: str = ""
+    kafka_heap: str = "512m"
+
+    redis_port: int = 6379
+    # Empty means "the local redis-server": redis://127.0.0.1:<redis_port>/0.
+    redis_url: str = ""
+
+    order_service_port: int = 8001
+    push_port: int = 8888
+    orders_job_health_port: int = 8011
+
+    # Any SQLAlchemy URL; empty means SQLite at <home>/orders.db.
+    database_url: str = ""
+
+    orders_topic: str = "orders"
+    orders_dlq_topic: str = "orders.dlq"
+    orders_topic_partitions: int = 1
+
+    # The payment provider this shop is registered with (Alipay-style ids).
+    payment_app_id: str = "2021000000000001"
+    payment_seller_id: str = "2088000000000001"
+    notify_max_body_bytes: int = 8192
+
+    spark_master: str = "local[2]"
+    spark_shuffle_partitions: int = 2
+    # Micro-batch trigger interval; 0 runs the next batch as soon as data is there.
+    spark_trigger_seconds: float = 0.2
+    spark_driver_memory: str = "1g"
+    # Duplicate order events closer than this (by Kafka timestamp) are dropped.
+    dedupe_watermark: str = "1 hour"
+
+    # Origins whose pages may open the dashboard WebSocket.
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Redis key prefix for snapshots, pub/sub channels and job bookkeeping.
+    redis_prefix: str = "rtdash"
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [o.strip() for o in value.split(",") if o.strip()]
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Asia/Shanghai)") from exc
+        return value
+
+    @cached_property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def kafka_servers(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def redis(self) -> str:
+        return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'orders.db').resolve()}"
+
+    @property
+    def origins(self) -> list[str]:
+        """Allowed WebSocket origins; by default the dashboard's own address."""
+        if self.allowed_origins:
+            return self.allowed_origins
+        return [f"http://127.0.0.1:{self.push_port}", f"http://localhost:{self.push_port}"]
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.home / "keys"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.home / "checkpoints"
+
+    def child_env(self) -> dict[str, str]:
+        """These settings as RTDASH_* variables, for the processes a runner starts."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name == "allowed_origins":
+                value = ",".join(value)
+            elif name == "home":
+                value = str(Path(value).resolve())
+            env[f"RTDASH_{name.upper()}"] = str(value)
+        return env
