@@ -17,6 +17,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing import Annotated
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
 
 class Settings(BaseSettings):
     """Every knob of the local stack, with the defaults of DESIGN.md."""
@@ -63,6 +65,9 @@ class Settings(BaseSettings):
     # Duplicate order events closer than this (by Kafka timestamp) are dropped.
     dedupe_watermark: str = "1 hour"
 
+    # Where `make jars` put the JVM dependencies (kafka/ and spark/); empty means <project>/.jars.
+    jars_dir: str = ""
+
     # Origins whose pages may open the dashboard WebSocket.
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Redis key prefix for snapshots, pub/sub channels and job bookkeeping.
@@ -106,6 +111,10 @@ class Settings(BaseSettings):
         if self.allowed_origins:
             return self.allowed_origins
         return [f"http://127.0.0.1:{self.push_port}", f"http://localhost:{self.push_port}"]
+
+    @property
+    def jars(self) -> Path:
+        return Path(self.jars_dir) if self.jars_dir else PROJECT_ROOT / ".jars"
 
     @property
     def keys_dir(self) -> Path:

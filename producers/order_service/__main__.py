@@ -1,0 +1,58 @@
+"""Run the order service: ``python -m producers.order_service``.
+
+Listens on RTDASH_BIND_HOST:RTDASH_ORDER_SERVICE_PORT, stores orders in
+RTDASH_DATABASE_URL (SQLite under RTDASH_HOME by default) and relays order
+events to the Kafka topic RTDASH_ORDERS_TOPIC. Stops cleanly on SIGTERM/SIGINT:
+stop accepting, finish the database work, flush the outbox relay.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+from rtdash.logs import setup_logging
+from rtdash.payments import ensure_provider_keys, load_public_key
+from rtdash.settings import Settings
+
+from .app import make_app
+from .relay import OutboxRelay
+from .store import OrderStore, make_engine
+
+log = logging.getLogger("rtdash.order_service")
+
+
+async def main(settings: Settings | None = None) -> None:
+    settings = settings or Settings()
+    ensure_provider_keys(settings.keys_dir)
+    engine = make_engine(settings.database)
+    # SQLite has one writer at a time: one database thread keeps writes in order without lock waits.
+    db = ThreadPoolExecutor(max_workers=1 if settings.database.startswith("sqlite") else 8,
+                            thread_name_prefix="orders-db")
+    store = OrderStore(engine, topic=settings.orders_topic)
+    relay = OutboxRelay(store, bootstrap_servers=settings.kafka_servers)
+    store.on_outbox_write = relay.wake
+    relay.start()
+    app = make_app(settings, store=store, db=db, relay=relay, public_key=load_public_key(settings.keys_dir))
+    server = app.listen(settings.order_service_port, address=settings.bind_host,
+                        max_body_size=max(65536, settings.notify_max_body_bytes), xheaders=False)
+    log.info("order service listening on http://%s:%d (database %s, topic %s)", settings.bind_host,
+             settings.order_service_port, engine.url.render_as_string(hide_password=True), settings.orders_topic)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("order service stopping")
+    server.stop()
+    await server.close_all_connections()
+    db.shutdown(wait=True)
+    await loop.run_in_executor(None, relay.stop)
+    engine.dispose()
+    log.info("order service stopped")
+
+
+if __name__ == "__main__":
+    setup_logging()
+    asyncio.run(main())

@@ -1,0 +1,181 @@
+"""The `rtdash` command: run the local stack, simulate traffic, inspect it.
+
+    rtdash up                      start Kafka, Redis, order service, orders job, push server
+    rtdash demo                    `up` plus simulated payments; dashboard at http://127.0.0.1:8888/
+    rtdash down                    stop a stack started by `up`/`demo` in another terminal
+    rtdash status                  health of each service of the local stack
+    rtdash simulate payments       post signed payment notifies at a rate
+
+Settings come from RTDASH_* environment variables (see README).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from rtdash.logs import setup_logging
+from rtdash.settings import Settings
+
+console = Console()
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValueError as exc:
+        raise click.ClickException(f"bad RTDASH_* setting: {exc}") from exc
+
+
+@click.group(help=__doc__.split("\n\n")[0])
+@click.option("--log-level", default="INFO", show_default=True, help="Log level of the runner.")
+def main(log_level: str) -> None:
+    setup_logging(log_level)
+
+
+def _start_stack(settings: Settings):
+    from rtdash.stack import Stack, StackError, local_stack
+
+    stack = Stack(settings, local_stack(settings))
+    try:
+        with console.status("starting the local stack") as status:
+            stack.start(on_step=status.update)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from exc
+    table = Table(title="rtdash local stack", show_lines=False)
+    for col in ("service", "address", "log"):
+        table.add_column(col)
+    for service in stack.services:
+        table.add_row(service.name, service.address, str(service.log_path))
+    console.print(table)
+    console.print(f"dashboard: [bold]http://{settings.bind_host}:{settings.push_port}/[/]   (Ctrl-C stops everything)")
+    return stack
+
+
+def _wait_for_stop() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+@main.command()
+def up() -> None:
+    """Start the local stack (no simulated traffic) and run until Ctrl-C or `rtdash down`."""
+    settings = _settings()
+    stop = _wait_for_stop()
+    stack = _start_stack(settings)
+    try:
+        stop.wait()
+    finally:
+        with console.status("stopping the local stack"):
+            stack.stop()
+        console.print("stopped")
+
+
+@main.command()
+@click.option("--rate", default=5.0, show_default=True, help="Simulated payments per second.")
+@click.option("--duplicate-share", default=0.05, show_default=True, help="Share of notifies sent twice.")
+def demo(rate: float, duplicate_share: float) -> None:
+    """The local stack with simulated payments: watch the dashboard update live."""
+    from producers.payment_provider import PaymentSimulator
+    from rtdash.payments import load_private_key
+
+    settings = _settings()
+    stop = _wait_for_stop()
+    stack = _start_stack(settings)
+    simulator = PaymentSimulator(settings, load_private_key(settings.keys_dir), duplicate_share=duplicate_share)
+
+    async def run() -> None:
+        task = asyncio.create_task(simulator.run(rate=rate, count=10**9))
+        await asyncio.get_running_loop().run_in_executor(None, stop.wait)
+        task.cancel()
+
+    try:
+        console.print(f"simulating {rate:g} payments/s; Ctrl-C stops")
+        asyncio.run(run())
+    finally:
+        simulator.close()
+        console.print(simulator.report.summary())
+        with console.status("stopping the local stack"):
+            stack.stop()
+        console.print("stopped")
+
+
+@main.command()
+def down() -> None:
+    """Stop the stack that `rtdash up` or `rtdash demo` started."""
+    from rtdash.stack import stop_running_stack
+
+    stopped = stop_running_stack(_settings())
+    console.print("stopped " + ", ".join(stopped) if stopped else "no stack running")
+
+
+@main.command()
+def status() -> None:
+    """Show each service of the local stack and whether it answers its health check."""
+    from rtdash.stack import local_stack, read_state
+
+    settings = _settings()
+    state = read_state(settings) or {"services": {}}
+    table = Table(title="rtdash local stack")
+    for col in ("service", "pid", "address", "health"):
+        table.add_column(col)
+    all_ok = True
+    for service in local_stack(settings):
+        info = state["services"].get(service.name, {})
+        ok = service.health()
+        all_ok &= ok
+        table.add_row(service.name, str(info.get("pid", "-")), service.address,
+                      "[green]healthy[/]" if ok else "[red]down[/]")
+    console.print(table)
+    raise SystemExit(0 if all_ok else 1)
+
+
+@main.group()
+def simulate() -> None:
+    """Simulated traffic."""
+
+
+@simulate.command("payments")
+@click.option("--rate", type=float, default=10.0, show_default=True, help="Notifies per second.")
+@click.option("--duration", type=float, help="Seconds to run (or give --count).")
+@click.option("--count", type=int, help="Number of notifies to send.")
+@click.option("--duplicate-share", default=0.05, show_default=True, help="Share of notifies re-sent.")
+@click.option("--seed", type=int, help="Random seed, for reproducible amounts.")
+@click.option("--url", help="Notify URL (default: the local order service).")
+def simulate_payments(rate: float, duration: float | None, count: int | None, duplicate_share: float,
+                      seed: int | None, url: str | None) -> None:
+    """Act as the payment provider: sign and post notifies, then report what was accepted."""
+    from producers.payment_provider import PaymentSimulator
+    from rtdash.payments import load_private_key
+
+    if (duration is None) == (count is None):
+        raise click.UsageError("give exactly one of --duration and --count")
+    if rate <= 0:
+        raise click.UsageError("--rate must be positive")
+    settings = _settings()
+    try:
+        key = load_private_key(settings.keys_dir)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        simulator = PaymentSimulator(settings, key, url=url, duplicate_share=duplicate_share, seed=seed)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    columns = (TextColumn("notifies"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("send", total=count or int(rate * duration))
+        report = asyncio.run(simulator.run(rate=rate, count=count, duration=duration,
+                                           on_tick=lambda done, _total: progress.update(bar, completed=done)))
+    simulator.close()
+    console.print(report.summary())
+    logging.getLogger("rtdash.simulate").info(report.summary())
+    if report.errors:
+        raise SystemExit(1)
