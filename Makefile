@@ -1,0 +1,64 @@
+# rtdash: `make demo` runs the whole local stack with simulated payments,
+# `make test` runs the test suite. Both install what they need first
+# (virtual environment, JVM jars, Debian packages); re-running is fast.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+RTDASH := $(VENV)/bin/rtdash
+STAMP := $(VENV)/.installed-stamp
+JARS_STAMP := .jars/.stamp
+SYSTEM_STAMP := .jars/.system-stamp
+MVN := mvn -q -B -f jars/pom.xml dependency:copy-dependencies -DincludeScope=runtime
+
+.PHONY: setup demo up down status test test-fast bench clean
+
+setup: $(STAMP) $(JARS_STAMP) $(SYSTEM_STAMP)
+
+# Python: the package with its pinned dependencies and the test extras.
+$(STAMP): pyproject.toml
+	@echo "==> python environment ($(VENV))"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install --progress-bar on -e '.[test]'
+	@touch $@
+
+# JVM: the Kafka broker and Spark's Kafka connector, from Maven Central (cached in ~/.m2).
+$(JARS_STAMP): jars/pom.xml
+	@echo "==> JVM jars (.jars/kafka, .jars/spark)"
+	@rm -rf .jars/kafka .jars/spark
+	@$(MVN) -Pkafka -DoutputDirectory=$(CURDIR)/.jars/kafka
+	@$(MVN) -Pspark -DoutputDirectory=$(CURDIR)/.jars/spark
+	@touch $@
+
+# Debian: redis-server, and Chromium for the dashboard's browser test.
+$(SYSTEM_STAMP): scripts/install-system-packages.sh
+	@echo "==> system packages"
+	@bash scripts/install-system-packages.sh
+	@mkdir -p .jars && touch $@
+
+demo: setup
+	$(RTDASH) demo
+
+up: setup
+	$(RTDASH) up
+
+down:
+	@test -x $(RTDASH) && $(RTDASH) down || echo "nothing to stop"
+
+status:
+	$(RTDASH) status
+
+test: setup
+	$(PY) -m pytest -ra
+
+# Unit tests only (no Kafka, Redis or Spark started).
+test-fast: setup
+	$(PY) -m pytest -ra -m "not integration"
+
+bench: setup
+	$(PY) -m bench.notify_throughput
+	$(PY) -m bench.e2e_latency
+
+clean: down
+	rm -rf .rtdash

@@ -1,0 +1,109 @@
+"""The payment notify endpoint: idempotency, conflicts and refusals write nothing wrong."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from urllib.parse import urlencode
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from tornado.testing import AsyncHTTPTestCase
+
+from producers.order_service.app import NOTIFY_PATH, make_app
+from producers.order_service.relay import OutboxRelay
+from producers.order_service.store import OrderStore, make_engine
+from producers.payment_provider import notify_params
+from rtdash.contracts import OrderPaid, from_json
+from rtdash.payments import signed
+from rtdash.settings import Settings
+
+PROVIDER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+FORGER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+class NotifyEndpointTest(AsyncHTTPTestCase):
+    def get_app(self):
+        self.settings = Settings(home=self.tmp, _env_file=None)
+        self.store = OrderStore(make_engine(f"sqlite:///{self.tmp}/orders.db"), topic="orders")
+        self.db = ThreadPoolExecutor(1)
+        relay = OutboxRelay(self.store, bootstrap_servers="127.0.0.1:1")  # never started here
+        return make_app(self.settings, store=self.store, db=self.db, relay=relay,
+                        public_key=PROVIDER_KEY.public_key())
+
+    @pytest.fixture(autouse=True)
+    def _tmp(self, tmp_path):
+        self.tmp = tmp_path
+
+    def tearDown(self):
+        super().tearDown()
+        self.db.shutdown()
+
+    def params(self, order_id="ORDER1", cents=12345, **extra):
+        params = notify_params(order_id, cents, settings=self.settings,
+                               paid_at=datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc))
+        return {**params, **extra}
+
+    def post(self, body, headers=FORM):
+        if isinstance(body, dict):
+            body = urlencode(body)
+        return self.fetch(NOTIFY_PATH, method="POST", body=body, headers=headers)
+
+    def totals(self):
+        return self.store.paid_totals(), self.store.pending_count()
+
+    def test_paid_notify_stores_order_and_outbox_event(self):
+        resp = self.post(signed(self.params(), PROVIDER_KEY))
+        assert (resp.code, resp.body) == (200, b"success")
+        assert self.totals() == ((1, 12345), 1)
+        (row,) = self.store.pending()
+        event = from_json(OrderPaid, row.payload)
+        assert (row.topic, row.key, event.order_id, event.amount_cents) == ("orders", b"ORDER1", "ORDER1", 12345)
+        assert event.paid_at == datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)
+
+    def test_duplicate_notify_answers_success_and_changes_nothing(self):
+        body = signed(self.params(), PROVIDER_KEY)
+        assert self.post(body).body == b"success"
+        assert self.post(body).body == b"success"
+        finished = signed(self.params(trade_status="TRADE_FINISHED"), PROVIDER_KEY)
+        assert self.post(finished).body == b"success"
+        assert self.totals() == ((1, 12345), 1)
+
+    def test_same_order_different_amount_is_refused(self):
+        assert self.post(signed(self.params(cents=100), PROVIDER_KEY)).body == b"success"
+        resp = self.post(signed(self.params(cents=999), PROVIDER_KEY))
+        assert resp.code == 409
+        assert b"different amount" in resp.body
+        assert self.totals() == ((1, 100), 1)
+
+    def test_unpaid_status_is_acknowledged_but_not_counted(self):
+        resp = self.post(signed(self.params(trade_status="WAIT_BUYER_PAY"), PROVIDER_KEY))
+        assert resp.body == b"success"
+        assert self.totals() == ((0, 0), 0)
+
+    def test_refusals_write_nothing(self):
+        good = signed(self.params(), PROVIDER_KEY)
+        tampered = dict(good, total_amount="0.01")
+        cases = [
+            (signed(self.params(), FORGER_KEY), FORM, 400, b"bad signature"),
+            (tampered, FORM, 400, b"bad signature"),
+            ({k: v for k, v in good.items() if k != "sign"}, FORM, 400, b"missing sign"),
+            (signed({k: v for k, v in self.params().items() if k != "trade_no"}, PROVIDER_KEY), FORM, 400,
+             b"missing fields: trade_no"),
+            (signed(self.params(total_amount="12.345"), PROVIDER_KEY), FORM, 400, b"total_amount"),
+            ("%%%not a form", FORM, 400, b"not a valid form"),
+            (urlencode(good), {"Content-Type": "application/json"}, 400, b"Content-Type"),
+            (urlencode(good) + "&pad=" + "x" * 9000, FORM, 413, b"body larger"),
+            (urlencode(good) + "&out_trade_no=ORDER2", FORM, 400, b"appears twice"),
+        ]
+        for body, headers, code, reason in cases:
+            resp = self.post(body, headers)
+            assert resp.code == code, (reason, resp.body)
+            assert reason in resp.body
+        assert self.totals() == ((0, 0), 0)
+
+    def test_health_reports_outbox(self):
+        self.post(signed(self.params(), PROVIDER_KEY))
+        resp = self.fetch("/healthz")
+        assert resp.code == 200
+        assert b'"outbox_pending": 1' in resp.body

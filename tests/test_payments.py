@@ -1,0 +1,121 @@
+"""Signature verification and money parsing of the payment notify contract."""
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from rtdash.payments import (NotifyError, format_amount, parse_amount_cents, parse_notify, sign, signed,
+                             signing_string, verify)
+
+UTC = ZoneInfo("UTC")
+PARAMS = {
+    "out_trade_no": "ORDER0001", "trade_no": "2026112622001", "total_amount": "88.50",
+    "trade_status": "TRADE_SUCCESS", "gmt_payment": "2026-11-26 17:54:54", "notify_id": "n0001",
+    "app_id": "2021000000000001", "seller_id": "2088000000000001",
+}
+
+
+@pytest.fixture(scope="module")
+def provider_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture(scope="module")
+def other_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def parse(params, key):
+    return parse_notify(params, public_key=key.public_key(), app_id="2021000000000001",
+                        seller_id="2088000000000001", tz=UTC)
+
+
+def test_signing_string_sorts_skips_empty_and_sign_fields():
+    text = signing_string({"b": "2", "a": "1", "empty": "", "sign": "x", "sign_type": "RSA2", "c": "a b"})
+    assert text == "a=1&b=2&c=a b"
+
+
+def test_valid_signature_verifies_and_parses(provider_key):
+    notify = parse(signed(PARAMS, provider_key), provider_key)
+    assert notify.out_trade_no == "ORDER0001"
+    assert notify.amount_cents == 8850
+    assert notify.paid_at == datetime(2026, 11, 26, 17, 54, 54, tzinfo=UTC)
+    assert notify.is_paid
+
+
+@pytest.mark.parametrize("field,value", [("total_amount", "0.01"), ("out_trade_no", "ORDER0002"),
+                                         ("trade_status", "TRADE_FINISHED"), ("extra", "added")])
+def test_tampered_field_fails(provider_key, field, value):
+    params = signed(PARAMS, provider_key)
+    params[field] = value
+    assert not verify(params, provider_key.public_key())
+    with pytest.raises(NotifyError, match="bad signature"):
+        parse(params, provider_key)
+
+
+def test_wrong_key_fails(provider_key, other_key):
+    params = signed(PARAMS, other_key)
+    assert verify(params, other_key.public_key())
+    with pytest.raises(NotifyError, match="bad signature"):
+        parse(params, provider_key)
+
+
+def test_missing_or_garbled_sign_fails(provider_key):
+    params = signed(PARAMS, provider_key)
+    with pytest.raises(NotifyError, match="missing sign"):
+        parse({k: v for k, v in params.items() if k != "sign"}, provider_key)
+    with pytest.raises(NotifyError, match="bad signature"):
+        parse(dict(params, sign="not base64 !!"), provider_key)
+    with pytest.raises(NotifyError, match="bad signature"):
+        parse(dict(params, sign_type="RSA"), provider_key)
+
+
+def test_signature_over_empty_params_ignores_them(provider_key):
+    params = signed(dict(PARAMS, buyer_id=""), provider_key)
+    params.pop("buyer_id")
+    assert verify(params, provider_key.public_key())
+
+
+def test_missing_field_is_named(provider_key):
+    params = {k: v for k, v in PARAMS.items() if k != "notify_id"}
+    with pytest.raises(NotifyError, match="missing fields: notify_id"):
+        parse(signed(params, provider_key), provider_key)
+
+
+@pytest.mark.parametrize("params,reason", [
+    (dict(PARAMS, app_id="2021999"), "another app_id"),
+    (dict(PARAMS, seller_id="2088999"), "another seller_id"),
+    (dict(PARAMS, trade_status="PAID_MAYBE"), "unknown trade_status"),
+    (dict(PARAMS, gmt_payment="yesterday"), "gmt_payment"),
+    (dict(PARAMS, out_trade_no="a" * 65), "out_trade_no"),
+    (dict(PARAMS, total_amount="-1.00"), "total_amount"),
+])
+def test_signed_but_invalid_notify_refused(provider_key, params, reason):
+    with pytest.raises(NotifyError, match=reason):
+        parse(signed(params, provider_key), provider_key)
+
+
+def test_unpaid_status_parses_but_is_not_paid(provider_key):
+    assert not parse(signed(dict(PARAMS, trade_status="WAIT_BUYER_PAY"), provider_key), provider_key).is_paid
+
+
+@pytest.mark.parametrize("text,cents", [("0.01", 1), ("1", 100), ("12.3", 1230), ("12.30", 1230),
+                                        ("9999999.99", 999999999), ("100.05", 10005)])
+def test_amount_parses_to_exact_cents(text, cents):
+    assert parse_amount_cents(text) == cents
+    assert parse_amount_cents(format_amount(cents)) == cents
+
+
+@pytest.mark.parametrize("text", ["", "0", "0.00", "-1", "1.234", "1e3", "01.00", " 1.00", "1,00", "abc",
+                                  "10000000.00", "NaN", "1."])
+def test_bad_amount_refused(text):
+    with pytest.raises(NotifyError):
+        parse_amount_cents(text)
+
+
+def test_sign_is_deterministic_pkcs1(provider_key):
+    # PKCS#1 v1.5 signatures are deterministic: the same params give the same sign.
+    assert sign(PARAMS, provider_key) == sign(dict(PARAMS), provider_key)
