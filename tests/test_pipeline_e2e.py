@@ -1,0 +1,191 @@
+"""End to end on the real stack: signed notify -> order service -> Kafka -> Spark -> Redis -> WebSocket.
+
+Everything here is a real component started by the session fixtures: a Kafka
+broker (KRaft), redis-server, the Spark orders job (in the test's
+SparkSession), the order service and the push server as processes. The ground
+truth is the order service's database: what the dashboard ends up showing must
+equal the paid orders stored there, exactly.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+from urllib.parse import urlencode
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.websocket import websocket_connect
+
+from producers.order_service.store import OrderStore, make_engine
+from producers.payment_provider import FORM, NOTIFY_PATH, PaymentSimulator, notify_body, notify_params
+from rtdash.channels import ORDERS_TODAY
+from rtdash.payments import load_private_key
+from rtdash.stack import python_service
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def order_service(stack_settings, kafka):
+    service = python_service(stack_settings, "order_service", "producers.order_service",
+                             stack_settings.order_service_port)
+    service.start()
+    try:
+        service.wait_healthy()
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="module")
+def push_server(stack_settings, redis_server):
+    service = python_service(stack_settings, "push_server", "push_server", stack_settings.push_port)
+    service.start()
+    try:
+        service.wait_healthy()
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="module")
+def orders_query(spark, stack_settings, kafka, redis_server):
+    from jobs.orders import start
+
+    query = start(spark, stack_settings)
+    try:
+        yield query
+    finally:
+        query.stop()
+
+
+@pytest.fixture(scope="module")
+def pipeline(order_service, push_server, orders_query):
+    return order_service, push_server, orders_query
+
+
+@pytest.fixture(scope="module")
+def ground_truth(stack_settings, order_service):
+    engine = make_engine(stack_settings.database)
+    store = OrderStore(engine, topic=stack_settings.orders_topic)
+    yield store
+    engine.dispose()
+
+
+def health(url: str) -> dict:
+    with urllib.request.urlopen(url + "/healthz", timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+async def connect_dashboard(settings):
+    origin = f"http://127.0.0.1:{settings.push_port}"
+    return await websocket_connect(HTTPRequest(f"ws://127.0.0.1:{settings.push_port}/ws",
+                                               headers={"Origin": origin}))
+
+
+async def read_until(ws, latest: dict, predicate, timeout: float) -> dict:
+    """Read envelopes into `latest` (channel -> envelope) until predicate(latest) holds."""
+    deadline = time.monotonic() + timeout
+    while not predicate(latest):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"dashboard never reached the expected state; last seen {latest}")
+        try:
+            message = await asyncio.wait_for(ws.read_message(), remaining)
+        except asyncio.TimeoutError:
+            continue
+        assert message is not None, "push server closed the WebSocket"
+        envelope = json.loads(message)
+        assert set(envelope) == {"channel", "seq", "data"}
+        previous = latest.get(envelope["channel"])
+        if previous is not None:
+            assert envelope["seq"] > previous["seq"], "seq must grow per channel"
+        latest[envelope["channel"]] = envelope
+    return latest
+
+
+def shows(count: int, amount: int):
+    def check(latest: dict) -> bool:
+        today = latest.get(ORDERS_TODAY)
+        return bool(today) and (today["data"]["count"], today["data"]["amount_cents"]) == (count, amount)
+    return check
+
+
+async def post_raw(settings, body: bytes | str) -> tuple[int, bytes]:
+    client = AsyncHTTPClient(force_instance=True)
+    url = f"http://127.0.0.1:{settings.order_service_port}{NOTIFY_PATH}"
+    try:
+        resp = await client.fetch(url, method="POST", body=body, headers=FORM)
+        return resp.code, resp.body
+    except HTTPClientError as exc:
+        return exc.code, exc.response.body if exc.response else b""
+    finally:
+        client.close()
+
+
+def test_paid_orders_reach_the_dashboard_exactly(pipeline, stack_settings, ground_truth):
+    async def scenario():
+        ws = await connect_dashboard(stack_settings)
+        latest: dict = {}
+        # The snapshot comes first: the job writes today's zero totals when it starts.
+        await read_until(ws, latest, lambda seen: ORDERS_TODAY in seen, timeout=30)
+        assert latest[ORDERS_TODAY]["data"]["date"] == time.strftime("%Y-%m-%d", time.gmtime())
+
+        key = load_private_key(stack_settings.keys_dir)
+        simulator = PaymentSimulator(stack_settings, key, duplicate_share=0.25, seed=11)
+        report = await simulator.run(rate=40, count=80)
+        simulator.close()
+        assert report.errors == 0 and report.refused == 0
+        assert report.duplicates_sent > 5
+
+        forger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        forged = notify_body(notify_params("FORGED1", 99_999, settings=stack_settings,
+                                           paid_at=simulator_now(stack_settings)), forger)
+        assert (await post_raw(stack_settings, forged))[0] == 400
+        malformed = urlencode({"out_trade_no": "BROKEN1", "total_amount": "ten yuan", "sign": "abc"})
+        assert (await post_raw(stack_settings, malformed))[0] == 400
+
+        count, amount = ground_truth.paid_totals()
+        assert (count, amount) == (report.accepted_orders, report.accepted_amount_cents)
+        await read_until(ws, latest, shows(count, amount), timeout=60)
+        ws.close()
+
+    asyncio.run(scenario())
+
+
+def simulator_now(settings):
+    from datetime import datetime
+    return datetime.now(settings.tz)
+
+
+def test_orders_paid_while_kafka_is_down_are_counted_when_it_returns(pipeline, stack_settings, kafka,
+                                                                     ground_truth):
+    order_url = f"http://127.0.0.1:{stack_settings.order_service_port}"
+    kafka.stop()
+    try:
+        async def pay_during_outage():
+            key = load_private_key(stack_settings.keys_dir)
+            simulator = PaymentSimulator(stack_settings, key, duplicate_share=0, seed=12)
+            report = await simulator.run(rate=20, count=15)
+            simulator.close()
+            return report
+
+        report = asyncio.run(pay_during_outage())
+        assert (report.accepted_orders, report.errors, report.refused) == (15, 0, 0)
+        assert health(order_url)["outbox_pending"] >= 15
+    finally:
+        kafka.start()
+        kafka.wait_healthy()
+
+    count, amount = ground_truth.paid_totals()
+
+    async def dashboard_catches_up():
+        ws = await connect_dashboard(stack_settings)
+        await read_until(ws, {}, shows(count, amount), timeout=150)
+        ws.close()
+
+    asyncio.run(dashboard_catches_up())
+    assert health(order_url)["outbox_pending"] == 0
