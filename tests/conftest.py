@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from rtdash.settings import Settings
-from rtdash.stack import Service, ensure_topics, free_port, kafka_service, redis_service
+from producers.order_service.store import OrderStore, make_engine
+from rtdash.stack import Service, ensure_topics, free_port, kafka_service, python_service, redis_service
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +58,52 @@ def spark(stack_settings):
         yield session
     finally:
         session.stop()
+
+
+# --- the pipeline: rtdash's own processes on top of Kafka, Redis and Spark ----------
+
+@pytest.fixture(scope="session")
+def order_service(stack_settings, kafka):
+    service = python_service(stack_settings, "order_service", "producers.order_service",
+                             stack_settings.order_service_port)
+    service.start()
+    try:
+        service.wait_healthy()
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="session")
+def push_server(stack_settings, redis_server):
+    service = python_service(stack_settings, "push_server", "push_server", stack_settings.push_port)
+    service.start()
+    try:
+        service.wait_healthy()
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="session")
+def orders_query(spark, stack_settings, kafka, redis_server):
+    from jobs.orders import start
+
+    query = start(spark, stack_settings)
+    try:
+        yield query
+    finally:
+        query.stop()
+
+
+@pytest.fixture(scope="session")
+def pipeline(order_service, push_server, orders_query):
+    return order_service, push_server, orders_query
+
+
+@pytest.fixture(scope="session")
+def ground_truth(stack_settings, order_service):
+    engine = make_engine(stack_settings.database)
+    store = OrderStore(engine, topic=stack_settings.orders_topic)
+    yield store
+    engine.dispose()

@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 import urllib.request
+from datetime import datetime
 from urllib.parse import urlencode
 
 import pytest
@@ -19,60 +20,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from producers.order_service.store import OrderStore, make_engine
 from producers.payment_provider import FORM, NOTIFY_PATH, PaymentSimulator, notify_body, notify_params
 from rtdash.channels import ORDERS_TODAY
 from rtdash.payments import load_private_key
-from rtdash.stack import python_service
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def order_service(stack_settings, kafka):
-    service = python_service(stack_settings, "order_service", "producers.order_service",
-                             stack_settings.order_service_port)
-    service.start()
-    try:
-        service.wait_healthy()
-        yield service
-    finally:
-        service.stop()
-
-
-@pytest.fixture(scope="module")
-def push_server(stack_settings, redis_server):
-    service = python_service(stack_settings, "push_server", "push_server", stack_settings.push_port)
-    service.start()
-    try:
-        service.wait_healthy()
-        yield service
-    finally:
-        service.stop()
-
-
-@pytest.fixture(scope="module")
-def orders_query(spark, stack_settings, kafka, redis_server):
-    from jobs.orders import start
-
-    query = start(spark, stack_settings)
-    try:
-        yield query
-    finally:
-        query.stop()
-
-
-@pytest.fixture(scope="module")
-def pipeline(order_service, push_server, orders_query):
-    return order_service, push_server, orders_query
-
-
-@pytest.fixture(scope="module")
-def ground_truth(stack_settings, order_service):
-    engine = make_engine(stack_settings.database)
-    store = OrderStore(engine, topic=stack_settings.orders_topic)
-    yield store
-    engine.dispose()
 
 
 def health(url: str) -> dict:
@@ -143,7 +95,7 @@ def test_paid_orders_reach_the_dashboard_exactly(pipeline, stack_settings, groun
 
         forger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         forged = notify_body(notify_params("FORGED1", 99_999, settings=stack_settings,
-                                           paid_at=simulator_now(stack_settings)), forger)
+                                           paid_at=datetime.now(stack_settings.tz)), forger)
         assert (await post_raw(stack_settings, forged))[0] == 400
         malformed = urlencode({"out_trade_no": "BROKEN1", "total_amount": "ten yuan", "sign": "abc"})
         assert (await post_raw(stack_settings, malformed))[0] == 400
@@ -154,11 +106,6 @@ def test_paid_orders_reach_the_dashboard_exactly(pipeline, stack_settings, groun
         ws.close()
 
     asyncio.run(scenario())
-
-
-def simulator_now(settings):
-    from datetime import datetime
-    return datetime.now(settings.tz)
 
 
 def test_orders_paid_while_kafka_is_down_are_counted_when_it_returns(pipeline, stack_settings, kafka,
