@@ -388,13 +388,17 @@ def _address_busy(address: str) -> bool:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True while `pid` runs; an exited process not yet reaped (a zombie) counts as gone."""
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, OverflowError, ValueError):
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def read_state(settings: Settings) -> dict | None:

@@ -1,0 +1,95 @@
+"""The stack runner: services start in order, report health, and leave nothing behind."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from rtdash.settings import Settings
+from rtdash.stack import Service, Stack, StackError, free_port, http_ok, port_open, read_state, stop_running_stack
+
+
+def http_service(settings: Settings, name: str, port: int, *, ignore_term: bool = False) -> Service:
+    """A real HTTP server process; optionally one that ignores SIGTERM, to test the SIGKILL path."""
+    code = ("import http.server, signal, sys\n"
+            + ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignore_term else "")
+            + f"http.server.ThreadingHTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler)"
+            ".serve_forever()\n")
+    return Service(name, [sys.executable, "-c", code], settings.logs_dir / f"{name}.log",
+                   health=lambda: http_ok(f"http://127.0.0.1:{port}/"), address=f"http://127.0.0.1:{port}",
+                   ready_timeout=15, stop_timeout=2)
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(_env_file=None, home=tmp_path)
+
+
+def test_start_waits_for_health_and_stop_frees_every_port(settings):
+    ports = [free_port(), free_port()]
+    stack = Stack(settings, [http_service(settings, "first", ports[0]),
+                             http_service(settings, "stubborn", ports[1], ignore_term=True)])
+    steps: list[str] = []
+    stack.start(on_step=steps.append)
+    try:
+        assert steps == ["starting first", "starting stubborn"]
+        assert all(port_open("127.0.0.1", p) for p in ports)
+        assert set(read_state(settings)["services"]) == {"first", "stubborn"}
+    finally:
+        stack.stop()
+    assert not any(port_open("127.0.0.1", p) for p in ports)
+    assert read_state(settings) is None
+
+
+def test_a_service_that_dies_fails_start_with_its_log_and_stops_the_rest(settings):
+    port = free_port()
+    ok = http_service(settings, "ok", port)
+    broken = Service("broken", [sys.executable, "-c", "import sys; print('cannot bind'); sys.exit(3)"],
+                     settings.logs_dir / "broken.log", health=lambda: False, ready_timeout=10)
+    stack = Stack(settings, [ok, broken])
+    with pytest.raises(StackError, match=r"broken exited with code 3(.|\n)*cannot bind"):
+        stack.start()
+    assert not port_open("127.0.0.1", port)
+
+
+def test_busy_port_is_refused_before_anything_starts(settings):
+    port = free_port()
+    blocker = http_service(settings, "blocker", port)
+    blocker.start()
+    try:
+        blocker.wait_healthy()
+        with pytest.raises(StackError, match="ports already in use: again"):
+            Stack(settings, [http_service(settings, "again", port)]).start()
+    finally:
+        blocker.stop()
+
+
+def test_down_from_another_process_stops_the_runner_and_its_services(settings, tmp_path):
+    port = free_port()
+    runner_code = (
+        "import signal, threading, sys\n"
+        "from rtdash.settings import Settings\n"
+        "from rtdash.stack import Stack\n"
+        "sys.path.insert(0, %r)\n"
+        "from test_stack import http_service\n"
+        "s = Settings(_env_file=None, home=%r)\n"
+        "stack = Stack(s, [http_service(s, 'web', %d)])\n"
+        "stop = threading.Event()\n"
+        "signal.signal(signal.SIGTERM, lambda *_: stop.set())\n"
+        "stack.start(); print('up', flush=True); stop.wait(); stack.stop()\n"
+    ) % (os.path.dirname(__file__), str(tmp_path), port)
+    runner = subprocess.Popen([sys.executable, "-c", runner_code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert runner.stdout.readline().strip() == "up"
+        assert port_open("127.0.0.1", port)
+        assert stop_running_stack(settings) == ["web"]
+        assert runner.wait(20) == 0
+        assert not port_open("127.0.0.1", port)
+    finally:
+        if runner.poll() is None:
+            runner.send_signal(signal.SIGKILL)
+            runner.wait()
