@@ -43,7 +43,49 @@ class OrderPaid:
         return self.order_id.encode()
 
 
-EVENT_TYPES: tuple[type, ...] = (OrderPaid,)
+@dataclass(frozen=True)
+class GatewayRequest:
+    """One request that passed the gateway (or a service using the in-process mixin).
+
+    Published to topic ``gateway`` after the response has gone out, key =
+    visitor id (so one visitor's requests stay in order on one partition).
+    Privacy: no raw client IP unless RTDASH_GATEWAY_STORE_CLIENT_IP is set;
+    ``visitor_id`` is a salted hash of client IP and User-Agent whose salt
+    rotates daily; Authorization, Cookie and configured headers are redacted.
+    """
+
+    topic: ClassVar[str] = "gateway"
+
+    request_id: str
+    started_at: datetime
+    method: str
+    path: str
+    route: str                      # route table name, "" when no route matched
+    query: dict[str, list[str]]     # query parameters, every value kept
+    status: int
+    request_bytes: int
+    response_bytes: int
+    total_ms: float                 # first byte in -> last byte out, as the gateway saw it
+    gateway_ms: float               # total minus upstream: the gateway's own cost
+    visitor_id: str
+    source: str                     # "proxy" or "in_process"
+    upstream_ms: float | None = None
+    client_ip: str | None = None
+    user_id: str | None = None      # set when the request is authenticated
+    user_agent: str | None = None
+    referrer: str | None = None
+    headers: dict[str, str] | None = None   # request headers, redacted
+    # Filled by per-route extractors:
+    search_term: str | None = None          # q of /search
+    result_product_ids: list[str] | None = None  # product ids a search returned
+    product_id: str | None = None           # product of a product page
+    extras: dict[str, str] | None = None
+
+    def key(self) -> bytes:
+        return self.visitor_id.encode()
+
+
+EVENT_TYPES: tuple[type, ...] = (OrderPaid, GatewayRequest)
 
 
 def format_ts(value: datetime) -> str:
@@ -93,6 +135,8 @@ def from_json(cls: type, payload: bytes | str) -> Any:
             value = parse_ts(str(value))
         elif base is int and (not isinstance(value, int) or isinstance(value, bool)):
             raise ValueError(f"field {f.name!r} must be an integer")
+        elif base is float and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            raise ValueError(f"field {f.name!r} must be a number")
         elif base is str and not isinstance(value, str):
             raise ValueError(f"field {f.name!r} must be a string")
         values[f.name] = value

@@ -41,7 +41,10 @@ class Settings(BaseSettings):
     # Empty means "the local redis-server": redis://127.0.0.1:<redis_port>/0.
     redis_url: str = ""
 
+    gateway_port: int = 8000
     order_service_port: int = 8001
+    shop_port: int = 8002
+    payment_provider_port: int = 8003
     push_port: int = 8888
     orders_job_health_port: int = 8011
 
@@ -65,6 +68,24 @@ class Settings(BaseSettings):
     # Duplicate order events closer than this (by Kafka timestamp) are dropped.
     dedupe_watermark: str = "1 hour"
 
+    # --- gateway (issue: API gateway) ---
+    gateway_topic: str = "gateway"
+    gateway_dlq_topic: str = "gateway.dlq"
+    # Route table: "name=/prefix=http://host:port" entries separated by commas; empty means
+    # the local order service and demo shop (see `routes`).
+    gateway_routes: str = ""
+    gateway_upstream_timeout_seconds: float = 10.0
+    # Events waiting to be published; beyond this they are dropped and counted.
+    gateway_queue_size: int = 10_000
+    # Proxies whose X-Forwarded-For is trusted (comma list of IPs or CIDRs).
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Secret mixed into the daily visitor-id salt; empty means one generated under <home>/keys.
+    visitor_secret: str = ""
+    # Put the raw client IP in gateway events (off: only the salted visitor id).
+    gateway_store_client_ip: bool = False
+    # Extra request headers redacted in events (Authorization and Cookie always are).
+    gateway_redact_headers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
     # Where `make jars` put the JVM dependencies (kafka/ and spark/); empty means <project>/.jars.
     jars_dir: str = ""
 
@@ -73,7 +94,7 @@ class Settings(BaseSettings):
     # Redis key prefix for snapshots, pub/sub channels and job bookkeeping.
     redis_prefix: str = "rtdash"
 
-    @field_validator("allowed_origins", mode="before")
+    @field_validator("allowed_origins", "trusted_proxies", "gateway_redact_headers", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
@@ -113,6 +134,21 @@ class Settings(BaseSettings):
         return [f"http://127.0.0.1:{self.push_port}", f"http://localhost:{self.push_port}"]
 
     @property
+    def routes(self) -> list[tuple[str, str, str]]:
+        """The gateway's route table as (name, path prefix, upstream base URL), longest prefix first."""
+        if self.gateway_routes:
+            table = []
+            for entry in self.gateway_routes.split(","):
+                parts = entry.strip().split("=", 2)
+                if len(parts) != 3 or not parts[1].startswith("/") or "://" not in parts[2]:
+                    raise ValueError(f"bad gateway route {entry!r}: use name=/prefix=http://host:port")
+                table.append((parts[0], parts[1], parts[2].rstrip("/")))
+        else:
+            table = [("order_center", "/order_center/", f"http://127.0.0.1:{self.order_service_port}"),
+                     ("shop", "/", f"http://127.0.0.1:{self.shop_port}")]
+        return sorted(table, key=lambda route: len(route[1]), reverse=True)
+
+    @property
     def jars(self) -> Path:
         return Path(self.jars_dir) if self.jars_dir else PROJECT_ROOT / ".jars"
 
@@ -133,7 +169,7 @@ class Settings(BaseSettings):
         env: dict[str, str] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
-            if name == "allowed_origins":
+            if isinstance(value, list):
                 value = ",".join(value)
             elif name == "home":
                 value = str(Path(value).resolve())

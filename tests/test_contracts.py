@@ -38,3 +38,26 @@ def test_required_fields_are_all_fields_of_order_paid():
 def test_naive_timestamp_refused():
     with pytest.raises(ValueError, match="timezone-aware"):
         to_json(OrderPaid(**{**EVENT.__dict__, "paid_at": datetime(2026, 1, 1)}))
+
+
+def test_gateway_request_round_trips_with_optional_fields():
+    from rtdash.contracts import GatewayRequest
+    event = GatewayRequest(request_id="r1", started_at=EVENT.paid_at, method="GET", path="/search",
+                           route="shop", query={"q": ["red shoes"]}, status=200, request_bytes=0,
+                           response_bytes=512, total_ms=3.5, gateway_ms=0.4, visitor_id="v1",
+                           source="proxy", search_term="red shoes", result_product_ids=["P1", "P2"])
+    back = from_json(GatewayRequest, to_json(event))
+    assert back.query == {"q": ["red shoes"]} and back.result_product_ids == ["P1", "P2"]
+    assert back.user_id is None and back.total_ms == 3.5
+    assert required_fields(GatewayRequest)[-1] == "source"
+
+
+def test_spark_schema_derives_from_the_dataclass():
+    pytest.importorskip("pyspark")
+    from pyspark.sql import types as T
+    from rtdash.contracts import GatewayRequest, spark_schema
+    schema = {f.name: f.dataType for f in spark_schema(GatewayRequest).fields}
+    assert schema["query"] == T.MapType(T.StringType(), T.ArrayType(T.StringType()))
+    assert schema["total_ms"] == T.DoubleType() and schema["status"] == T.LongType()
+    assert schema["started_at"] == T.TimestampType() and schema["result_product_ids"] == T.ArrayType(T.StringType())
+    assert [f.name for f in spark_schema(OrderPaid).fields] == required_fields(OrderPaid)
