@@ -33,7 +33,11 @@ GMT_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 class NotifyError(ValueError):
-    """A notify that must be refused; the message is the reason sent back."""
+    """A notify that must be refused; the message is the reason sent back, with `status`."""
+
+    def __init__(self, reason: str, status: int = 400):
+        super().__init__(reason)
+        self.status = status
 
 
 def signing_string(params: dict[str, str]) -> str:

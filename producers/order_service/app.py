@@ -44,7 +44,7 @@ class NotifyHandler(tornado.web.RequestHandler):
             notify = parse_notify(params, public_key=self.public_key, app_id=self.cfg.payment_app_id,
                                   seller_id=self.cfg.payment_seller_id, tz=self.cfg.tz)
         except NotifyError as exc:
-            return self._refuse(exc.args[0])
+            return self._refuse(exc.args[0], exc.status)
         if not notify.is_paid:
             log.info("notify %s for order %s: status %s, nothing to count",
                      notify.notify_id, notify.out_trade_no, notify.trade_status)
@@ -60,7 +60,7 @@ class NotifyHandler(tornado.web.RequestHandler):
 
     def _form(self) -> dict[str, str]:
         if len(self.request.body) > self.cfg.notify_max_body_bytes:
-            raise NotifyError(f"body larger than {self.cfg.notify_max_body_bytes} bytes")
+            raise NotifyError(f"body larger than {self.cfg.notify_max_body_bytes} bytes", status=413)
         ctype = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if ctype != "application/x-www-form-urlencoded":
             raise NotifyError("Content-Type must be application/x-www-form-urlencoded")
@@ -77,7 +77,7 @@ class NotifyHandler(tornado.web.RequestHandler):
     def _refuse(self, reason: str, status: int = 400) -> None:
         if status != 409:
             log.warning("notify refused from %s: %s", self.request.remote_ip, reason)
-        self.set_status(413 if reason.startswith("body larger") else status)
+        self.set_status(status)
         self.finish(f"fail: {reason}")
 
 
