@@ -1,0 +1,246 @@
+"""Orders job: today's paid order count and amount, and orders per minute, live.
+
+Reads the `orders` topic (one OrderPaid event per paid order, written by the
+order service's outbox relay), drops duplicate order ids, and after every
+micro-batch adds the batch's per-minute totals to today's running totals in
+Redis and publishes them to the dashboard channels `orders.today` and
+`orders.per_minute`. Days and minutes are those of RTDASH_TIMEZONE.
+
+Exactly once, end to end: the relay publishes at least once and the dedupe
+stage drops repeated order ids (within RTDASH_DEDUPE_WATERMARK, by Kafka
+timestamp); the checkpoint keeps source offsets and dedupe state; the Redis
+sink applies each batch id once, so a batch Spark replays after a crash does
+not count twice. Events that are not a valid OrderPaid go to the dead-letter
+topic (RTDASH_ORDERS_DLQ_TOPIC) with their original key and value and headers
+`rtdash.error` (the reason) and `rtdash.source` (topic:partition:offset); the
+job keeps running.
+
+Usage:
+    python -m jobs.orders
+    spark-submit --jars "$(ls .jars/spark/*.jar | paste -sd,)" jobs/orders.py
+
+Settings (environment, see README): RTDASH_KAFKA_BOOTSTRAP / RTDASH_KAFKA_PORT,
+RTDASH_REDIS_URL, RTDASH_ORDERS_TOPIC, RTDASH_ORDERS_DLQ_TOPIC,
+RTDASH_TIMEZONE, RTDASH_SPARK_MASTER, RTDASH_SPARK_TRIGGER_SECONDS,
+RTDASH_SPARK_SHUFFLE_PARTITIONS, RTDASH_DEDUPE_WATERMARK, RTDASH_HOME
+(checkpoints under <home>/checkpoints/orders), RTDASH_ORDERS_JOB_HEALTH_PORT.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import threading
+import time
+from datetime import datetime
+from functools import reduce
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import redis
+from pyspark.sql import Column, DataFrame, SparkSession, functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from jobs.redis_sink import MinuteTotal, OrdersSink
+from rtdash.contracts import OrderPaid, required_fields, spark_schema
+from rtdash.settings import Settings
+
+log = logging.getLogger("rtdash.jobs.orders")
+
+QUERY_NAME = "orders_today"
+
+
+def read_orders(spark: SparkSession, settings: Settings) -> DataFrame:
+    """The `orders` topic as a stream of Kafka records."""
+    return (spark.readStream.format("kafka")
+            .option("kafka.bootstrap.servers", settings.kafka_servers)
+            .option("subscribe", settings.orders_topic)
+            .option("startingOffsets", "earliest")
+            .option("failOnDataLoss", "false")
+            # A broker outage must not kill the query: keep asking for offsets until it is back.
+            .option("fetchOffset.numRetries", "1000000")
+            .option("fetchOffset.retryIntervalMs", "1000")
+            .load())
+
+
+def invalid_reason(order: Column) -> Column:
+    """Why a parsed record is not a usable OrderPaid, or null when it is."""
+    fields = required_fields(OrderPaid)
+    checks = [(order.isNull() | F.coalesce(*[order[name].cast("string") for name in fields]).isNull(),
+               "not a JSON OrderPaid object")]
+    checks += [(order[name].isNull(), f"missing or mistyped field {name}") for name in fields]
+    checks += [(order["amount_cents"] <= 0, "amount_cents must be positive")]
+    first, *rest = checks
+    return reduce(lambda acc, check: acc.when(*check), rest, F.when(*first))
+
+
+def transform(records: DataFrame, *, settings: Settings) -> DataFrame:
+    """Kafka records -> one row per distinct order (valid) or per bad record (invalid).
+
+    Stages: parsed (from_json with the contract's schema) -> checked (reason
+    for invalid records) -> deduped (order id within the watermark; each
+    invalid record keeps a unique key so none is merged away) -> the columns
+    the sink needs, with date and minute in the session time zone.
+    """
+    parsed = records.select(
+        "key", "value", "topic", "partition", "offset", F.col("timestamp").alias("kafka_ts"),
+        F.from_json(F.col("value").cast("string"), spark_schema(OrderPaid)).alias("order"))
+    checked = parsed.withColumn("reason", invalid_reason(F.col("order")))
+    keyed = checked.withColumn("dedupe_key", F.when(
+        F.col("reason").isNull(), F.col("order.order_id")).otherwise(
+        F.concat_ws(":", F.lit("invalid"), F.col("topic"), F.col("partition"), F.col("offset"))))
+    if keyed.isStreaming:
+        deduped = (keyed.withWatermark("kafka_ts", settings.dedupe_watermark)
+                   .dropDuplicatesWithinWatermark(["dedupe_key"]))
+    else:  # the same rows for a static DataFrame (tests, backfills)
+        deduped = keyed.dropDuplicates(["dedupe_key"])
+    return deduped.select(
+        F.col("reason").isNull().alias("valid"), "reason",
+        F.col("order.order_id").alias("order_id"), F.col("order.amount_cents").alias("amount_cents"),
+        F.date_format("order.paid_at", "yyyy-MM-dd").alias("date"),
+        F.date_format("order.paid_at", "HH:mm").alias("minute"),
+        "key", "value", "topic", "partition", "offset")
+
+
+def per_minute(orders: DataFrame) -> DataFrame:
+    """Count and amount per (valid, date, minute): the only aggregate a batch needs."""
+    return (orders.groupBy("valid", "date", "minute")
+            .agg(F.count(F.lit(1)).alias("count"),
+                 F.coalesce(F.sum("amount_cents"), F.lit(0)).cast("long").alias("amount_cents")))
+
+
+def dead_letters(orders: DataFrame) -> DataFrame:
+    """Invalid records as Kafka sink rows: original key and value, reason in headers."""
+    return orders.filter(~F.col("valid")).select(
+        "key", "value",
+        F.array(
+            F.struct(F.lit("rtdash.error").alias("key"), F.col("reason").cast("binary").alias("value")),
+            F.struct(F.lit("rtdash.source").alias("key"),
+                     F.concat_ws(":", "topic", "partition", "offset").cast("binary").alias("value")),
+        ).alias("headers"))
+
+
+class BatchWriter:
+    """foreachBatch: one aggregation action per batch, dead letters only when there are some."""
+
+    def __init__(self, settings: Settings, sink: OrdersSink):
+        self.settings = settings
+        self.sink = sink
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        started = time.perf_counter()
+        rows = per_minute(batch).collect()
+        bad = sum(r["count"] for r in rows if not r["valid"])
+        if bad:
+            (dead_letters(batch).write.format("kafka")
+             .option("kafka.bootstrap.servers", self.settings.kafka_servers)
+             .option("topic", self.settings.orders_dlq_topic).save())
+        minutes = [MinuteTotal(r["date"], r["minute"], r["count"], r["amount_cents"]) for r in rows if r["valid"]]
+        today = datetime.now(self.settings.tz).date().isoformat()
+        self.sink.ensure_today(today)
+        applied = self.sink.apply(batch_id, today, minutes)
+        log.info("batch %d: %d orders, %d dead letters, %s in %.0f ms", batch_id,
+                 sum(m.count for m in minutes), bad, "applied" if applied else "already applied, skipped",
+                 (time.perf_counter() - started) * 1000)
+
+
+def start(spark: SparkSession, settings: Settings) -> StreamingQuery:
+    """Start the query in `spark` (the job's main, the stack runner and the tests use this)."""
+    client = redis.Redis.from_url(settings.redis)
+    sink = OrdersSink(client, settings.redis_prefix)
+    sink.ensure_today(datetime.now(settings.tz).date().isoformat())
+    orders = transform(read_orders(spark, settings), settings=settings)
+    writer = (orders.writeStream
+              .queryName(QUERY_NAME)
+              .outputMode("append")
+              .option("checkpointLocation", str((settings.checkpoints_dir / "orders").resolve()))
+              .foreachBatch(BatchWriter(settings, sink)))
+    if settings.spark_trigger_seconds > 0:
+        writer = writer.trigger(processingTime=f"{settings.spark_trigger_seconds} seconds")
+    return writer.start()
+
+
+# --- running as a service ------------------------------------------------------------------
+
+class JobState:
+    """What the health endpoint reports; written by the supervisor, read by the HTTP thread."""
+
+    def __init__(self) -> None:
+        self.query: StreamingQuery | None = None
+        self.restarts = 0
+        self.last_error: str | None = None
+
+    def health(self) -> dict:
+        query = self.query
+        progress = query.lastProgress if query is not None else None
+        active = query is not None and query.isActive
+        return {"status": "ok" if active else "starting", "service": "orders_job", "query": QUERY_NAME,
+                "active": active, "restarts": self.restarts, "last_error": self.last_error,
+                "last_batch": progress["batchId"] if progress else None,
+                "last_input_rows": progress["numInputRows"] if progress else None}
+
+
+def serve_health(state: JobState, host: str, port: int) -> ThreadingHTTPServer:
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            body = json.dumps(state.health()).encode()
+            ok = self.path == "/healthz" and state.health()["active"]
+            self.send_response(200 if ok else 503 if self.path == "/healthz" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args) -> None:
+            pass
+
+    server = ThreadingHTTPServer((host, port), Health)
+    threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
+    return server
+
+
+def supervise(spark: SparkSession, settings: Settings, state: JobState, stop: threading.Event) -> None:
+    """Run the query until `stop`; if it fails, restart it from the checkpoint with backoff."""
+    backoff = 1.0
+    while not stop.is_set():
+        state.query = start(spark, settings)
+        log.info("query %s started (checkpoint %s)", QUERY_NAME, settings.checkpoints_dir / "orders")
+        while not stop.is_set() and state.query.isActive:
+            stop.wait(0.5)  # supervision only; the data path is Spark's own
+        if stop.is_set():
+            state.query.stop()
+            return
+        error = state.query.exception()
+        state.last_error = str(error) if error else "query stopped"
+        state.restarts += 1
+        log.error("query %s failed, restarting from the checkpoint in %.0fs: %s", QUERY_NAME, backoff,
+                  state.last_error.splitlines()[0])
+        stop.wait(backoff)
+        backoff = min(backoff * 2, 30.0)
+
+
+def main() -> None:
+    from jobs.spark import build_session
+    from rtdash.logs import setup_logging
+
+    argparse.ArgumentParser(description="Today's paid orders, from Kafka to Redis (settings: RTDASH_*).").parse_args()
+    setup_logging()
+    settings = Settings()
+    spark = build_session(settings, "rtdash-orders")
+    state = JobState()
+    health = serve_health(state, settings.bind_host, settings.orders_job_health_port)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    log.info("orders job running; health on http://%s:%d/healthz", settings.bind_host,
+             settings.orders_job_health_port)
+    try:
+        supervise(spark, settings, state, stop)
+    finally:
+        health.shutdown()
+        spark.stop()
+        log.info("orders job stopped")
+
+
+if __name__ == "__main__":
+    main()
