@@ -1,0 +1,1 @@
+"""Payment provider simulator service: takes payments, sends signed async notifies (``python -m producers.provider``)."""
