@@ -20,6 +20,7 @@ import logging
 import re
 import secrets
 from concurrent.futures import Executor
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -81,7 +82,12 @@ def cart_json(lines: list[CartLine]) -> dict:
 def order_json(order: Order) -> dict:
     return {"order_id": order.order_id, "status": order.status, "total_cents": order.total_cents,
             "payment_id": order.payment_id, "user_id": order.user_id,
-            "created_at": order.created_at.isoformat(), **cart_json(order.lines)}
+            "created_at": _utc(order.created_at).isoformat(), **cart_json(order.lines)}
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; the store writes UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 # --- handlers --------------------------------------------------------------------------
@@ -122,8 +128,10 @@ class ShopHandler(tornado.web.RequestHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, ApiError):
             message = exc.message
-        elif isinstance(exc, tornado.web.HTTPError) and status_code < 500:
-            message = (exc.log_message % exc.args if exc.args else exc.log_message) if exc.log_message else self._reason
+        elif isinstance(exc, tornado.web.HTTPError) and exc.log_message and status_code < 500:
+            message = exc.log_message % exc.args if exc.args else exc.log_message
+        elif status_code < 500:
+            message = self._reason
         else:
             message = "internal error"
         self.finish({"error": message})
