@@ -12,18 +12,27 @@ timestamp); the checkpoint keeps source offsets and dedupe state; the Redis
 sink applies each batch id once, so a batch Spark replays after a crash does
 not count twice. Events that are not a valid OrderPaid go to the dead-letter
 topic (RTDASH_ORDERS_DLQ_TOPIC) with their original key and value and headers
-`rtdash.error` (the reason) and `rtdash.source` (topic:partition:offset); the
-job keeps running.
+`rtdash.error` (the reason, e.g. "amount_cents must be positive") and
+`rtdash.source` (topic:partition:offset of the original); the job keeps
+running. Dead letters are at least once: a replayed batch may repeat them.
 
 Usage:
-    python -m jobs.orders
-    spark-submit --jars "$(ls .jars/spark/*.jar | paste -sd,)" jobs/orders.py
+    python -m jobs.orders [--trigger-seconds S]
+    PYSPARK_PYTHON=.venv/bin/python .venv/bin/spark-submit --master 'local[2]' \
+        --jars "$(ls "$PWD"/.jars/spark/*.jar | paste -sd,)" jobs/orders.py
+
+Arguments:
+    --trigger-seconds S   micro-batch interval (default RTDASH_SPARK_TRIGGER_SECONDS;
+                          0 starts the next batch as soon as data is there)
 
 Settings (environment, see README): RTDASH_KAFKA_BOOTSTRAP / RTDASH_KAFKA_PORT,
-RTDASH_REDIS_URL, RTDASH_ORDERS_TOPIC, RTDASH_ORDERS_DLQ_TOPIC,
-RTDASH_TIMEZONE, RTDASH_SPARK_MASTER, RTDASH_SPARK_TRIGGER_SECONDS,
+RTDASH_REDIS_URL, RTDASH_REDIS_PREFIX, RTDASH_ORDERS_TOPIC,
+RTDASH_ORDERS_DLQ_TOPIC, RTDASH_TIMEZONE, RTDASH_SPARK_MASTER,
 RTDASH_SPARK_SHUFFLE_PARTITIONS, RTDASH_DEDUPE_WATERMARK, RTDASH_HOME
-(checkpoints under <home>/checkpoints/orders), RTDASH_ORDERS_JOB_HEALTH_PORT.
+(checkpoint in <home>/checkpoints/orders), RTDASH_BIND_HOST and
+RTDASH_ORDERS_JOB_HEALTH_PORT (GET /healthz: query status, last batch id, its
+input rows). Under spark-submit its --master and --jars apply. SIGTERM or
+Ctrl-C stops the query and the session.
 """
 from __future__ import annotations
 
@@ -80,8 +89,17 @@ def transform(records: DataFrame, *, settings: Settings) -> DataFrame:
     Stages: parsed (from_json with the contract's schema) -> checked (reason
     for invalid records) -> deduped (order id within the watermark; each
     invalid record keeps a unique key so none is merged away) -> the columns
-    the sink needs, with date and minute in the session time zone.
+    the sink needs, with date and minute in RTDASH_TIMEZONE, which must be the
+    session time zone (`start` and `build_session` set it).
+
+    Streaming input is deduplicated with `dropDuplicatesWithinWatermark` on the
+    Kafka timestamp; Spark refuses that operator on static DataFrames, which
+    get the equivalent `dropDuplicates` (tests, backfills).
     """
+    zone = records.sparkSession.conf.get("spark.sql.session.timeZone")
+    if zone != settings.timezone:
+        raise ValueError(f"spark.sql.session.timeZone is {zone!r} but RTDASH_TIMEZONE is "
+                         f"{settings.timezone!r}: days and minutes would be wrong")
     parsed = records.select(
         "key", "value", "topic", "partition", "offset", F.col("timestamp").alias("kafka_ts"),
         F.from_json(F.col("value").cast("string"), spark_schema(OrderPaid)).alias("order"))
@@ -92,7 +110,7 @@ def transform(records: DataFrame, *, settings: Settings) -> DataFrame:
     if keyed.isStreaming:
         deduped = (keyed.withWatermark("kafka_ts", settings.dedupe_watermark)
                    .dropDuplicatesWithinWatermark(["dedupe_key"]))
-    else:  # the same rows for a static DataFrame (tests, backfills)
+    else:
         deduped = keyed.dropDuplicates(["dedupe_key"])
     return deduped.select(
         F.col("reason").isNull().alias("valid"), "reason",
@@ -103,10 +121,17 @@ def transform(records: DataFrame, *, settings: Settings) -> DataFrame:
 
 
 def per_minute(orders: DataFrame) -> DataFrame:
-    """Count and amount per (valid, date, minute): the only aggregate a batch needs."""
-    return (orders.groupBy("valid", "date", "minute")
+    """Count and amount per (valid, date, minute): the only aggregate a batch needs.
+
+    Invalid records make one row (date and minute null) whose count says
+    whether there are dead letters to write; their amounts are not summed.
+    """
+    valid = F.col("valid")
+    return (orders.groupBy(valid, F.when(valid, F.col("date")).alias("date"),
+                           F.when(valid, F.col("minute")).alias("minute"))
             .agg(F.count(F.lit(1)).alias("count"),
-                 F.coalesce(F.sum("amount_cents"), F.lit(0)).cast("long").alias("amount_cents")))
+                 F.coalesce(F.sum(F.when(valid, F.col("amount_cents"))), F.lit(0)).cast("long")
+                 .alias("amount_cents")))
 
 
 def dead_letters(orders: DataFrame) -> DataFrame:
@@ -121,7 +146,12 @@ def dead_letters(orders: DataFrame) -> DataFrame:
 
 
 class BatchWriter:
-    """foreachBatch: one aggregation action per batch, dead letters only when there are some."""
+    """foreachBatch: one aggregation action per batch, dead letters only when there are some.
+
+    The batch is computed once for the aggregate; a batch with invalid records
+    is computed a second time to write them (rare, so not worth caching every
+    batch for).
+    """
 
     def __init__(self, settings: Settings, sink: OrdersSink):
         self.settings = settings
@@ -137,19 +167,15 @@ class BatchWriter:
              .option("topic", self.settings.orders_dlq_topic).save())
         minutes = [MinuteTotal(r["date"], r["minute"], r["count"], r["amount_cents"]) for r in rows if r["valid"]]
         today = datetime.now(self.settings.tz).date().isoformat()
-        self.sink.ensure_today(today)
         applied = self.sink.apply(batch_id, today, minutes)
         log.info("batch %d: %d orders, %d dead letters, %s in %.0f ms", batch_id,
                  sum(m.count for m in minutes), bad, "applied" if applied else "already applied, skipped",
                  (time.perf_counter() - started) * 1000)
 
 
-def start(spark: SparkSession, settings: Settings) -> StreamingQuery:
-    """Start the query in `spark` (the job's main, the stack runner and the tests use this)."""
-    client = redis.Redis.from_url(settings.redis)
-    sink = OrdersSink(client, settings.redis_prefix)
-    sink.ensure_today(datetime.now(settings.tz).date().isoformat())
-    orders = transform(read_orders(spark, settings), settings=settings)
+def write_orders(orders: DataFrame, settings: Settings, sink: OrdersSink) -> StreamingQuery:
+    """Start the streaming write of `transform`'s output: per-batch aggregates into `sink`."""
+    sink.ensure_today(datetime.now(settings.tz).date().isoformat())  # today's zero before any order
     writer = (orders.writeStream
               .queryName(QUERY_NAME)
               .outputMode("append")
@@ -158,6 +184,20 @@ def start(spark: SparkSession, settings: Settings) -> StreamingQuery:
     if settings.spark_trigger_seconds > 0:
         writer = writer.trigger(processingTime=f"{settings.spark_trigger_seconds} seconds")
     return writer.start()
+
+
+def start(spark: SparkSession, settings: Settings) -> StreamingQuery:
+    """Start the query in `spark` (the job's main, the stack runner and the tests use this).
+
+    Sets the session's time zone and shuffle partitions from `settings` first;
+    a restarted query keeps the shuffle partitions of its checkpoint.
+    """
+    spark.conf.set("spark.sql.session.timeZone", settings.timezone)
+    spark.conf.set("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
+    sink = OrdersSink(redis.Redis.from_url(settings.redis), settings.redis_prefix)
+    # events -> parsed, checked, deduped orders -> per-minute totals in Redis
+    orders = transform(read_orders(spark, settings), settings=settings)
+    return write_orders(orders, settings, sink)
 
 
 # --- running as a service ------------------------------------------------------------------
@@ -175,7 +215,8 @@ class JobState:
         progress = query.lastProgress if query is not None else None
         active = query is not None and query.isActive
         return {"status": "ok" if active else "starting", "service": "orders_job", "query": QUERY_NAME,
-                "active": active, "restarts": self.restarts, "last_error": self.last_error,
+                "active": active, "query_status": query.status["message"] if active else None,
+                "restarts": self.restarts, "last_error": self.last_error,
                 "last_batch": progress["batchId"] if progress else None,
                 "last_input_rows": progress["numInputRows"] if progress else None}
 
@@ -183,9 +224,12 @@ class JobState:
 def serve_health(state: JobState, host: str, port: int) -> ThreadingHTTPServer:
     class Health(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            body = json.dumps(state.health()).encode()
-            ok = self.path == "/healthz" and state.health()["active"]
-            self.send_response(200 if ok else 503 if self.path == "/healthz" else 404)
+            health = state.health()
+            body = json.dumps(health).encode()
+            if self.path != "/healthz":
+                self.send_response(404)
+            else:
+                self.send_response(200 if health["active"] else 503)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -200,19 +244,26 @@ def serve_health(state: JobState, host: str, port: int) -> ThreadingHTTPServer:
 
 
 def supervise(spark: SparkSession, settings: Settings, state: JobState, stop: threading.Event) -> None:
-    """Run the query until `stop`; if it fails, restart it from the checkpoint with backoff."""
+    """Run the query until `stop`; if it fails (or cannot start), restart it from the checkpoint with backoff."""
     backoff = 1.0
     while not stop.is_set():
-        state.query = start(spark, settings)
-        log.info("query %s started (checkpoint %s)", QUERY_NAME, settings.checkpoints_dir / "orders")
-        while not stop.is_set() and state.query.isActive:
-            stop.wait(0.5)  # supervision only; the data path is Spark's own
-        if stop.is_set():
-            state.query.stop()
-            return
-        error = state.query.exception()
-        state.last_error = str(error) if error else "query stopped"
+        started = time.monotonic()
+        try:
+            state.query = start(spark, settings)
+        except Exception as exc:  # noqa: BLE001 - e.g. Redis not up yet: retry like a failed query
+            state.last_error = f"cannot start: {exc}"
+        else:
+            log.info("query %s started (checkpoint %s)", QUERY_NAME, settings.checkpoints_dir / "orders")
+            while not stop.is_set() and state.query.isActive:
+                stop.wait(0.5)  # supervision only; the data path is Spark's own
+            if stop.is_set():
+                state.query.stop()
+                return
+            error = state.query.exception()
+            state.last_error = str(error) if error else "query stopped"
         state.restarts += 1
+        if time.monotonic() - started > 60:
+            backoff = 1.0  # it ran for a while: this is a new failure, not the same one again
         log.error("query %s failed, restarting from the checkpoint in %.0fs: %s", QUERY_NAME, backoff,
                   state.last_error.splitlines()[0])
         stop.wait(backoff)
@@ -223,9 +274,15 @@ def main() -> None:
     from jobs.spark import build_session
     from rtdash.logs import setup_logging
 
-    argparse.ArgumentParser(description="Today's paid orders, from Kafka to Redis (settings: RTDASH_*).").parse_args()
+    parser = argparse.ArgumentParser(
+        description="Today's paid orders, from Kafka to Redis (other settings: RTDASH_*, see the module docstring).")
+    parser.add_argument("--trigger-seconds", type=float, default=None,
+                        help="micro-batch interval; 0 starts the next batch as soon as data is there")
+    args = parser.parse_args()
     setup_logging()
     settings = Settings()
+    if args.trigger_seconds is not None:
+        settings = settings.model_copy(update={"spark_trigger_seconds": args.trigger_seconds})
     spark = build_session(settings, "rtdash-orders")
     state = JobState()
     health = serve_health(state, settings.bind_host, settings.orders_job_health_port)

@@ -1,6 +1,7 @@
 """The SparkSession every rtdash job uses, built from the shared settings."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -8,25 +9,37 @@ from pyspark.sql import SparkSession
 from rtdash.settings import Settings
 
 
-def connector_jars(jars_dir: Path) -> list[str]:
-    """Spark's Kafka connector and the jars it needs beyond pyspark's own."""
-    jars = sorted(str(p.resolve()) for p in (jars_dir / "spark").glob("*.jar"))
-    if not any("spark-sql-kafka" in j for j in jars):
-        raise FileNotFoundError(f"no Spark Kafka connector in {jars_dir / 'spark'}: run `make jars` first")
+def connector_jars(root: Path) -> list[str]:
+    """Absolute paths of Spark's Kafka connector and the jars it needs beyond pyspark's own.
+
+    `root` is the jars directory of the settings (``.jars`` by default); `make jars`
+    puts the connector in its ``spark/`` folder.
+    """
+    folder = Path(root) / "spark"
+    jars = sorted(str(p.resolve()) for p in folder.glob("*.jar"))
+    if not any(Path(j).name.startswith("spark-sql-kafka") for j in jars):
+        raise FileNotFoundError(f"no Spark Kafka connector in {folder}: run `make jars` first")
     return jars
 
 
-def build_session(settings: Settings, app_name: str) -> SparkSession:
-    """Local mode by default; any master through RTDASH_SPARK_MASTER or spark-submit."""
-    builder = (SparkSession.builder.appName(app_name)
-               .master(settings.spark_master)
-               .config("spark.jars", ",".join(connector_jars(settings.jars)))
-               .config("spark.driver.memory", settings.spark_driver_memory)
-               .config("spark.sql.session.timeZone", settings.timezone)
-               .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
-               .config("spark.ui.enabled", "false")
-               .config("spark.ui.showConsoleProgress", "false")
-               .config("spark.sql.adaptive.enabled", "false"))
-    spark = builder.getOrCreate()
+def build_session(settings: Settings, app_name: str, *, ui: bool = False) -> SparkSession:
+    """Local mode by default; any master through RTDASH_SPARK_MASTER or spark-submit.
+
+    Under spark-submit the JVM is already running: its ``--master`` and ``--jars``
+    apply and the ones of the settings are not used.
+    """
+    builder = SparkSession.builder.appName(app_name)
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit
+        builder = (builder.master(settings.spark_master)
+                   .config("spark.jars", ",".join(connector_jars(settings.jars)))
+                   .config("spark.driver.memory", settings.spark_driver_memory))
+    spark = (builder
+             .config("spark.sql.session.timeZone", settings.timezone)
+             .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
+             .config("spark.ui.enabled", str(ui).lower())
+             .config("spark.ui.showConsoleProgress", "false")
+             # Micro-batches are small: adaptive re-planning costs more than it saves.
+             .config("spark.sql.adaptive.enabled", "false")
+             .getOrCreate())
     spark.sparkContext.setLogLevel("WARN")
     return spark

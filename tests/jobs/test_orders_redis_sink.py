@@ -1,0 +1,99 @@
+"""The orders job's Redis sink against a real redis-server: once per batch, exact envelopes."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from jobs.redis_sink import MinuteTotal, OrdersSink
+from rtdash.channels import ORDERS_PER_MINUTE, ORDERS_TODAY, live_channel, snapshot_key
+
+PREFIX = "t"
+TODAY = "2026-11-26"
+
+
+@pytest.fixture
+def sink(redis_client):
+    return OrdersSink(redis_client, PREFIX)
+
+
+@pytest.fixture
+def live(redis_client):
+    """Collects what the sink publishes on both order channels."""
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe(live_channel(PREFIX, ORDERS_TODAY), live_channel(PREFIX, ORDERS_PER_MINUTE))
+    for _ in range(2):  # both subscriptions confirmed before anything is published
+        assert pubsub.get_message(timeout=5)["type"] == "subscribe"
+
+    def received(expected: int) -> list[dict]:
+        messages = []
+        deadline = time.monotonic() + 5
+        while len(messages) < expected and time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=0.2)
+            if message:
+                messages.append(json.loads(message["data"]))
+        assert pubsub.get_message(timeout=0.2) is None, "more messages than expected"
+        return messages
+
+    yield received
+    pubsub.close()
+
+
+def snapshot(client, channel):
+    return json.loads(client.get(snapshot_key(PREFIX, channel)))
+
+
+def test_a_batch_counts_once_and_publishes_exact_envelopes(sink, live, redis_client):
+    first = [MinuteTotal(TODAY, "15:59", 2, 1250), MinuteTotal("2026-11-25", "23:59", 1, 5)]
+    assert sink.apply(1, TODAY, first) is True
+    assert sink.apply(1, TODAY, first) is False          # replayed after a crash: no change
+    assert sink.apply(2, TODAY, [MinuteTotal(TODAY, "16:00", 1, 100)]) is True
+    assert sink.apply(0, TODAY, first) is False          # an older batch neither
+    assert sink.last_batch() == 2
+
+    assert snapshot(redis_client, ORDERS_TODAY) == {
+        "channel": ORDERS_TODAY, "seq": 2, "data": {"date": TODAY, "count": 3, "amount_cents": 1350}}
+    assert snapshot(redis_client, ORDERS_PER_MINUTE) == {
+        "channel": ORDERS_PER_MINUTE, "seq": 2, "data": {"date": TODAY, "minutes": {
+            "15:59": {"count": 2, "amount_cents": 1250}, "16:00": {"count": 1, "amount_cents": 100}}}}
+    assert live(4) == [
+        {"channel": ORDERS_TODAY, "seq": 1, "data": {"date": TODAY, "count": 2, "amount_cents": 1250}},
+        {"channel": ORDERS_PER_MINUTE, "seq": 1, "data": {"date": TODAY, "minutes": {
+            "15:59": {"count": 2, "amount_cents": 1250}}}},
+        {"channel": ORDERS_TODAY, "seq": 2, "data": {"date": TODAY, "count": 3, "amount_cents": 1350}},
+        # the live message carries only the minutes the batch changed
+        {"channel": ORDERS_PER_MINUTE, "seq": 2, "data": {"date": TODAY, "minutes": {
+            "16:00": {"count": 1, "amount_cents": 100}}}}]
+    # an earlier day is stored, not published, and every hash expires
+    assert redis_client.hgetall(f"{PREFIX}:orders:day:2026-11-25") == {b"count": b"1", b"amount_cents": b"5"}
+    assert redis_client.hgetall(f"{PREFIX}:orders:minute:{TODAY}:amount") == {b"15:59": b"1250", b"16:00": b"100"}
+    for key in redis_client.keys(f"{PREFIX}:orders:*"):
+        assert 7 * 86400 < redis_client.ttl(key) <= 8 * 86400
+
+
+def test_large_amounts_stay_exact_integers(sink, redis_client):
+    big = 10**14 + 1   # a float on the way would print as 1e+14
+    sink.apply(0, TODAY, [MinuteTotal(TODAY, "09:30", 1, big)])
+    sink.apply(1, TODAY, [MinuteTotal(TODAY, "09:30", 1, big)])
+    raw = redis_client.get(snapshot_key(PREFIX, ORDERS_TODAY)).decode()
+    assert f'"amount_cents":{2 * big}}}' in raw
+    assert snapshot(redis_client, ORDERS_PER_MINUTE)["data"]["minutes"] == {
+        "09:30": {"count": 2, "amount_cents": 2 * big}}
+
+
+def test_a_new_day_gets_zero_snapshots_once(sink, live, redis_client):
+    sink.apply(0, "2026-11-25", [MinuteTotal("2026-11-25", "23:59", 3, 300)])
+    assert sink.ensure_today(TODAY) is True
+    assert sink.ensure_today(TODAY) is False
+    assert sink.last_batch() == 0
+    assert snapshot(redis_client, ORDERS_TODAY)["data"] == {"date": TODAY, "count": 0, "amount_cents": 0}
+    assert snapshot(redis_client, ORDERS_PER_MINUTE)["data"] == {"date": TODAY, "minutes": {}}
+    assert [m["data"] for m in live(4)] == [
+        {"date": "2026-11-25", "count": 3, "amount_cents": 300},
+        {"date": "2026-11-25", "minutes": {"23:59": {"count": 3, "amount_cents": 300}}},
+        {"date": TODAY, "count": 0, "amount_cents": 0},
+        {"date": TODAY, "minutes": {}}]
+    # a batch with only yesterday's late orders still moves the dashboard to today
+    sink.apply(1, "2026-11-27", [MinuteTotal(TODAY, "23:58", 1, 10)])
+    assert snapshot(redis_client, ORDERS_TODAY)["data"] == {"date": "2026-11-27", "count": 0, "amount_cents": 0}

@@ -1,0 +1,73 @@
+"""The orders job's pure stages on small static DataFrames: transform, per_minute, dead_letters."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from pyspark.sql import Row
+from pyspark.testing import assertDataFrameEqual
+
+from jobs.orders import dead_letters, per_minute, transform
+from rtdash.contracts import OrderPaid, to_json
+
+RECORD_SCHEMA = "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
+T0 = datetime(2026, 11, 26, 15, 59, 30, tzinfo=timezone.utc)
+LATER = datetime(2026, 11, 26, 16, 1, 5, tzinfo=timezone.utc)
+
+
+def order(order_id: str, cents: int, paid_at: datetime = T0) -> bytes:
+    return to_json(OrderPaid(order_id=order_id, trade_no="T" + order_id, amount_cents=cents, paid_at=paid_at,
+                             trade_status="TRADE_SUCCESS", notify_id="N" + order_id, recorded_at=paid_at))
+
+
+def records(spark, values: list[bytes]):
+    """Kafka-shaped records of topic `orders`, partition 0, offsets 0.. in order."""
+    rows = [Row(key=b"k", value=v, topic="orders", partition=0, offset=i, timestamp=T0)
+            for i, v in enumerate(values)]
+    return spark.createDataFrame(rows, RECORD_SCHEMA)
+
+
+def test_transform_keeps_one_row_per_order_and_flags_bad_records(spark, job_settings):
+    values = [order("A", 1000), order("A", 1000), order("B", 250, LATER), b"not json at all",
+              order("C", -5), order("D", 700).replace(b'"trade_no":"TD",', b""), b"not json at all"]
+    out = transform(records(spark, values), settings=job_settings)
+    assertDataFrameEqual(
+        out.select("valid", "reason", "order_id", "amount_cents", "date", "minute"),
+        [Row(valid=True, reason=None, order_id="A", amount_cents=1000, date="2026-11-26", minute="15:59"),
+         Row(valid=True, reason=None, order_id="B", amount_cents=250, date="2026-11-26", minute="16:01"),
+         # identical bad records are two dead letters, never merged
+         Row(valid=False, reason="not a JSON OrderPaid object", order_id=None, amount_cents=None, date=None,
+             minute=None),
+         Row(valid=False, reason="not a JSON OrderPaid object", order_id=None, amount_cents=None, date=None,
+             minute=None),
+         Row(valid=False, reason="amount_cents must be positive", order_id="C", amount_cents=-5,
+             date="2026-11-26", minute="15:59"),
+         Row(valid=False, reason="missing or mistyped field trade_no", order_id="D", amount_cents=700,
+             date="2026-11-26", minute="15:59")])
+
+
+def test_day_and_minute_are_those_of_the_configured_zone(spark, job_settings):
+    shanghai = job_settings.model_copy(update={"timezone": "Asia/Shanghai"})
+    evening_utc = records(spark, [order("A", 1000, datetime(2026, 11, 26, 17, 0, tzinfo=timezone.utc))])
+    with pytest.raises(ValueError, match="session.timeZone"):  # a session in another zone would misdate
+        transform(evening_utc, settings=shanghai)
+    spark.conf.set("spark.sql.session.timeZone", "Asia/Shanghai")
+    try:
+        out = transform(evening_utc, settings=shanghai)
+        assertDataFrameEqual(out.select("date", "minute"), [Row(date="2026-11-27", minute="01:00")])
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", job_settings.timezone)
+
+
+def test_per_minute_totals_and_dead_letters(spark, job_settings):
+    values = [order("A", 1000), order("B", 250), order("C", 99, LATER), b"{}", order("X", -7)]
+    out = transform(records(spark, values), settings=job_settings)
+    assertDataFrameEqual(per_minute(out), [
+        Row(valid=True, date="2026-11-26", minute="15:59", count=2, amount_cents=1250),
+        Row(valid=True, date="2026-11-26", minute="16:01", count=1, amount_cents=99),
+        Row(valid=False, date=None, minute=None, count=2, amount_cents=0)])
+    letters = dead_letters(out).collect()
+    assert sorted((r.value, {h.key: bytes(h.value) for h in r.headers}) for r in letters) == [
+        (order("X", -7), {"rtdash.error": b"amount_cents must be positive", "rtdash.source": b"orders:0:4"}),
+        (b"{}", {"rtdash.error": b"not a JSON OrderPaid object", "rtdash.source": b"orders:0:3"})]
+    assert {r.key for r in letters} == {b"k"}
