@@ -257,7 +257,10 @@ def supervise(spark: SparkSession, settings: Settings, state: JobState, stop: th
             while not stop.is_set() and state.query.isActive:
                 stop.wait(0.5)  # supervision only; the data path is Spark's own
             if stop.is_set():
-                state.query.stop()
+                try:
+                    state.query.stop()
+                except Exception as exc:  # noqa: BLE001 - stopTimeout passed; the session stop ends it
+                    log.warning("query %s did not stop in time: %s", QUERY_NAME, str(exc).splitlines()[0])
                 return
             error = state.query.exception()
             state.last_error = str(error) if error else "query stopped"

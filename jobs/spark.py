@@ -38,6 +38,8 @@ def build_session(settings: Settings, app_name: str, *, ui: bool = False) -> Spa
              .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
              .config("spark.ui.enabled", str(ui).lower())
              .config("spark.ui.showConsoleProgress", "false")
+             # A query waiting on an unreachable broker would hold up SIGTERM for a minute.
+             .config("spark.sql.streaming.stopTimeout", "10s")
              # Micro-batches are small: adaptive re-planning costs more than it saves.
              .config("spark.sql.adaptive.enabled", "false")
              .getOrCreate())

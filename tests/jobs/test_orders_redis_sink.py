@@ -73,7 +73,7 @@ def test_a_batch_counts_once_and_publishes_exact_envelopes(sink, live, redis_cli
 
 
 def test_large_amounts_stay_exact_integers(sink, redis_client):
-    big = 10**14 + 1   # a float on the way would print as 1e+14
+    big = 2**53 + 1   # a Lua number (double) on the way would round it
     sink.apply(0, TODAY, [MinuteTotal(TODAY, "09:30", 1, big)])
     sink.apply(1, TODAY, [MinuteTotal(TODAY, "09:30", 1, big)])
     raw = redis_client.get(snapshot_key(PREFIX, ORDERS_TODAY)).decode()
