@@ -10,7 +10,10 @@ Exactly once, end to end: the relay publishes at least once and the dedupe
 stage drops repeated order ids (within RTDASH_DEDUPE_WATERMARK, by Kafka
 timestamp); the checkpoint keeps source offsets and dedupe state; the Redis
 sink applies each batch id once, so a batch Spark replays after a crash does
-not count twice. Events that are not a valid OrderPaid go to the dead-letter
+not count twice. (Spark drops a record whose Kafka timestamp is already
+behind the watermark, i.e. more than RTDASH_DEDUPE_WATERMARK older than the
+newest one seen: keep producer clocks within that.) Redis keys and channel
+shapes: `jobs/redis_sink.py`. Events that are not a valid OrderPaid go to the dead-letter
 topic (RTDASH_ORDERS_DLQ_TOPIC) with their original key and value and headers
 `rtdash.error` (the reason, e.g. "amount_cents must be positive") and
 `rtdash.source` (topic:partition:offset of the original); the job keeps
