@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -22,8 +24,20 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def digits(text: str) -> int:
-    return int(re.sub(r"[^0-9]", "", text) or -1)
+def digits(text: str | None) -> int:
+    return int(re.sub(r"[^0-9]", "", text or "") or -1)
+
+
+def wait_for_text(page, selector: str, predicate, timeout: float = 60) -> str:
+    """Poll an element's text from the test side (the page's CSP forbids evaluated scripts)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = page.text_content(selector)
+        if predicate(text or ""):
+            return text
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{selector} still shows {text!r} after {timeout:.0f}s")
+        page.wait_for_timeout(100)
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +60,9 @@ def test_dashboard_shows_live_totals_and_updates_without_reload(page, pipeline, 
     page.on("request", lambda req: None if req.url.startswith((origin, "ws://127.0.0.1")) or
             req.url.startswith("data:") else outside_requests.append(req.url))
     page.goto(origin + "/")
-    page.wait_for_function("document.querySelector('#conn-state').textContent.toLowerCase().includes('live')",
-                           timeout=30_000)
+    wait_for_text(page, "#conn-state", lambda text: text == "live", timeout=30)
     count, amount = ground_truth.paid_totals()
-    page.wait_for_function(f"document.querySelector('#orders-count').textContent.replace(/[^0-9]/g, '') === '{count}'",
-                           timeout=60_000)
+    wait_for_text(page, "#orders-count", lambda text: digits(text) == count)
 
     async def pay():
         simulator = PaymentSimulator(stack_settings, load_private_key(stack_settings.keys_dir),
@@ -59,11 +71,12 @@ def test_dashboard_shows_live_totals_and_updates_without_reload(page, pipeline, 
         simulator.close()
         return report
 
-    report = asyncio.run(pay())
+    # Playwright's sync API keeps an event loop on this thread: pay from another one.
+    with ThreadPoolExecutor(1) as pool:
+        report = pool.submit(asyncio.run, pay()).result()
     assert report.accepted_orders == 10
     count, amount = ground_truth.paid_totals()
-    page.wait_for_function(f"document.querySelector('#orders-count').textContent.replace(/[^0-9]/g, '') === '{count}'",
-                           timeout=60_000)
+    wait_for_text(page, "#orders-count", lambda text: digits(text) == count)
     assert digits(page.text_content("#orders-count")) == count
     assert digits(page.text_content("#orders-amount")) == amount  # ¥1,234.50 -> 123450 cents
     assert outside_requests == []
