@@ -1,0 +1,55 @@
+"""Run the gateway: ``python -m producers.gateway``.
+
+Listens on RTDASH_BIND_HOST:RTDASH_GATEWAY_PORT (8000) and proxies by the
+route table RTDASH_GATEWAY_ROUTES (default: /order_center/ to the order
+service, everything else to the demo shop). Events go to the Kafka topic
+RTDASH_GATEWAY_TOPIC (created when missing) through a queue of
+RTDASH_GATEWAY_QUEUE_SIZE events. Health: GET /_gateway/healthz. Stops cleanly
+on SIGTERM/SIGINT: stop accepting, finish open requests, publish what is queued
+(if Kafka takes it within a few seconds).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from rtdash.logs import setup_logging
+from rtdash.settings import Settings
+from rtdash.stack import ensure_topics
+
+from .proxy import DEFAULT_MAX_BODY_BYTES, HEALTH_PATH, make_app
+from .publisher import KafkaPublisher
+
+log = logging.getLogger("rtdash.gateway")
+
+
+async def main(settings: Settings | None = None) -> None:
+    settings = settings or Settings()
+    publisher = KafkaPublisher(bootstrap_servers=settings.kafka_servers, topic=settings.gateway_topic,
+                               queue_size=settings.gateway_queue_size,
+                               prepare=lambda: ensure_topics(settings, [settings.gateway_topic]))
+    publisher.start()
+    app = make_app(settings, publisher=publisher)
+    server = app.listen(settings.gateway_port, address=settings.bind_host, xheaders=False,
+                        max_body_size=DEFAULT_MAX_BODY_BYTES, decompress_request=False)
+    for route in app.gateway.routes:
+        log.info("route %s: %s -> %s", route.name, route.prefix, route.upstream.url)
+    log.info("gateway listening on http://%s:%d (health %s, topic %s)", settings.bind_host,
+             settings.gateway_port, HEALTH_PATH, settings.gateway_topic)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("gateway stopping")
+    server.stop()
+    await server.close_all_connections()
+    app.gateway.pool.close()
+    await loop.run_in_executor(None, publisher.stop, 5.0)
+    log.info("gateway stopped (%s)", publisher.health())
+
+
+if __name__ == "__main__":
+    setup_logging()
+    asyncio.run(main())

@@ -1,0 +1,220 @@
+"""Building the GatewayRequest event: one builder, two callers (the proxy and the in-process mixin).
+
+Both callers describe what happened as an `Exchange` (plain facts: times,
+sizes, headers, the peer address, a bounded copy of the response body when an
+extractor needs it) and `EventBuilder.build` turns it into the contract event
+of `rtdash.contracts.GatewayRequest`, applying the privacy rules in one place:
+
+* the client IP is the peer address, or, when the peer is a trusted proxy
+  (settings.trusted_proxies, IPs or CIDRs), the right-most address of
+  X-Forwarded-For that is not itself a trusted proxy;
+* ``visitor_id`` = HMAC-SHA256(daily salt, client IP + User-Agent), where the
+  daily salt = HMAC-SHA256(secret, date in settings.tz): stable within a day,
+  unlinkable across days and across secrets. The secret is
+  settings.visitor_secret, or one generated once under <home>/keys/visitor_secret;
+* the raw IP is in the event only with settings.gateway_store_client_ip;
+* Authorization, Cookie, Set-Cookie, Proxy-Authorization and
+  settings.gateway_redact_headers are replaced by "[redacted]".
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import logging
+import os
+import re
+import secrets
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, tzinfo
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from rtdash.contracts import GatewayRequest
+from rtdash.settings import Settings
+
+from .extractors import Extractor, default_extractors
+
+log = logging.getLogger("rtdash.gateway.events")
+
+ALWAYS_REDACTED = ("authorization", "cookie", "set-cookie", "proxy-authorization")
+REDACTED = "[redacted]"
+EXTRACTABLE = ("search_term", "result_product_ids", "product_id")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+
+
+@dataclass
+class Exchange:
+    """What one request and its response looked like, as the proxy or a handler saw it."""
+
+    request_id: str
+    started_at: datetime
+    method: str
+    path: str
+    query: str                          # the raw query string
+    route: str
+    status: int
+    request_bytes: int                  # request body bytes received
+    response_bytes: int                 # response body bytes sent
+    total_ms: float
+    peer_ip: str                        # the TCP peer (not X-Forwarded-For)
+    request_headers: Any                # tornado HTTPHeaders (get, get_all)
+    source: str = "proxy"
+    upstream_ms: float | None = None
+    user_id: str | None = None
+    response_body: bytes | None = None  # bounded copy, only when an extractor needs it
+    content_encoding: str | None = None
+    extras: dict[str, str] | None = None
+
+
+def request_id_from(headers: Mapping[str, str]) -> str:
+    """The incoming X-Request-Id when it is a sane token, else a new one."""
+    incoming = headers.get("X-Request-Id")
+    if incoming and _REQUEST_ID.match(incoming):
+        return incoming
+    return uuid.uuid4().hex
+
+
+class TrustedProxies:
+    """Decides the client IP from the peer address and X-Forwarded-For."""
+
+    def __init__(self, entries: Iterable[str]):
+        self.networks = [ipaddress.ip_network(e.strip(), strict=False) for e in entries if e.strip()]
+
+    def trusts(self, ip: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        if addr.version == 6 and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        return any(addr in net for net in self.networks)
+
+    def client_ip(self, peer: str, forwarded_for: str | None) -> str:
+        """Walk X-Forwarded-For from the right while the hop that added an entry is trusted."""
+        if not forwarded_for or not self.trusts(peer):
+            return peer
+        client = peer
+        for entry in reversed([e.strip() for e in forwarded_for.split(",")]):
+            try:
+                ipaddress.ip_address(entry)
+            except ValueError:
+                break                       # garbage from an untrusted hop: stop at the last good one
+            client = entry
+            if not self.trusts(entry):
+                break
+        return client
+
+
+def load_visitor_secret(settings: Settings) -> bytes:
+    """settings.visitor_secret, or the one generated once under <home>/keys/visitor_secret."""
+    if settings.visitor_secret:
+        return settings.visitor_secret.encode()
+    path = Path(settings.keys_dir) / "visitor_secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass                             # another process created it first
+        else:
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_hex(32) + "\n")
+            log.info("generated visitor secret %s", path)
+    return path.read_text().strip().encode()
+
+
+class VisitorIds:
+    """Salted visitor ids; the salt is derived from the secret and the date in `tz`, so it rotates daily."""
+
+    def __init__(self, secret: bytes, tz: tzinfo):
+        if not secret:
+            raise ValueError("visitor secret must not be empty")
+        self.secret = secret
+        self.tz = tz
+        self._day: date | None = None
+        self._salt = b""
+
+    def salt(self, day: date) -> bytes:
+        if day != self._day:
+            self._salt = hmac.new(self.secret, b"rtdash-visitor-salt:" + day.isoformat().encode(),
+                                  hashlib.sha256).digest()
+            self._day = day
+        return self._salt
+
+    def visitor_id(self, client_ip: str, user_agent: str, at: datetime) -> str:
+        salt = self.salt(at.astimezone(self.tz).date())
+        msg = client_ip.encode() + b"\n" + user_agent.encode("utf-8", "replace")
+        return hmac.new(salt, msg, hashlib.sha256).hexdigest()[:32]
+
+
+class EventBuilder:
+    """Turns an `Exchange` into a GatewayRequest under the privacy settings and extractors."""
+
+    def __init__(self, *, visitors: VisitorIds, trusted: TrustedProxies, store_client_ip: bool = False,
+                 redact: Iterable[str] = (), extractors: Sequence[Extractor] | None = None):
+        self.visitors = visitors
+        self.trusted = trusted
+        self.store_client_ip = store_client_ip
+        self.redact = frozenset(h.lower() for h in (*ALWAYS_REDACTED, *redact))
+        self.extractors = list(default_extractors() if extractors is None else extractors)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, extractors: Sequence[Extractor] | None = None) -> EventBuilder:
+        return cls(visitors=VisitorIds(load_visitor_secret(settings), settings.tz),
+                   trusted=TrustedProxies(settings.trusted_proxies),
+                   store_client_ip=settings.gateway_store_client_ip,
+                   redact=settings.gateway_redact_headers, extractors=extractors)
+
+    def needs_body(self, route: str, path: str) -> bool:
+        """True when an extractor of this request reads the response body (so keep a copy)."""
+        return any(e.needs_body and e.applies(route, path) for e in self.extractors)
+
+    def client_ip(self, peer: str, headers: Any) -> str:
+        return self.trusted.client_ip(peer, _joined(headers, "X-Forwarded-For"))
+
+    def build(self, ex: Exchange) -> GatewayRequest:
+        headers = ex.request_headers
+        client_ip = self.client_ip(ex.peer_ip, headers)
+        user_agent = headers.get("User-Agent")
+        query = parse_qs(ex.query, keep_blank_values=True) if ex.query else {}
+        fields: dict[str, Any] = {}
+        extras = dict(ex.extras or {})
+        for extractor in self.extractors:
+            if not extractor.applies(ex.route, ex.path):
+                continue
+            try:
+                found = extractor.extract(path=ex.path, query=query, status=ex.status, body=ex.response_body,
+                                          content_encoding=ex.content_encoding)
+            except Exception:  # noqa: BLE001 - a broken extractor must not lose the event
+                log.exception("extractor %s failed on %s", type(extractor).__name__, ex.path)
+                continue
+            extras.update(found.pop("extras", None) or {})
+            fields.update({k: v for k, v in found.items() if k in EXTRACTABLE and v is not None})
+        total = round(ex.total_ms, 3)
+        upstream = round(ex.upstream_ms, 3) if ex.upstream_ms is not None else None
+        return GatewayRequest(
+            request_id=ex.request_id, started_at=ex.started_at, method=ex.method, path=ex.path,
+            route=ex.route, query=query, status=ex.status, request_bytes=ex.request_bytes,
+            response_bytes=ex.response_bytes, total_ms=total,
+            gateway_ms=round(max(0.0, total - (upstream or 0.0)), 3),
+            visitor_id=self.visitors.visitor_id(client_ip, user_agent or "", ex.started_at),
+            source=ex.source, upstream_ms=upstream,
+            client_ip=client_ip if self.store_client_ip else None,
+            user_id=ex.user_id or None, user_agent=user_agent, referrer=headers.get("Referer"),
+            headers=self.redacted(headers), extras=extras or None, **fields)
+
+    def redacted(self, headers: Any) -> dict[str, str]:
+        out: dict[str, list[str]] = {}
+        for name, value in headers.get_all():
+            out.setdefault(name, []).append(REDACTED if name.lower() in self.redact else value)
+        return {name: REDACTED if values[0] == REDACTED else ", ".join(values) for name, values in out.items()}
+
+
+def _joined(headers: Any, name: str) -> str | None:
+    values = headers.get_list(name) if hasattr(headers, "get_list") else [headers.get(name)]
+    values = [v for v in values if v]
+    return ", ".join(values) if values else None
