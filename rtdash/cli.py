@@ -179,3 +179,50 @@ def simulate_payments(rate: float, duration: float | None, count: int | None, du
     logging.getLogger("rtdash.simulate").info(report.summary())
     if report.errors:
         raise SystemExit(1)
+
+
+@simulate.command("traffic")
+@click.option("--users", type=int, default=200, show_default=True, help="Synthetic visitors.")
+@click.option("--rate", type=float, default=5.0, show_default=True, help="Sessions per second (Poisson mean).")
+@click.option("--duration", type=float, default=60.0, show_default=True, help="Seconds of arrivals.")
+@click.option("--seed", type=int, default=7, show_default=True, help="Random seed: same seed, same sessions.")
+@click.option("--logged-in-share", type=float, default=0.3, show_default=True, help="Visitors who log in.")
+@click.option("--bot-share", type=float, default=0.05, show_default=True, help="Sessions that are crawlers.")
+@click.option("--funnel", default="0.8,0.3,0.6", show_default=True,
+              help="Stage probabilities search->view, view->cart, cart->pay.")
+@click.option("--think-time", type=float, default=0.2, show_default=True, help="Mean pause between requests (s).")
+@click.option("--daily-curve/--flat", default=False, show_default=True,
+              help="Shape the rate by time of day (quiet at night, busiest in the evening).")
+@click.option("--url", help="Where to send traffic (default: the local gateway).")
+def simulate_traffic(users: int, rate: float, duration: float, seed: int, logged_in_share: float,
+                     bot_share: float, funnel: str, think_time: float, daily_curve: bool, url: str | None) -> None:
+    """Synthetic shoppers through the gateway: search, view, cart and pay, with bots and logins."""
+    from producers.traffic import TrafficConfig, TrafficSimulator
+
+    try:
+        view_rate, cart_rate, pay_rate = (float(x) for x in funnel.split(","))
+    except ValueError as exc:
+        raise click.UsageError("--funnel takes three probabilities, e.g. 0.8,0.3,0.6") from exc
+    settings = _settings()
+    config = TrafficConfig(users=users, rate=rate, duration=duration, seed=seed, logged_in_share=logged_in_share,
+                           bot_share=bot_share, view_rate=view_rate, cart_rate=cart_rate, pay_rate=pay_rate,
+                           think_time=think_time, daily_curve=daily_curve)
+    try:
+        simulator = TrafficSimulator(url or f"http://{settings.bind_host}:{settings.gateway_port}", config)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("traffic", total=duration, status="")
+
+        def tick(at: float, report) -> None:
+            progress.update(bar, completed=at, status=f"{report.sessions} sessions, "
+                                                      f"{sum(report.requests.values())} requests, "
+                                                      f"{len(report.orders)} orders")
+
+        report = asyncio.run(simulator.run(on_tick=tick))
+        progress.update(bar, completed=duration)
+    console.print(report.summary())
+    if report.errors:
+        raise SystemExit(1)
