@@ -1,7 +1,9 @@
 """Run the push server: ``python -m push_server``.
 
 Serves the dashboard at / and the WebSocket at /ws on
-RTDASH_BIND_HOST:RTDASH_PUSH_PORT, fed from Redis (RTDASH_REDIS_URL).
+RTDASH_BIND_HOST:RTDASH_PUSH_PORT, fed from Redis (RTDASH_REDIS_URL, key
+prefix RTDASH_REDIS_PREFIX). WebSocket pages are accepted from
+RTDASH_ALLOWED_ORIGINS only (default: this server's own address).
 SIGTERM/SIGINT: stop accepting, close every session, stop the Redis task.
 """
 from __future__ import annotations
@@ -20,26 +22,36 @@ from .hub import Hub
 log = logging.getLogger("rtdash.push")
 
 
-async def main(settings: Settings | None = None) -> None:
+async def main(settings: Settings | None = None, stop: asyncio.Event | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (or until `stop` is set), then shut down cleanly."""
     settings = settings or Settings()
+    stop = stop or asyncio.Event()
     hub = Hub()
     broker = RedisBroker(hub, settings.redis, settings.redis_prefix)
-    await broker.start()
-    app = make_app(settings, hub=hub, broker=broker)
+    app = make_app(settings, hub, broker)
     server = app.listen(settings.push_port, address=settings.bind_host)
-    log.info("push server on http://%s:%d/ (WebSocket /ws, origins %s)", settings.bind_host,
-             settings.push_port, ", ".join(settings.origins))
-    stop = asyncio.Event()
+    await broker.start()
+    log.info("push server on http://%s:%d/ (WebSocket /ws, origins %s, redis %s)", settings.bind_host,
+             settings.push_port, ", ".join(settings.origins), settings.redis)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("push server stopping")
-    server.stop()
-    hub.close_all(1001, "server going away")
-    await broker.stop()
-    await server.close_all_connections()
-    log.info("push server stopped")
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        log.info("push server stopping (%d clients)", hub.clients)
+        server.stop()
+        sessions = hub.sessions()
+        hub.close_all(1001, "server going away")
+        await broker.stop()
+        await asyncio.gather(*(session.wait_closed() for session in sessions))
+        try:
+            await asyncio.wait_for(server.close_all_connections(), timeout=5)
+        except asyncio.TimeoutError:
+            log.warning("some connections did not close in time")
+        log.info("push server stopped")
 
 
 if __name__ == "__main__":

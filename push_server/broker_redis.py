@@ -1,94 +1,156 @@
-"""The Redis broker: snapshot keys plus pub/sub, surviving Redis restarts.
+"""The Redis broker: snapshot keys plus pub/sub, surviving Redis going away.
 
 One subscriber task (redis.asyncio on the running loop, so nothing blocks the
-push server): PSUBSCRIBE to the live channels first, then read every snapshot
-key, then forward live envelopes. Subscribing before reading the snapshots
-means nothing published in between is lost; the hub drops whatever is not newer
-than what it has. Pub/sub drops what is published while disconnected, so after
-every reconnect the snapshots are read again and clients get fresh totals.
+push server). On every (re)connect it PSUBSCRIBEs to the live channels first,
+then reads every snapshot key, then forwards live envelopes. Subscribing before
+reading the snapshots means nothing published in between is lost; the hub drops
+whatever is not newer than what it sent. Pub/sub drops what is published while
+disconnected, so after every reconnect the snapshots are read again and
+clients get fresh totals.
+
+A live envelope may carry only what changed (``orders.per_minute``), so after
+forwarding one the broker reads that channel's snapshot key too: the hub then
+holds the whole state for the next client to join.
+
+If Redis goes away the task retries with capped exponential backoff and
+jitter; the push server keeps serving its page, its clients keep their last
+figures, and `connected` (shown on /healthz) is False meanwhile.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import socket
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from rtdash.channels import channel_of, live_pattern
+from rtdash.channels import CHANNELS, channel_of, live_pattern, snapshot_key
 
 from .hub import Hub
-from .protocol import ProtocolError, parse_envelope
+from .protocol import Envelope, ProtocolError, parse_envelope
 
 log = logging.getLogger("rtdash.push.redis")
 
+_KEEPALIVE = {opt: value for opt, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
+              if hasattr(socket, opt)}
+
 
 class RedisBroker:
-    def __init__(self, hub: Hub, url: str, prefix: str, *, max_backoff: float = 5.0):
+    """Feeds the hub from ``<prefix>:snapshot:*`` keys and ``<prefix>:live:*`` pub/sub."""
+
+    def __init__(self, hub: Hub, url: str, prefix: str, *, channels: tuple[str, ...] = CHANNELS,
+                 min_backoff: float = 0.2, max_backoff: float = 5.0, connect_timeout: float = 2.0):
         self.hub = hub
         self.url = url
         self.prefix = prefix
+        self.channels = channels
+        self.min_backoff = min_backoff
         self.max_backoff = max_backoff
+        self.connect_timeout = connect_timeout
         self.connected = False
         self.reconnects = 0
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        """Start the subscriber task; it connects (and reconnects) on its own."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="redis-subscriber")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        if self._task is None:
+            return
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self._task = None
+
+    def _client(self) -> aioredis.Redis:
+        # No silent retries inside redis-py: a pub/sub connection that reconnected on its own would
+        # skip the snapshot re-read, so every connection error reaches `_run`.
+        return aioredis.Redis.from_url(
+            self.url, socket_connect_timeout=self.connect_timeout, socket_keepalive=True,
+            socket_keepalive_options={getattr(socket, k): v for k, v in _KEEPALIVE.items()},
+            retry=Retry(NoBackoff(), 0))
 
     async def _run(self) -> None:
-        backoff = 0.2
+        failures = 0
         while True:
-            client = aioredis.Redis.from_url(self.url, socket_connect_timeout=2, health_check_interval=10)
+            client = self._client()
             try:
-                async with client.pubsub() as pubsub:
-                    await pubsub.psubscribe(live_pattern(self.prefix))
-                    await self._load_snapshots(client)
-                    self.connected = True
-                    backoff = 0.2
-                    log.info("redis connected at %s; forwarding %s", self.url, live_pattern(self.prefix))
-                    while True:
-                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                        if message is not None:
-                            self._forward(message["channel"], message["data"])
+                await self._serve(client)
             except (RedisError, OSError) as exc:
                 if self.connected:
                     log.warning("redis connection lost (%s); reconnecting", exc)
-                self.connected = False
-                self.reconnects += 1
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.max_backoff)
+                elif failures == 0:
+                    log.warning("redis unavailable at %s (%s); retrying", self.url, exc)
+            except Exception:  # noqa: BLE001 - a bug here must not stop the push server
+                log.exception("redis subscriber failed; restarting it")
             finally:
+                if self.connected:
+                    failures = 0
+                    self.reconnects += 1
                 self.connected = False
                 await client.aclose()
+            delay = min(self.max_backoff, self.min_backoff * 2 ** failures)
+            failures += 1
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 
-    async def _load_snapshots(self, client: aioredis.Redis) -> None:
-        keys = [key async for key in client.scan_iter(match=f"{self.prefix}:snapshot:*", count=100)]
-        values = await client.mget(keys) if keys else []
-        envelopes = []
-        for key, raw in zip(keys, values):
-            if raw is None:
-                continue
-            try:
-                envelopes.append(parse_envelope(raw))
-            except ProtocolError as exc:
-                log.warning("ignoring snapshot %s: %s", key.decode(errors="replace"), exc)
+    async def _serve(self, client: aioredis.Redis) -> None:
+        async with client.pubsub() as pubsub:
+            await pubsub.psubscribe(live_pattern(self.prefix))
+            count = await self._load_snapshots(client)
+            self.connected = True
+            log.info("redis connected at %s: %d snapshots read, forwarding %s", self.url, count,
+                     live_pattern(self.prefix))
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+                if message is None:
+                    continue
+                envelope = self._forward(message["channel"], message["data"])
+                if envelope is not None:
+                    await self._refresh(client, envelope.channel)
+
+    async def _load_snapshots(self, client: aioredis.Redis) -> int:
+        """Read every snapshot key and hand them all to the hub; the number of valid ones."""
+        keys = {snapshot_key(self.prefix, channel).encode() for channel in self.channels}
+        keys.update([key async for key in client.scan_iter(match=f"{self.prefix}:snapshot:*", count=100)])
+        ordered = sorted(keys)
+        values = await client.mget(ordered) if ordered else []
+        envelopes = [e for key, raw in zip(ordered, values) if raw is not None
+                     and (e := self._snapshot_envelope(key.decode(errors="replace"), raw)) is not None]
         self.hub.load_snapshots(envelopes)
+        return len(envelopes)
 
-    def _forward(self, redis_channel: bytes, raw: bytes) -> None:
+    async def _refresh(self, client: aioredis.Redis, channel: str) -> None:
+        key = snapshot_key(self.prefix, channel)
+        raw = await client.get(key)
+        if raw is not None and (envelope := self._snapshot_envelope(key, raw)) is not None:
+            self.hub.snapshot(envelope)
+
+    def _snapshot_envelope(self, key: str, raw: bytes) -> Envelope | None:
         try:
             envelope = parse_envelope(raw)
-            if envelope.channel != channel_of(self.prefix, redis_channel.decode()):
-                raise ProtocolError("envelope channel differs from its pub/sub channel")
+        except ProtocolError as exc:
+            log.warning("ignoring snapshot %s: %s", key, exc)
+            return None
+        if key != snapshot_key(self.prefix, envelope.channel):
+            log.warning("ignoring snapshot %s: it holds channel %r", key, envelope.channel)
+            return None
+        return envelope
+
+    def _forward(self, redis_channel: bytes, raw: bytes) -> Envelope | None:
+        name = redis_channel.decode(errors="replace")
+        try:
+            envelope = parse_envelope(raw)
+            if envelope.channel != channel_of(self.prefix, name):
+                raise ProtocolError(f"envelope of channel {envelope.channel!r}")
         except (ProtocolError, ValueError) as exc:
-            log.warning("dropping message on %s: %s", redis_channel.decode(errors="replace"), exc)
-            return
+            log.warning("dropping message on %s: %s", name, exc)
+            return None
         self.hub.publish(envelope)
+        return envelope

@@ -26,6 +26,12 @@ class Envelope:
     text: str  # the exact JSON sent to clients, encoded once for every subscriber
 
 
+def encode_envelope(channel: str, seq: int, data: dict) -> str:
+    """The JSON text of an envelope (what the jobs write to Redis), checked like an incoming one."""
+    return parse_envelope(json.dumps({"channel": channel, "seq": seq, "data": data},
+                                     separators=(",", ":"), ensure_ascii=False)).text
+
+
 def parse_envelope(raw: str | bytes) -> Envelope:
     """Check an envelope coming from Redis (snapshot key or pub/sub)."""
     try:

@@ -2,13 +2,15 @@
 
 The hub only ever calls `offer`, which never blocks: a client too slow to
 drain its queue is disconnected (close code 1013, try again later) rather than
-slowing anyone else down or growing memory without bound.
+slowing anyone else down or growing memory without bound. A session also never
+sends an envelope not newer than the last one it sent on that channel, so a
+client sees ``seq`` grow on every channel.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
+from typing import Callable, Protocol
 
 from .protocol import Envelope
 
@@ -24,16 +26,26 @@ class Connection(Protocol):
 
 
 class Session:
-    def __init__(self, connection: Connection, *, queue_size: int, name: str = "client"):
+    """Per-connection state: the queue, the writer task and the last seq offered per channel."""
+
+    def __init__(self, connection: Connection, *, queue_size: int, name: str = "client",
+                 on_close: Callable[[Session], None] | None = None):
         self.connection = connection
+        self.on_close = on_close
         self.name = name
         self.queue: asyncio.Queue[Envelope] = asyncio.Queue(maxsize=queue_size)
         self.closed = False
+        self.last_seq: dict[str, int] = {}
         self._writer = asyncio.get_running_loop().create_task(self._write())
 
     def offer(self, envelope: Envelope) -> None:
+        """Queue an envelope without waiting; disconnect the client if its queue is full."""
         if self.closed:
             return
+        last = self.last_seq.get(envelope.channel)
+        if last is not None and envelope.seq <= last:
+            return
+        self.last_seq[envelope.channel] = envelope.seq
         try:
             self.queue.put_nowait(envelope)
         except asyncio.QueueFull:
@@ -49,6 +61,8 @@ class Session:
         self.closed = True
         self._writer.cancel()
         self.connection.close(code, reason)
+        if self.on_close is not None:
+            self.on_close(self)
 
     async def wait_closed(self) -> None:
         try:

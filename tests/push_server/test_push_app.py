@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.testing import AsyncHTTPTestCase, gen_test
@@ -11,7 +12,10 @@ from tornado.websocket import websocket_connect
 from push_server.app import make_app
 from push_server.broker import MemoryBroker
 from push_server.hub import Hub
+from push_server.session import CLOSE_TOO_SLOW
 from rtdash.settings import Settings
+
+ORIGIN = "http://dash.example:8080"
 
 
 def envelope(channel: str, seq: int, **data) -> str:
@@ -22,55 +26,85 @@ class PushAppTest(AsyncHTTPTestCase):
     def get_app(self):
         self.hub = Hub()
         self.broker = MemoryBroker(self.hub)
-        self.settings = Settings(_env_file=None, allowed_origins="http://dash.example")
-        return make_app(self.settings, hub=self.hub, broker=self.broker, queue_size=8)
+        self.settings = Settings(_env_file=None, allowed_origins=f"{ORIGIN},https://other.example",
+                                 timezone="Asia/Shanghai")
+        return make_app(self.settings, self.hub, self.broker, queue_size=8, max_message_size=1024)
 
-    def connect(self, origin: str = "http://dash.example"):
-        return websocket_connect(HTTPRequest(self.get_url("/ws").replace("http", "ws"), headers={"Origin": origin}))
+    def connect(self, origin: str | None = ORIGIN):
+        headers = {"Origin": origin} if origin else {}
+        return websocket_connect(HTTPRequest(self.get_url("/ws").replace("http", "ws"), headers=headers))
+
+    async def read(self, ws, timeout: float = 5.0) -> dict:
+        message = await asyncio.wait_for(ws.read_message(), timeout)
+        assert message is not None, f"closed with {ws.close_code}"
+        return json.loads(message)
+
+    async def until(self, check, timeout: float = 5.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not check():
+            assert loop.time() < deadline, "condition not reached in time"
+            await asyncio.sleep(0.01)
 
     @gen_test
     async def test_snapshot_first_then_live_messages(self):
-        self.broker.publish(envelope("orders.today", 5, date="2026-11-26", count=3, amount_cents=900))
+        self.broker.write(envelope("orders.today", 5, date="2026-11-26", count=3, amount_cents=900))
+        self.broker.write(envelope("orders.per_minute", 2, date="2026-11-26", minutes={"10:00": {"count": 3}}))
         ws = await self.connect()
-        first = json.loads(await ws.read_message())
-        assert first == {"channel": "orders.today", "seq": 5,
-                         "data": {"date": "2026-11-26", "count": 3, "amount_cents": 900}}
+        assert await self.read(ws) == {"channel": "orders.per_minute", "seq": 2,
+                                       "data": {"date": "2026-11-26", "minutes": {"10:00": {"count": 3}}}}
+        assert await self.read(ws) == {"channel": "orders.today", "seq": 5,
+                                       "data": {"date": "2026-11-26", "count": 3, "amount_cents": 900}}
         self.broker.publish(envelope("orders.today", 5, count=999))   # repeated seq: dropped
-        self.broker.publish(envelope("orders.today", 6, date="2026-11-26", count=4, amount_cents=1000))
-        assert json.loads(await ws.read_message())["data"]["count"] == 4
+        self.broker.publish(envelope("orders.today", 4, count=998))   # older: dropped
+        self.broker.write(envelope("orders.today", 6, date="2026-11-26", count=4, amount_cents=1000))
+        assert (await self.read(ws))["data"] == {"date": "2026-11-26", "count": 4, "amount_cents": 1000}
+        # The job's live per-minute message carries the changed minutes only; a late joiner
+        # still starts from the whole day.
+        self.broker.write(envelope("orders.per_minute", 3, date="2026-11-26",
+                                   minutes={"10:00": {"count": 3}, "10:01": {"count": 1}}),
+                          live=envelope("orders.per_minute", 3, date="2026-11-26", minutes={"10:01": {"count": 1}}))
+        assert (await self.read(ws))["data"]["minutes"] == {"10:01": {"count": 1}}
+        late = await self.connect()
+        first = await self.read(late)
+        assert first["seq"] == 3 and set(first["data"]["minutes"]) == {"10:00", "10:01"}
+        assert (await self.read(late))["seq"] == 6
         ws.close()
+        late.close()
 
     @gen_test
     async def test_subscribe_narrows_channels(self):
-        self.broker.publish(envelope("orders.today", 1))
-        self.broker.publish(envelope("orders.per_minute", 1, minutes={}))
+        self.broker.write(envelope("orders.today", 1))
+        self.broker.write(envelope("orders.per_minute", 1, minutes={}))
         ws = await self.connect()
-        assert {json.loads(await ws.read_message())["channel"] for _ in range(2)} == {"orders.today",
-                                                                                        "orders.per_minute"}
+        assert {(await self.read(ws))["channel"] for _ in range(2)} == {"orders.today", "orders.per_minute"}
         await ws.write_message(json.dumps({"subscribe": ["orders.per_minute"]}))
-        await asyncio.sleep(0.2)  # the server handles the subscribe on its own turn of the loop
-        self.broker.publish(envelope("orders.today", 2))
-        self.broker.publish(envelope("orders.per_minute", 2, minutes={}))
-        # On subscribe the channel's snapshot comes first again, then its live messages only.
-        assert [json.loads(await ws.read_message())["seq"] for _ in range(2)] == [1, 2]
-        self.broker.publish(envelope("orders.today", 3))
-        self.broker.publish(envelope("orders.per_minute", 3, minutes={}))
-        assert json.loads(await ws.read_message()) == {"channel": "orders.per_minute", "seq": 3,
-                                                       "data": {"minutes": {}}}
+        await asyncio.sleep(0.1)  # the server handles the subscribe on its own turn of the loop
+        self.broker.write(envelope("orders.today", 2))
+        self.broker.write(envelope("orders.per_minute", 2, minutes={}))
+        assert await self.read(ws) == {"channel": "orders.per_minute", "seq": 2, "data": {"minutes": {}}}
         ws.close()
 
     @gen_test
-    async def test_foreign_origin_is_refused(self):
-        with self.assertRaises(HTTPClientError) as refused:
-            await self.connect(origin="http://evil.example")
-        assert refused.exception.code == 403
+    async def test_allowed_origins_only(self):
+        for foreign in ("http://evil.example", "http://dash.example:9999", "https://dash.example:8080", "null"):
+            with self.assertRaises(HTTPClientError) as refused:
+                await self.connect(origin=foreign)
+            assert refused.exception.code == 403, foreign
+        assert self.hub.clients == 0
+        for allowed in (ORIGIN, "HTTP://Dash.Example:8080/", "https://other.example"):
+            ws = await self.connect(origin=allowed)
+            await self.until(lambda: self.hub.clients == 1)
+            ws.close()
+            await self.until(lambda: self.hub.clients == 0)
 
     @gen_test
     async def test_oversized_message_closes_with_1009(self):
         ws = await self.connect()
-        await ws.write_message("x" * 10_000)
+        await ws.write_message(json.dumps({"subscribe": ["x" * 100] * 12}))   # over 1024 bytes
         assert await ws.read_message() is None
         assert ws.close_code == 1009
+        await self.until(lambda: self.hub.clients == 0)
 
     @gen_test
     async def test_garbage_message_closes_with_1003(self):
@@ -79,14 +113,59 @@ class PushAppTest(AsyncHTTPTestCase):
         assert await ws.read_message() is None
         assert ws.close_code == 1003
 
-    def test_health_and_dashboard_page(self):
+    @gen_test(timeout=60)
+    async def test_slow_client_is_disconnected_without_blocking_others(self):
+        # A Tornado client that never reads stops reading its socket; the server's writes then
+        # stall, its queue of 8 fills, and it is cut off. The reading client gets every message.
+        slow = await self.connect()
+        fast = await self.connect()
+        await self.until(lambda: self.hub.clients == 2)
+        padding = "x" * 200_000
+        for seq in range(1, 500):
+            self.broker.write(envelope("orders.today", seq, pad=padding))
+            assert (await self.read(fast, timeout=5))["seq"] == seq
+            if self.hub.clients == 1:
+                break
+        assert self.hub.clients == 1, "the client that never reads was not disconnected"
+        assert seq < 500
+        self.broker.write(envelope("orders.today", seq + 1, count=1))
+        assert await self.read(fast) == {"channel": "orders.today", "seq": seq + 1, "data": {"count": 1}}
+        # The slow client finds what was flushed before the cut, then the close: "try again later".
+        while await asyncio.wait_for(slow.read_message(), 10) is not None:
+            pass
+        assert slow.close_code == CLOSE_TOO_SLOW
+        fast.close()
+
+    def test_health_reports_redis_and_clients(self):
         health = json.loads(self.fetch("/healthz").body)
-        assert health == {"status": "ok", "service": "push_server", "redis_connected": True, "clients": 0,
-                          "channels": []}
+        assert health == {"status": "degraded", "service": "push_server", "redis": "disconnected",
+                          "redis_connected": False, "clients": 0, "channels": {}}
+
+        async def connected():
+            await self.broker.start()
+            self.broker.write(envelope("orders.today", 3))
+            return await self.connect()
+
+        ws = self.io_loop.run_sync(connected)
+        health = json.loads(self.fetch("/healthz").body)
+        assert health == {"status": "ok", "service": "push_server", "redis": "connected",
+                          "redis_connected": True, "clients": 1, "channels": {"orders.today": 3}}
+        ws.close()
+
+    def test_dashboard_page_works_offline(self):
         page = self.fetch("/")
-        assert page.code == 200
+        assert page.code == 200 and page.headers["Content-Type"].startswith("text/html")
+        assert "default-src 'self'" in page.headers["Content-Security-Policy"]
         body = page.body.decode()
-        for element in ('id="orders-count"', 'id="orders-amount"', 'id="conn-state"', 'src="app.js"'):
+        for element in ('id="orders-count"', 'id="orders-amount"', 'id="conn-state"', 'id="orders-date"',
+                        'id="per-minute"', 'data-timezone="Asia/Shanghai"'):
             assert element in body
-        assert "http://" not in body and "https://" not in body   # nothing from outside: works offline
-        assert self.fetch("/app.js").code == 200
+        assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', body)
+        assert len(assets) == 2
+        for asset in assets:
+            assert self.fetch(asset).code == 200
+        # Nothing from outside: no CDN, no font service; the page works offline.
+        for text in [body] + [self.fetch(a).body.decode() for a in assets]:
+            assert not re.search(r"(?:https?:)?//(?!www\.w3\.org/2000/svg)[a-z0-9.-]+\.[a-z]", text), text[:80]
+        assert "{{" not in body
+        assert self.fetch("/nothing-here").code == 404

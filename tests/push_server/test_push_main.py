@@ -1,0 +1,81 @@
+"""`python -m push_server` as a process: serves, logs, and stops cleanly on SIGTERM."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import redis
+from tornado.httpclient import HTTPRequest
+from tornado.testing import bind_unused_port
+from tornado.websocket import websocket_connect
+
+from rtdash.channels import snapshot_key
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    sock, port = bind_unused_port()
+    sock.close()
+    return port
+
+
+def health(port: int) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+            return json.loads(response.read())
+    except OSError:
+        return None
+
+
+@pytest.mark.timeout(60)
+def test_serves_from_redis_and_stops_on_sigterm(push_redis, tmp_path):
+    port = free_port()
+    envelope = json.dumps({"channel": "orders.today", "seq": 3,
+                           "data": {"date": "2026-11-26", "count": 2, "amount_cents": 4550}})
+    store = redis.Redis.from_url(push_redis.url)
+    store.set(snapshot_key("maintest", "orders.today"), envelope)
+    store.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RTDASH_")}
+    env.update(RTDASH_PUSH_PORT=str(port), RTDASH_REDIS_URL=push_redis.url, RTDASH_REDIS_PREFIX="maintest",
+               RTDASH_HOME=str(tmp_path), PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    log = tmp_path / "push.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "push_server"], cwd=tmp_path, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while (state := health(port)) is None or not state["redis_connected"]:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        assert state["status"] == "ok" and state["clients"] == 0
+
+        async def client_sees_shutdown():
+            ws = await websocket_connect(HTTPRequest(f"ws://127.0.0.1:{port}/ws",
+                                                     headers={"Origin": f"http://localhost:{port}"}))
+            assert json.loads(await ws.read_message()) == json.loads(envelope)
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(ws.read_message(), 10) is None
+            return ws.close_code
+
+        assert asyncio.run(client_sees_shutdown()) == 1001
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    for line in ("push server on", "redis connected", "connected (1 clients)", "disconnected",
+                 "push server stopping", "push server stopped"):
+        assert line in text, text
+    assert "Traceback" not in text, text
+    assert health(port) is None                          # nothing listens any more
