@@ -11,7 +11,8 @@ from tornado.testing import AsyncHTTPTestCase
 
 from producers.order_service.app import NOTIFY_PATH, make_app
 from producers.order_service.relay import OutboxRelay
-from producers.order_service.store import OrderStore, make_engine
+from producers.order_service.store import OrderStore, Outcome, make_engine
+from producers.order_service.writer import GroupWriter
 from producers.payment_provider import notify_params
 from rtdash.contracts import OrderPaid, from_json
 from rtdash.payments import signed
@@ -28,7 +29,9 @@ class NotifyEndpointTest(AsyncHTTPTestCase):
         self.store = OrderStore(make_engine(f"sqlite:///{self.tmp}/orders.db"), topic="orders")
         self.db = ThreadPoolExecutor(1)
         relay = OutboxRelay(self.store, bootstrap_servers="127.0.0.1:1")  # never started here
-        return make_app(self.settings, store=self.store, db=self.db, relay=relay,
+        self.writer = GroupWriter(self.store, self.db)
+        self.io_loop.add_callback(self.writer.start)
+        return make_app(self.settings, store=self.store, db=self.db, writer=self.writer, relay=relay,
                         public_key=PROVIDER_KEY.public_key())
 
     @pytest.fixture(autouse=True)
@@ -107,3 +110,21 @@ class NotifyEndpointTest(AsyncHTTPTestCase):
         resp = self.fetch("/healthz")
         assert resp.code == 200
         assert b'"outbox_pending": 1' in resp.body
+
+
+def test_group_commit_matches_one_by_one(tmp_path):
+    """A batch with repeats and conflicts gets the outcomes one-by-one calls would give."""
+    from rtdash.payments import PaymentNotify
+    store = OrderStore(make_engine(f"sqlite:///{tmp_path}/orders.db"), topic="orders")
+    paid = datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)
+
+    def notify(order_id, cents):
+        return PaymentNotify(order_id, "T" + order_id, cents, "TRADE_SUCCESS", paid, "N" + order_id)
+
+    assert store.record_paid(notify("A", 100)) is Outcome.PAID
+    outcomes = store.record_paid_many([notify("A", 100), notify("B", 200), notify("B", 200), notify("B", 999),
+                                       notify("A", 5), notify("C", 300)])
+    assert outcomes == [Outcome.DUPLICATE, Outcome.PAID, Outcome.DUPLICATE, Outcome.CONFLICT, Outcome.CONFLICT,
+                        Outcome.PAID]
+    assert store.paid_totals() == (3, 600)
+    assert [row.key for row in store.pending()] == [b"A", b"B", b"C"]

@@ -21,6 +21,7 @@ from rtdash.settings import Settings
 
 from .relay import OutboxRelay
 from .store import OrderStore, Outcome
+from .writer import GroupWriter
 
 log = logging.getLogger("rtdash.order_service")
 
@@ -28,11 +29,9 @@ NOTIFY_PATH = "/order_center/order/alipay/callback"
 
 
 class NotifyHandler(tornado.web.RequestHandler):
-    def initialize(self, *, settings: Settings, store: OrderStore, db: Executor,
-                   public_key: rsa.RSAPublicKey) -> None:
+    def initialize(self, *, settings: Settings, writer: GroupWriter, public_key: rsa.RSAPublicKey) -> None:
         self.cfg = settings
-        self.store = store
-        self.db = db
+        self.writer = writer
         self.public_key = public_key
 
     def set_default_headers(self) -> None:
@@ -49,7 +48,7 @@ class NotifyHandler(tornado.web.RequestHandler):
             log.info("notify %s for order %s: status %s, nothing to count",
                      notify.notify_id, notify.out_trade_no, notify.trade_status)
             return self.finish("success")
-        outcome = await asyncio.get_running_loop().run_in_executor(self.db, self.store.record_paid, notify)
+        outcome = await self.writer.record(notify)
         if outcome is Outcome.CONFLICT:
             log.warning("order %s: notify %s says %s yuan, a different amount was already paid; refused",
                         notify.out_trade_no, notify.notify_id, format_amount(notify.amount_cents))
@@ -95,9 +94,9 @@ class HealthHandler(tornado.web.RequestHandler):
                      "last_error": status.last_error})
 
 
-def make_app(settings: Settings, *, store: OrderStore, db: Executor, relay: OutboxRelay,
+def make_app(settings: Settings, *, store: OrderStore, db: Executor, writer: GroupWriter, relay: OutboxRelay,
              public_key: rsa.RSAPublicKey) -> tornado.web.Application:
     return tornado.web.Application([
-        (NOTIFY_PATH, NotifyHandler, dict(settings=settings, store=store, db=db, public_key=public_key)),
+        (NOTIFY_PATH, NotifyHandler, dict(settings=settings, writer=writer, public_key=public_key)),
         (r"/healthz", HealthHandler, dict(store=store, db=db, relay=relay)),
     ])

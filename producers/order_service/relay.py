@@ -62,6 +62,7 @@ class OutboxRelay:
 
     def _run(self) -> None:
         backoff = 0.0
+        next_prune = time.monotonic() + 600
         while not self._stopping.is_set():
             if backoff:
                 self._stopping.wait(backoff)  # Kafka was down: retry after the backoff
@@ -74,6 +75,9 @@ class OutboxRelay:
                 while self._drain_once():
                     pass
                 backoff = 0.0
+                if time.monotonic() >= next_prune:
+                    self.store.prune_published()
+                    next_prune = time.monotonic() + 600
             except Exception as exc:  # noqa: BLE001 - any failure means: keep rows, retry later
                 backoff = min(self.max_backoff_s, max(0.25, backoff * 2))
                 self._note_failure(exc, backoff)

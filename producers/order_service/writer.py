@@ -1,0 +1,69 @@
+"""Group commit: every notify waiting for the database goes into one transaction.
+
+Handlers `await writer.record(notify)`; one task on the loop takes whatever is
+queued (up to `max_batch`), hands it to the store in a single executor call and
+resolves each waiter with its own outcome. While one batch commits the next
+one gathers, so under load a transaction carries many orders and the single
+SQLite writer keeps up; with one notify in flight a batch is just that notify,
+so nothing waits for company.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Executor
+
+from rtdash.payments import PaymentNotify
+
+from .store import OrderStore, Outcome
+
+log = logging.getLogger("rtdash.order_service.writer")
+
+
+class GroupWriter:
+    def __init__(self, store: OrderStore, db: Executor, *, max_batch: int = 256):
+        self.store = store
+        self.db = db
+        self.max_batch = max_batch
+        self._queue: asyncio.Queue[tuple[PaymentNotify, asyncio.Future]] = asyncio.Queue()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Commit what is queued, then stop."""
+        if self._task is None:
+            return
+        await self._queue.join()
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+
+    async def record(self, notify: PaymentNotify) -> Outcome:
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put((notify, future))
+        return await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                outcomes = await loop.run_in_executor(self.db, self.store.record_paid_many, [n for n, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - every waiter learns of the failure
+                log.error("storing %d notifies failed: %s", len(batch), exc)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for (_, future), outcome in zip(batch, outcomes):
+                    if not future.done():
+                        future.set_result(outcome)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
