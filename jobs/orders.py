@@ -197,6 +197,10 @@ def start(spark: SparkSession, settings: Settings) -> StreamingQuery:
     """
     spark.conf.set("spark.sql.session.timeZone", settings.timezone)
     spark.conf.set("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
+    # No extra batch after each data batch just to move the watermark and evict dedupe state:
+    # it would run between an order and the next one, adding a whole batch to their latency.
+    # Eviction happens with the next batch that has data instead.
+    spark.conf.set("spark.sql.streaming.noDataMicroBatches.enabled", "false")
     sink = OrdersSink(redis.Redis.from_url(settings.redis), settings.redis_prefix)
     # events -> parsed, checked, deduped orders -> per-minute totals in Redis
     orders = transform(read_orders(spark, settings), settings=settings)

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import signal
 import threading
+import time
 
 import click
 from rich.console import Console
@@ -80,29 +81,41 @@ def up() -> None:
 
 
 @main.command()
-@click.option("--rate", default=5.0, show_default=True, help="Simulated payments per second.")
-@click.option("--duplicate-share", default=0.05, show_default=True, help="Share of notifies sent twice.")
-def demo(rate: float, duplicate_share: float) -> None:
-    """The local stack with simulated payments: watch the dashboard update live."""
+@click.option("--rate", default=3.0, show_default=True, help="Shopper sessions per second through the gateway.")
+@click.option("--users", default=300, show_default=True, help="Synthetic visitors.")
+@click.option("--payments", default=0.0, show_default=True,
+              help="Extra signed payment notifies per second, straight to the order service.")
+def demo(rate: float, users: int, payments: float) -> None:
+    """The local stack with simulated shoppers (and optionally payments): watch the dashboard live."""
     from producers.payment_provider import PaymentSimulator
+    from producers.traffic import TrafficConfig, TrafficSimulator
     from rtdash.payments import load_private_key
 
     settings = _settings()
     stop = _wait_for_stop()
     stack = _start_stack(settings)
-    simulator = PaymentSimulator(settings, load_private_key(settings.keys_dir), duplicate_share=duplicate_share)
+    shoppers = TrafficSimulator(f"http://{settings.bind_host}:{settings.gateway_port}",
+                                TrafficConfig(users=users, rate=rate, duration=10**9, seed=int(time.time())))
+    payer = PaymentSimulator(settings, load_private_key(settings.keys_dir)) if payments > 0 else None
 
     async def run() -> None:
-        task = asyncio.create_task(simulator.run(rate=rate, count=10**9))
+        tasks = [asyncio.create_task(shoppers.run())]
+        if payer is not None:
+            tasks.append(asyncio.create_task(payer.run(rate=payments, count=10**9)))
         await asyncio.get_running_loop().run_in_executor(None, stop.wait)
-        task.cancel()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     try:
-        console.print(f"simulating {rate:g} payments/s; Ctrl-C stops")
+        console.print(f"simulating {rate:g} shopper sessions/s through the gateway"
+                      + (f" and {payments:g} payments/s" if payer else "") + "; Ctrl-C stops")
         asyncio.run(run())
     finally:
-        simulator.close()
-        console.print(simulator.report.summary())
+        console.print(shoppers.report.summary())
+        if payer is not None:
+            payer.close()
+            console.print(payer.report.summary())
         with console.status("stopping the local stack"):
             stack.stop()
         console.print("stopped")

@@ -265,7 +265,7 @@ def ensure_topics(settings: Settings, topics: Iterable[str] | None = None) -> li
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    wanted = list(topics or [settings.orders_topic, settings.orders_dlq_topic])
+    wanted = list(topics or [settings.orders_topic, settings.orders_dlq_topic, settings.gateway_topic])
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="rtdash-topics")
     try:
         missing = [t for t in wanted if t not in set(admin.list_topics())]
@@ -312,19 +312,24 @@ def redis_ready(url: str) -> bool:
 
 # --- rtdash's own processes --------------------------------------------------------------
 
-def python_service(settings: Settings, name: str, module: str, port: int, ready_timeout: float = 30) -> Service:
+def python_service(settings: Settings, name: str, module: str, port: int, ready_timeout: float = 30,
+                   health_path: str = "/healthz", args: list[str] | None = None) -> Service:
     url = f"http://{settings.bind_host}:{port}"
-    return Service(name, [sys.executable, "-m", module], settings.logs_dir / f"{name}.log",
+    return Service(name, [sys.executable, "-m", module, *(args or [])], settings.logs_dir / f"{name}.log",
                    env=settings.child_env() | {"PYTHONUNBUFFERED": "1"},
-                   health=lambda: http_ok(url + "/healthz"), address=url, ready_timeout=ready_timeout)
+                   health=lambda: http_ok(url + health_path), address=url, ready_timeout=ready_timeout)
 
 
 def local_stack(settings: Settings) -> list[Service]:
-    """Every service of `rtdash up`, in start order."""
+    """Every service of `rtdash up`, in start order (each one's dependencies come first)."""
     return [
         kafka_service(settings),
         redis_service(settings),
         python_service(settings, "order_service", "producers.order_service", settings.order_service_port),
+        python_service(settings, "payment_provider", "producers.provider", settings.payment_provider_port),
+        python_service(settings, "shop", "producers.shop", settings.shop_port, ready_timeout=90),
+        python_service(settings, "gateway", "producers.gateway", settings.gateway_port,
+                       health_path="/_gateway/healthz"),
         python_service(settings, "orders_job", "jobs.orders", settings.orders_job_health_port, ready_timeout=180),
         python_service(settings, "push_server", "push_server", settings.push_port),
     ]
