@@ -12,7 +12,6 @@ from tornado.testing import AsyncHTTPTestCase
 from producers.order_service.app import NOTIFY_PATH, make_app
 from producers.order_service.relay import OutboxRelay
 from producers.order_service.store import OrderStore, Outcome, make_engine
-from producers.order_service.writer import GroupWriter
 from producers.payment_provider import notify_params
 from rtdash.contracts import OrderPaid, from_json
 from rtdash.payments import signed
@@ -29,9 +28,7 @@ class NotifyEndpointTest(AsyncHTTPTestCase):
         self.store = OrderStore(make_engine(f"sqlite:///{self.tmp}/orders.db"), topic="orders")
         self.db = ThreadPoolExecutor(1)
         relay = OutboxRelay(self.store, bootstrap_servers="127.0.0.1:1")  # never started here
-        self.writer = GroupWriter(self.store, self.db)
-        self.io_loop.add_callback(self.writer.start)
-        return make_app(self.settings, store=self.store, db=self.db, writer=self.writer, relay=relay,
+        return make_app(self.settings, store=self.store, db=self.db, relay=relay,
                         public_key=PROVIDER_KEY.public_key())
 
     @pytest.fixture(autouse=True)

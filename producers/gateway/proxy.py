@@ -106,8 +106,12 @@ class ProxyHandler(tornado.web.RequestHandler):
         self.broken: str | None = None
         self.client_gone = False
 
+    def compute_etag(self) -> None:
+        return None                         # never add an ETag (or turn a 200 into a 304) of our own
+
     async def prepare(self) -> None:
         self.request.connection.set_max_body_size(self.gw.max_body_bytes)
+        self.request.connection.stream.set_nodelay(True)   # relay each piece as soon as it is written
         self.request_id = request_id_from(self.request.headers)
         self.route = self.gw.match(self.request.path)
         if self.route is None:
@@ -183,6 +187,8 @@ class ProxyHandler(tornado.web.RequestHandler):
             if exc is not None:
                 return self._upstream_failed(exc)
         if not self._finished:
+            if not self._headers_written:
+                await self._flush_to_client()   # an empty body: send the head exactly as received
             self.finish()
 
     get = head = post = delete = patch = put = options = _proxy
@@ -231,7 +237,9 @@ class ProxyHandler(tornado.web.RequestHandler):
         for name, value in headers.get_all():
             if name.lower() not in drop:
                 self.add_header(name, value)
-        return self._flush_to_client()
+        if self.request.method == "HEAD" or start_line.code in (204, 304):
+            return self._flush_to_client()  # no body follows
+        return None                         # the head goes out with the first piece of the body
 
     def upstream_data(self, chunk: bytes):
         self.response_bytes += len(chunk)

@@ -4,12 +4,13 @@
 non-blocking put into a bounded queue (settings.gateway_queue_size). When the
 queue is full the event is dropped and counted; nothing waits. One background
 thread drains the queue in batches into a kafka-python producer (acks=1, key =
-visitor id, value = `rtdash.contracts.to_json(event)`), flushing each batch so
-it knows whether Kafka took it. While Kafka is down or slow the thread stops
-taking from the queue (the batch it holds stays with it or with the producer,
-which keeps retrying), the queue fills and further events are dropped; creating
-the producer and sending are retried with capped exponential backoff, so
-publishing resumes by itself when Kafka is back.
+visitor id, value = `rtdash.contracts.to_json(event)`), which batches them by
+linger_ms. When Kafka has acknowledged nothing for send_timeout_s (down or
+slow), the thread stops taking from the queue (what it holds stays with it or
+with the producer, which keeps retrying), so the queue fills and further events
+are dropped and counted; creating the producer and sending are retried with
+capped exponential backoff, and publishing resumes by itself when Kafka is back.
+Events the producer finally gives up on (after 2 minutes) count as `failed`.
 
 `MemoryPublisher` has the same interface and keeps events in a list: the test
 double, and a sink for applications that only want the events locally.
@@ -20,6 +21,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -66,13 +68,14 @@ class KafkaPublisher:
     """Bounded queue + one producer thread; see the module docstring."""
 
     def __init__(self, *, bootstrap_servers: str, topic: str, queue_size: int, batch_size: int = 500,
-                 linger_ms: int = 5, send_timeout_s: float = 5.0, max_backoff_s: float = 5.0,
+                 linger_ms: int = 50, max_inflight: int = 1000, send_timeout_s: float = 5.0, max_backoff_s: float = 5.0,
                  client_id: str = "rtdash-gateway", prepare: Callable[[], object] | None = None):
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
         self.queue_size = queue_size
         self.batch_size = batch_size
         self.linger_ms = linger_ms
+        self.max_inflight = max_inflight
         self.send_timeout_s = send_timeout_s
         self.max_backoff_s = max_backoff_s
         self.client_id = client_id
@@ -88,8 +91,10 @@ class KafkaPublisher:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gateway-publisher", daemon=True)
         self._producer: KafkaProducer | None = None
-        self._unsent: list[GatewayRequest] = []      # taken from the queue, not yet handed to the producer
-        self._inflight: list[Any] = []               # producer futures of the last batch
+        self._unsent: deque[GatewayRequest] = deque()   # taken from the queue, not yet given to the producer
+        self._inflight = 0                           # handed to the producer, not yet acknowledged
+        self._progress_at = 0.0                      # last acknowledgement (or first send after idle)
+        self._acked = threading.Condition(self._lock)
         self._prepared = False
         self._warned_down = False
 
@@ -131,7 +136,12 @@ class KafkaPublisher:
     def _run(self) -> None:
         backoff = 0.0
         while True:
-            if self._stopping.is_set() and not (self._unsent or self._inflight or not self._queue.empty()):
+            if self._stopping.is_set() and not self._unsent and self._queue.empty():
+                if self._producer is not None:
+                    try:
+                        self._producer.flush(timeout=self.send_timeout_s)
+                    except Exception as exc:  # noqa: BLE001
+                        log.warning("events left unpublished at stop: %s", exc)
                 break
             if backoff and self._stopping.wait(backoff):
                 break                                 # stopping while Kafka is unavailable: give up
@@ -149,30 +159,42 @@ class KafkaPublisher:
 
     def _step(self) -> None:
         producer = self._connect()
-        if self._inflight:                            # the last batch is still with the producer
-            producer.flush(timeout=self.send_timeout_s)
-            self._inflight = []
+        self._wait_for_kafka()
         if not self._unsent:
             self._unsent = self._take_batch()
-            if not self._unsent:
-                return
         while self._unsent:
             event = self._unsent[0]
-            future = producer.send(self.topic, key=event.key(), value=to_json(event))
+            future = producer.send(self.topic, key=event.key(), value=to_json(event))  # may raise: kept
+            with self._lock:
+                if self._inflight == 0:
+                    self._progress_at = time.monotonic()
+                self._inflight += 1
             future.add_callback(self._on_sent)
             future.add_errback(self._on_error)
-            self._inflight.append(future)
-            self._unsent.pop(0)
-        producer.flush(timeout=self.send_timeout_s)
-        self._inflight = []
-        self._note_success()
+            self._unsent.popleft()
 
-    def _take_batch(self) -> list[GatewayRequest]:
+    def _wait_for_kafka(self) -> None:
+        """Hold back (so the queue fills) while Kafka acknowledges nothing or too much is pending.
+
+        The producer batches by linger_ms on its own; this thread only waits when
+        events handed to it have gone unacknowledged for send_timeout_s, which is
+        how an outage shows, or when max_inflight events are pending.
+        """
+        def flowing() -> bool:
+            return self._inflight == 0 or (self._inflight < self.max_inflight
+                                           and time.monotonic() - self._progress_at < self.send_timeout_s)
+
+        with self._acked:
+            if not self._acked.wait_for(flowing, self.send_timeout_s):
+                raise TimeoutError(f"Kafka acknowledged none of {self._inflight} events "
+                                   f"for {self.send_timeout_s:g}s")
+
+    def _take_batch(self) -> deque[GatewayRequest]:
+        batch: deque[GatewayRequest] = deque()
         try:
-            first = self._queue.get(timeout=0.5)      # wake up now and then to notice a stop
+            batch.append(self._queue.get(timeout=0.5))   # wake up now and then to notice a stop
         except queue.Empty:
-            return []
-        batch = [first]
+            return batch
         while len(batch) < self.batch_size:
             try:
                 batch.append(self._queue.get_nowait())
@@ -197,11 +219,22 @@ class KafkaPublisher:
     def _on_sent(self, _metadata: Any) -> None:
         with self._lock:
             self._published += 1
+            self._inflight -= 1
+            self._progress_at = time.monotonic()
+            was = self._connected
+            self._connected = True
+            self._last_error = None
+            self._acked.notify_all()
+        if not was:
+            self._warned_down = False
+            log.info("kafka reachable, publishing gateway events to %s", self.topic)
 
     def _on_error(self, exc: Exception) -> None:
         with self._lock:
             self._failed += 1
+            self._inflight -= 1
             self._last_error = f"{type(exc).__name__}: {exc}"
+            self._acked.notify_all()
 
     def _note_success(self) -> None:
         with self._lock:

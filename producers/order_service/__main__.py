@@ -40,7 +40,6 @@ async def main(settings: Settings | None = None) -> None:
     store.on_outbox_write = relay.wake
     relay.start()
     writer = GroupWriter(store, db)
-    writer.start()
     app = make_app(settings, store=store, db=db, writer=writer, relay=relay,
                    public_key=load_public_key(settings.keys_dir))
     server = app.listen(settings.order_service_port, address=settings.bind_host,

@@ -94,8 +94,10 @@ class HealthHandler(tornado.web.RequestHandler):
                      "last_error": status.last_error})
 
 
-def make_app(settings: Settings, *, store: OrderStore, db: Executor, writer: GroupWriter, relay: OutboxRelay,
-             public_key: rsa.RSAPublicKey) -> tornado.web.Application:
+def make_app(settings: Settings, *, store: OrderStore, db: Executor, relay: OutboxRelay,
+             public_key: rsa.RSAPublicKey, writer: GroupWriter | None = None) -> tornado.web.Application:
+    """The service's routes; `writer` defaults to a group writer over `store` and `db`."""
+    writer = writer or GroupWriter(store, db)
     return tornado.web.Application([
         (NOTIFY_PATH, NotifyHandler, dict(settings=settings, writer=writer, public_key=public_key)),
         (r"/healthz", HealthHandler, dict(store=store, db=db, relay=relay)),

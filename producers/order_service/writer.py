@@ -29,7 +29,9 @@ class GroupWriter:
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        """Start the writer task on the running loop (done by the first `record` if not before)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
         """Commit what is queued, then stop."""
@@ -43,6 +45,7 @@ class GroupWriter:
             pass
 
     async def record(self, notify: PaymentNotify) -> Outcome:
+        self.start()
         future = asyncio.get_running_loop().create_future()
         await self._queue.put((notify, future))
         return await future
