@@ -30,6 +30,7 @@ MAX_AMOUNT_CENTS = 999_999_999
 _AMOUNT = re.compile(r"^(0|[1-9][0-9]{0,8})(\.[0-9]{1,2})?$")
 _ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 GMT_FORMAT = "%Y-%m-%d %H:%M:%S"
+_GMT = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$")
 
 
 class NotifyError(ValueError):
@@ -132,10 +133,12 @@ def parse_notify(params: dict[str, str], *, public_key: rsa.RSAPublicKey, app_id
             raise NotifyError(f"{field} must be 1-64 letters, digits, '_' or '-'")
     if params["trade_status"] not in KNOWN_STATUSES:
         raise NotifyError(f"unknown trade_status {params['trade_status']!r}")
-    try:
-        paid_at = datetime.strptime(params["gmt_payment"], GMT_FORMAT).replace(tzinfo=tz)
+    if not _GMT.match(params["gmt_payment"]):
+        raise NotifyError("gmt_payment must look like 2026-11-26 17:54:54")
+    try:  # fromisoformat is an order of magnitude cheaper than strptime on this hot path
+        paid_at = datetime.fromisoformat(params["gmt_payment"]).replace(tzinfo=tz)
     except ValueError as exc:
-        raise NotifyError("gmt_payment must look like 2026-11-26 17:54:54") from exc
+        raise NotifyError("gmt_payment is not a valid date and time") from exc
     return PaymentNotify(
         out_trade_no=params["out_trade_no"], trade_no=params["trade_no"],
         amount_cents=parse_amount_cents(params["total_amount"]),

@@ -18,7 +18,7 @@ from rtdash.payments import ensure_provider_keys, load_public_key
 from rtdash.settings import Settings
 
 from .app import make_app
-from .relay import OutboxRelay
+from .relay import RelayProcess
 from .store import OrderStore, make_engine
 from .writer import GroupWriter
 
@@ -27,8 +27,8 @@ log = logging.getLogger("rtdash.order_service")
 
 async def main(settings: Settings | None = None) -> None:
     settings = settings or Settings()
-    # Three threads share the GIL (event loop, database writer, Kafka relay); a shorter switch
-    # interval keeps the loop from waiting up to 5 ms for a busy relay thread on every handoff.
+    # The event loop and the database writer share the GIL; a shorter switch interval keeps
+    # either from waiting up to 5 ms for the other on every handoff.
     sys.setswitchinterval(0.0005)
     ensure_provider_keys(settings.keys_dir)
     engine = make_engine(settings.database)
@@ -36,7 +36,7 @@ async def main(settings: Settings | None = None) -> None:
     db = ThreadPoolExecutor(max_workers=1 if settings.database.startswith("sqlite") else 8,
                             thread_name_prefix="orders-db")
     store = OrderStore(engine, topic=settings.orders_topic)
-    relay = OutboxRelay(store, bootstrap_servers=settings.kafka_servers)
+    relay = RelayProcess(settings.database, topic=settings.orders_topic, bootstrap_servers=settings.kafka_servers)
     store.on_outbox_write = relay.wake
     relay.start()
     writer = GroupWriter(store, db)
@@ -62,5 +62,7 @@ async def main(settings: Settings | None = None) -> None:
 
 
 if __name__ == "__main__":
+    import uvloop
+
     setup_logging()
-    asyncio.run(main())
+    uvloop.run(main())

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import Executor
-from urllib.parse import parse_qsl
 
 import tornado.web
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -19,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from rtdash.payments import NotifyError, format_amount, parse_notify
 from rtdash.settings import Settings
 
-from .relay import OutboxRelay
+from .relay import OutboxRelay, RelayProcess
 from .store import OrderStore, Outcome
 from .writer import GroupWriter
 
@@ -63,14 +62,17 @@ class NotifyHandler(tornado.web.RequestHandler):
         ctype = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if ctype != "application/x-www-form-urlencoded":
             raise NotifyError("Content-Type must be application/x-www-form-urlencoded")
+        # Tornado has already parsed the form into body_arguments; reuse it rather than parse twice.
+        params = {}
         try:
-            pairs = parse_qsl(self.request.body.decode("utf-8"), keep_blank_values=True,
-                              strict_parsing=bool(self.request.body))
-        except (UnicodeDecodeError, ValueError) as exc:
+            for name, values in self.request.body_arguments.items():
+                if len(values) != 1:
+                    raise NotifyError("a parameter appears twice")
+                if "%" in name or "=" in name:
+                    raise NotifyError("body is not a valid form")
+                params[name] = values[0].decode("utf-8")
+        except UnicodeDecodeError as exc:
             raise NotifyError("body is not a valid form") from exc
-        params = dict(pairs)
-        if len(params) != len(pairs):
-            raise NotifyError("a parameter appears twice")
         return params
 
     def _refuse(self, reason: str, status: int = 400) -> None:
@@ -81,7 +83,7 @@ class NotifyHandler(tornado.web.RequestHandler):
 
 
 class HealthHandler(tornado.web.RequestHandler):
-    def initialize(self, *, store: OrderStore, db: Executor, relay: OutboxRelay) -> None:
+    def initialize(self, *, store: OrderStore, db: Executor, relay: OutboxRelay | RelayProcess) -> None:
         self.store = store
         self.db = db
         self.relay = relay
@@ -94,7 +96,7 @@ class HealthHandler(tornado.web.RequestHandler):
                      "last_error": status.last_error})
 
 
-def make_app(settings: Settings, *, store: OrderStore, db: Executor, relay: OutboxRelay,
+def make_app(settings: Settings, *, store: OrderStore, db: Executor, relay: OutboxRelay | RelayProcess,
              public_key: rsa.RSAPublicKey, writer: GroupWriter | None = None) -> tornado.web.Application:
     """The service's routes; `writer` defaults to a group writer over `store` and `db`."""
     writer = writer or GroupWriter(store, db)
