@@ -1,0 +1,90 @@
+"""Shoppers through the gateway end to end: the simulator's funnel ends in paid orders on `orders`,
+and every request it made is a `gateway` event.
+
+Real processes on the session's Kafka: payment provider, demo shop, gateway and
+order service; the shop hands each checkout to the provider, whose signed
+notify goes back through the gateway to the order service, whose relay
+publishes the paid order.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from kafka import KafkaConsumer
+
+from producers.traffic import TrafficConfig, TrafficSimulator
+from rtdash.contracts import GatewayRequest, OrderPaid, from_json
+from rtdash.stack import python_service
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def shop_behind_gateway(stack_settings, order_service):
+    services = [
+        python_service(stack_settings, "payment_provider", "producers.provider", stack_settings.payment_provider_port),
+        python_service(stack_settings, "shop", "producers.shop", stack_settings.shop_port, ready_timeout=90,
+                       args=["--users", "50"]),
+        python_service(stack_settings, "gateway", "producers.gateway", stack_settings.gateway_port,
+                       health_path="/_gateway/healthz"),
+    ]
+    started = []
+    try:
+        for service in services:
+            service.start()
+            started.append(service)
+            service.wait_healthy()
+        yield services
+    finally:
+        for service in reversed(started):
+            service.stop()
+
+
+def read_topic(settings, topic: str, want, timeout: float = 60) -> list:
+    """Records of `topic` until want(records) holds (or the timeout)."""
+    consumer = KafkaConsumer(topic, bootstrap_servers=settings.kafka_servers, auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=1000, group_id=None)
+    records, deadline = [], time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and not want(records):
+            records += list(consumer)
+    finally:
+        consumer.close()
+    return records
+
+
+def test_funnel_orders_are_paid_through_the_gateway_and_every_request_is_an_event(
+        shop_behind_gateway, stack_settings):
+    config = TrafficConfig(users=15, rate=4, duration=4, seed=3, think_time=0.05, view_rate=1.0, cart_rate=0.8,
+                           pay_rate=1.0, bot_share=0.1, logged_in_share=0.5, accounts=50)
+    simulator = TrafficSimulator(f"http://127.0.0.1:{stack_settings.gateway_port}", config)
+    report = asyncio.run(simulator.run())
+    assert report.errors == 0 and report.statuses.get("5xx", 0) == 0
+    assert len(report.orders) >= 3 and report.logins > 0 and report.bot_sessions > 0
+    bought = {o["order_id"]: o["total_cents"] for o in report.orders}
+
+    # Paid orders: the order service stored them and the relay put them on `orders`.
+    records = read_topic(stack_settings, stack_settings.orders_topic,
+                         lambda recs: bought.keys() <= {r.key.decode() for r in recs})
+    paid = {e.order_id: e.amount_cents for e in (from_json(OrderPaid, r.value) for r in records)
+            if e.order_id in bought}
+    assert paid == bought
+
+    # Every request the simulator sent through the gateway is one event on `gateway`.
+    sent = sum(report.requests.values())
+    events = [from_json(GatewayRequest, r.value) for r in
+              read_topic(stack_settings, stack_settings.gateway_topic, lambda recs: len(recs) >= sent)]
+    shopper_events = [e for e in events if e.route == "shop"]
+    assert len(shopper_events) == sent
+    searches = [e for e in shopper_events if e.path == "/search"]
+    assert sorted(e.search_term for e in searches) == sorted(report.searches.elements())
+    assert all(e.result_product_ids for e in searches)
+    views = [e for e in shopper_events if e.path.startswith("/products/")]
+    assert all(e.product_id == e.path.rsplit("/", 1)[1] for e in views)
+    assert {e.user_id for e in shopper_events if e.user_id} and len({e.visitor_id for e in shopper_events}) > 3
+    assert all(e.client_ip is None and e.headers.get("Cookie", "[redacted]") == "[redacted]" for e in events)
+    # The provider's notifies came back through the gateway too.
+    notifies = [e for e in events if e.route == "order_center"]
+    assert len(notifies) >= len(bought)
