@@ -273,6 +273,11 @@ def make_gateway(loop_thread, upstream, tmp_path):
 
 @pytest.fixture(scope="session")
 def support():
-    """This module's helpers (binary_body, http_call, BIG, GZIPPED) for the test modules."""
-    import sys
-    return sys.modules[__name__]
+    """This module's helpers (binary_body, http_call, BIG, GZIPPED) for the test modules.
+
+    Handed over by reference: several conftest modules share the name `conftest`, so looking
+    this one up by name would find whichever was imported last.
+    """
+    import types
+    return types.SimpleNamespace(binary_body=binary_body, http_call=http_call, free_port=free_port, BIG=BIG,
+                                 GZIPPED=GZIPPED)
