@@ -171,8 +171,13 @@ def kafka_service(settings: Settings) -> Service:
         (root / "log4j2.properties").write_text(_LOG4J2)
         if not (root / "data" / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            subprocess.run([java(), "-cp", f"{jars}/*", "kafka.tools.StorageTool", "format",
-                            "-t", cluster_id, "-c", str(config)], check=True, capture_output=True)
+            # "--cluster-id=" keeps an id that starts with "-" from reading as an option.
+            formatted = subprocess.run([java(), "-cp", f"{jars}/*", "kafka.tools.StorageTool", "format",
+                                        f"--cluster-id={cluster_id}", "-c", str(config)],
+                                       capture_output=True, text=True)
+            if formatted.returncode != 0:
+                raise StackError(f"formatting Kafka storage in {root / 'data'} failed:\n"
+                                 f"{formatted.stdout}{formatted.stderr}")
 
     argv = [java(), f"-Xmx{settings.kafka_heap}", f"-Xms{settings.kafka_heap}", "-XX:+UseG1GC",
             "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={root / 'log4j2.properties'}",
