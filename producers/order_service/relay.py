@@ -19,8 +19,7 @@ import signal
 import threading
 import time
 
-from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from .store import OrderStore
 
@@ -76,7 +75,7 @@ class OutboxRelay:
         self._wake = wake or threading.Event()
         self._stopping = stop or threading.Event()
         self._thread = threading.Thread(target=self.run, name="outbox-relay", daemon=True)
-        self._producer: KafkaProducer | None = None
+        self._producer: Producer | None = None
 
     def start(self) -> None:
         """Run the relay in a thread of this process (tests; the service uses RelayProcess)."""
@@ -99,7 +98,7 @@ class OutboxRelay:
             self._loop()
         finally:
             if self._producer is not None:
-                self._producer.close(timeout=5)
+                self._producer.flush(5)
 
     def _loop(self) -> None:
         backoff = 0.0
@@ -137,15 +136,15 @@ class OutboxRelay:
         if was_connected or backoff <= 0.25:
             log.warning("kafka unavailable, orders stay in the outbox (retrying): %s", exc)
 
-    def _connect(self) -> KafkaProducer:
+    def _connect(self) -> Producer:
         if self._producer is None:
-            self._producer = KafkaProducer(
-                bootstrap_servers=self.bootstrap_servers.split(","),
-                enable_idempotence=True, acks="all", linger_ms=5,
-                max_block_ms=int(self.send_timeout_s * 1000),
-                request_timeout_ms=int(self.send_timeout_s * 1000) // 2,
-                delivery_timeout_ms=int(self.send_timeout_s * 1000) + 1000,
-                reconnect_backoff_max_ms=1000, client_id="rtdash-order-service")
+            self._producer = Producer({
+                "bootstrap.servers": self.bootstrap_servers, "client.id": "rtdash-order-service",
+                "enable.idempotence": True, "acks": "all", "linger.ms": 5,
+                "message.timeout.ms": int(self.send_timeout_s * 1000),
+                "reconnect.backoff.max.ms": 1000,
+                "log_level": 3,  # errors only: while Kafka is down the relay's own line says so
+            })
         return self._producer
 
     def _drain_once(self) -> bool:
@@ -154,17 +153,28 @@ class OutboxRelay:
         if not rows:
             return False
         producer = self._connect()
-        futures = [(row.id, producer.send(row.topic, key=row.key, value=row.payload)) for row in rows]
-        producer.flush(timeout=self.send_timeout_s)
-        done = []
-        for row_id, fut in futures:
-            fut.get(timeout=self.send_timeout_s)  # raises on failure: the batch is retried
-            done.append(row_id)
-        self.store.mark_published(done)
+        failures: list[KafkaError] = []
+
+        def delivered(err: KafkaError | None, _msg) -> None:
+            if err is not None:
+                failures.append(err)
+
+        for row in rows:
+            producer.produce(row.topic, key=row.key, value=row.payload, on_delivery=delivered)
+        left = producer.flush(self.send_timeout_s)
+        if left or failures:
+            # Nothing of this batch counts as published; drop what is still queued so the retry
+            # does not pile copies up in the producer (a copy that did get through is a duplicate
+            # order id, which the job drops).
+            producer.purge()
+            producer.flush(0)
+            reason = failures[0].str() if failures else f"{left} messages not acknowledged in time"
+            raise KafkaException(f"publishing {len(rows)} orders failed: {reason}")
+        self.store.mark_published([row.id for row in rows])
         if not self.status.kafka_connected:
             log.info("kafka reachable, outbox relay publishing")
         self.status.kafka_connected = True
-        self.status.add_published(len(done))
+        self.status.add_published(len(rows))
         self.status.last_error = None
         return len(rows) == self.batch
 
