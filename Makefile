@@ -59,6 +59,7 @@ test-fast: setup
 bench: setup
 	$(PY) -m bench.notify_throughput
 	$(PY) -m bench.e2e_latency
+	$(PY) -m bench.gateway_overhead
 
 clean: down
 	rm -rf .rtdash
