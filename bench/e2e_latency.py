@@ -219,7 +219,7 @@ def main() -> None:
     table = Table(title=f"end-to-end latency, ms (trigger {settings.spark_trigger_seconds:g} s)")
     for col in ("what", "n", "p50", "p95", "p99", "max"):
         table.add_column(col)
-    lines = [f"| what | n | p50 ms | p95 ms | p99 ms | max ms |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| what | n | p50 ms | p95 ms | p99 ms | max ms |", "| --- | --- | --- | --- | --- | --- |"]
     for name, r in results.items():
         table.add_row(name, str(r["n"]), *(f"{r[k]:.0f}" for k in ("p50", "p95", "p99", "max")))
         lines.append(f"| {name} | {r['n']} | " + " | ".join(f"{r[k]:.0f}" for k in ("p50", "p95", "p99", "max")) + " |")

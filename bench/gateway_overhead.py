@@ -140,7 +140,7 @@ def main() -> int:
     for name, c, o in (("direct to shop", d, od), ("through gateway", g, og)):
         print(f"| {name} | {c.throughput:,.0f} | {c.pct(50):.2f} / {c.pct(99):.2f} | "
               f"{o.pct(50):.2f} / {o.pct(99):.2f} | {c.errors + o.errors} |")
-    print(f"\n| figure | value | target |\n| --- | ---: | --- |")
+    print("\n| figure | value | target |\n| --- | ---: | --- |")
     print(f"| gateway / direct throughput | {ratio:.0%} | >= 60% {'ok' if ratio >= 0.6 else 'MISSED'} |")
     print(f"| added latency p50 (open loop) | {add50:.2f} ms | <= 1 ms {'ok' if add50 <= 1.0 else 'MISSED'} |")
     print(f"| added latency p99 (open loop) | {add99:.2f} ms | |")

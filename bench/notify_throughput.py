@@ -179,7 +179,7 @@ def main() -> int:
     run_id = uuid.uuid4().hex[:8]
     phases: list[Phase] = []
     try:
-        with console.status("starting Kafka, the bare handler and the order service") as status:
+        with console.status("starting Kafka, the bare handler and the order service"):
             kafka.start()
             bare.start()
             kafka.wait_healthy()

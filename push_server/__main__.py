@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 from rtdash.logs import setup_logging
+from rtdash.service import until_stopped
 from rtdash.settings import Settings
 
 from .app import make_app
@@ -33,14 +33,9 @@ async def main(settings: Settings | None = None, stop: asyncio.Event | None = No
     await broker.start()
     log.info("push server on http://%s:%d/ (WebSocket /ws, origins %s, redis %s)", settings.bind_host,
              settings.push_port, ", ".join(settings.origins), settings.redis)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await until_stopped(stop)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
         log.info("push server stopping (%d clients)", hub.clients)
         server.stop()
         sessions = hub.sessions()

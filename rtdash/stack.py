@@ -70,6 +70,19 @@ class Service:
         raise StackError(f"{self.name} not healthy after {self.ready_timeout:.0f}s; see {self.log_path}:\n"
                          f"{tail(self.log_path)}")
 
+    def __enter__(self) -> "Service":
+        """Start and wait until healthy; stopped on leaving (also when it never got healthy)."""
+        self.start()
+        try:
+            self.wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.stop()
+
     def healthy(self) -> bool:
         return self.process is not None and self.process.poll() is None and self.health()
 

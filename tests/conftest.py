@@ -27,25 +27,15 @@ def stack_settings(tmp_path_factory) -> Settings:
 
 @pytest.fixture(scope="session")
 def kafka(stack_settings) -> Service:
-    service = kafka_service(stack_settings)
-    service.start()
-    try:
-        service.wait_healthy()
+    with kafka_service(stack_settings) as service:
         ensure_topics(stack_settings)
         yield service
-    finally:
-        service.stop()
 
 
 @pytest.fixture(scope="session")
 def redis_server(stack_settings) -> Service:
-    service = redis_service(stack_settings, persist=False)
-    service.start()
-    try:
-        service.wait_healthy()
+    with redis_service(stack_settings, persist=False) as service:
         yield service
-    finally:
-        service.stop()
 
 
 @pytest.fixture(scope="session")
@@ -64,25 +54,15 @@ def spark(stack_settings):
 
 @pytest.fixture(scope="session")
 def order_service(stack_settings, kafka):
-    service = python_service(stack_settings, "order_service", "producers.order_service",
-                             stack_settings.order_service_port)
-    service.start()
-    try:
-        service.wait_healthy()
+    with python_service(stack_settings, "order_service", "producers.order_service",
+                        stack_settings.order_service_port) as service:
         yield service
-    finally:
-        service.stop()
 
 
 @pytest.fixture(scope="session")
 def push_server(stack_settings, redis_server):
-    service = python_service(stack_settings, "push_server", "push_server", stack_settings.push_port)
-    service.start()
-    try:
-        service.wait_healthy()
+    with python_service(stack_settings, "push_server", "push_server", stack_settings.push_port) as service:
         yield service
-    finally:
-        service.stop()
 
 
 @pytest.fixture(scope="session")

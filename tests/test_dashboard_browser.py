@@ -6,16 +6,13 @@ outside the push server (the machine has no internet, like many shop floors).
 """
 from __future__ import annotations
 
-import asyncio
 import re
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from producers.payment_provider import PaymentSimulator
-from rtdash.payments import load_private_key
+from paying import pay
 
 pytestmark = pytest.mark.integration
 
@@ -64,16 +61,7 @@ def test_dashboard_shows_live_totals_and_updates_without_reload(page, pipeline, 
     count, amount = ground_truth.paid_totals()
     wait_for_text(page, "#orders-count", lambda text: digits(text) == count)
 
-    async def pay():
-        simulator = PaymentSimulator(stack_settings, load_private_key(stack_settings.keys_dir),
-                                     duplicate_share=0, seed=21)
-        report = await simulator.run(rate=20, count=10)
-        simulator.close()
-        return report
-
-    # Playwright's sync API keeps an event loop on this thread: pay from another one.
-    with ThreadPoolExecutor(1) as pool:
-        report = pool.submit(asyncio.run, pay()).result()
+    report = pay(stack_settings, 10, seed=21)
     assert report.accepted_orders == 10
     count, amount = ground_truth.paid_totals()
     wait_for_text(page, "#orders-count", lambda text: digits(text) == count)

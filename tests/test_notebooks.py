@@ -1,7 +1,6 @@
 """The notebooks run top to bottom against the test stack and agree with the ground truth."""
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from pathlib import Path
@@ -11,9 +10,8 @@ import pytest
 import redis
 from nbclient import NotebookClient
 
-from producers.payment_provider import PaymentSimulator
+from paying import pay
 from rtdash.channels import ORDERS_TODAY, snapshot_key
-from rtdash.payments import load_private_key
 
 pytestmark = pytest.mark.integration
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -35,14 +33,7 @@ def wait_for_snapshot(settings, count: int, timeout: float = 90) -> dict:
 
 def test_orders_notebook_recomputes_the_dashboard_from_the_topic(pipeline, stack_settings, ground_truth,
                                                                   monkeypatch):
-    async def pay():
-        simulator = PaymentSimulator(stack_settings, load_private_key(stack_settings.keys_dir),
-                                     duplicate_share=0.2, seed=3)
-        report = await simulator.run(rate=30, count=30)
-        simulator.close()
-        return report
-
-    report = asyncio.run(pay())
+    report = pay(stack_settings, 30, rate=30, seed=3, duplicate_share=0.2)
     assert report.accepted_orders > 0
     count, amount = ground_truth.paid_totals()
     wait_for_snapshot(stack_settings, count)

@@ -24,6 +24,8 @@ from producers.payment_provider import FORM, NOTIFY_PATH, PaymentSimulator, noti
 from rtdash.channels import ORDERS_TODAY
 from rtdash.payments import load_private_key
 
+from paying import pay
+
 pytestmark = pytest.mark.integration
 
 
@@ -115,14 +117,7 @@ def test_orders_paid_while_kafka_is_down_are_counted_when_it_returns(pipeline, s
     order_url = f"http://127.0.0.1:{stack_settings.order_service_port}"
     kafka.stop()
     try:
-        async def pay_during_outage():
-            key = load_private_key(stack_settings.keys_dir)
-            simulator = PaymentSimulator(stack_settings, key, duplicate_share=0, seed=12)
-            report = await simulator.run(rate=20, count=15)
-            simulator.close()
-            return report
-
-        report = asyncio.run(pay_during_outage())
+        report = pay(stack_settings, 15, seed=12)
         assert (report.accepted_orders, report.errors, report.refused) == (15, 0, 0)
         assert health(order_url)["outbox_pending"] >= 15
     finally:

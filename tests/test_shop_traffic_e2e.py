@@ -23,23 +23,13 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def shop_behind_gateway(stack_settings, order_service):
-    services = [
-        python_service(stack_settings, "payment_provider", "producers.provider", stack_settings.payment_provider_port),
-        python_service(stack_settings, "shop", "producers.shop", stack_settings.shop_port, ready_timeout=90,
-                       args=["--users", "50"]),
-        python_service(stack_settings, "gateway", "producers.gateway", stack_settings.gateway_port,
-                       health_path="/_gateway/healthz"),
-    ]
-    started = []
-    try:
-        for service in services:
-            service.start()
-            started.append(service)
-            service.wait_healthy()
-        yield services
-    finally:
-        for service in reversed(started):
-            service.stop()
+    with python_service(stack_settings, "payment_provider", "producers.provider",
+                        stack_settings.payment_provider_port) as provider, \
+            python_service(stack_settings, "shop", "producers.shop", stack_settings.shop_port, ready_timeout=90,
+                           args=["--users", "50"]) as shop, \
+            python_service(stack_settings, "gateway", "producers.gateway", stack_settings.gateway_port,
+                           health_path="/_gateway/healthz") as gateway:
+        yield provider, shop, gateway
 
 
 def end_offsets(settings, topic: str) -> dict:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 
 from rtdash.logs import setup_logging
+from rtdash.service import until_stopped
 from rtdash.settings import Settings
 from rtdash.stack import ensure_topics
 
@@ -38,16 +38,12 @@ async def main(settings: Settings | None = None) -> None:
         log.info("route %s: %s -> %s", route.name, route.prefix, route.upstream.url)
     log.info("gateway listening on http://%s:%d (health %s, topic %s)", settings.bind_host,
              settings.gateway_port, HEALTH_PATH, settings.gateway_topic)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_stopped()
     log.info("gateway stopping")
     server.stop()
     await server.close_all_connections()
     app.gateway.pool.close()
-    await loop.run_in_executor(None, publisher.stop, 5.0)
+    await asyncio.get_running_loop().run_in_executor(None, publisher.stop, 5.0)
     log.info("gateway stopped (%s)", publisher.health())
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from rtdash.logs import setup_logging
 from rtdash.payments import ensure_provider_keys, load_public_key
+from rtdash.service import until_stopped
 from rtdash.settings import Settings
 
 from .app import make_app
@@ -46,17 +46,13 @@ async def main(settings: Settings | None = None) -> None:
                         max_body_size=max(65536, settings.notify_max_body_bytes), xheaders=False)
     log.info("order service listening on http://%s:%d (database %s, topic %s)", settings.bind_host,
              settings.order_service_port, engine.url.render_as_string(hide_password=True), settings.orders_topic)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_stopped()
     log.info("order service stopping")
     server.stop()
     await server.close_all_connections()
     await writer.stop()
     db.shutdown(wait=True)
-    await loop.run_in_executor(None, relay.stop)
+    await asyncio.get_running_loop().run_in_executor(None, relay.stop)
     engine.dispose()
     log.info("order service stopped")
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 
 from rtdash.logs import setup_logging
 from rtdash.payments import ensure_provider_keys, load_private_key
+from rtdash.service import until_stopped
 from rtdash.settings import Settings
 
 from .app import Notifier, make_app
@@ -43,11 +43,7 @@ async def main(settings: Settings | None = None, args: argparse.Namespace | None
         settings.payment_provider_port, address=settings.bind_host, max_body_size=64 * 1024)
     log.info("payment provider listening on http://%s:%d (notify delay %.0f ms, %d attempts)",
              settings.bind_host, settings.payment_provider_port, args.notify_delay_ms, args.max_attempts)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_stopped()
     log.info("payment provider stopping")
     server.stop()
     await server.close_all_connections()

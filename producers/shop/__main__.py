@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 from concurrent.futures import ThreadPoolExecutor
 
 from producers.order_service.store import make_engine
 from rtdash.logs import setup_logging
+from rtdash.service import until_stopped
 from rtdash.settings import Settings
 
 from .app import ensure_cookie_secret, make_app
@@ -60,10 +60,7 @@ async def main(settings: Settings | None = None, args: argparse.Namespace | None
     log.info("shop listening on http://%s:%d (database %s, payments %s, notify %s)", settings.bind_host,
              settings.shop_port, engine.url.render_as_string(hide_password=True), payments.pay_url,
              payments.notify_url)
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_stopped()
     log.info("shop stopping")
     server.stop()
     await server.close_all_connections()
