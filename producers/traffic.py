@@ -140,7 +140,7 @@ class TrafficReport:
     def summary(self) -> str:
         top = ", ".join(f"{t} ({n})" for t, n in self.searches.most_common(3))
         return (f"{self.sessions} sessions ({self.bot_sessions} bots), {sum(self.requests.values())} requests "
-                f"{dict(sorted(self.statuses.items()))}, {self.logins} logins, {len(self.orders)} orders paid "
+                f"{dict(sorted(self.statuses.items()))}, {self.logins} logins, {len(self.orders)} orders checked out "
                 f"({self.ordered_cents / 100:.2f} yuan); top searches: {top}")
 
 
