@@ -218,9 +218,11 @@ class TrafficSimulator:
         """One session through the funnel; stops at the first stage the visitor does not take."""
         cfg = self.config
         if visitor.account and not visitor.logged_in:
+            # Claimed before the first await: of a visitor's sessions, the one that starts first logs
+            # in, whatever the timing of the replies (keeps a seeded run reproducible).
+            visitor.logged_in = True
             if await self.request(visitor, "login", "POST", "/login",
                                   {"user": visitor.account, "password": password_for(visitor.account)}):
-                visitor.logged_in = True
                 self.report.logins += 1
             await self.pause(rng)
         term = self.terms.draw(rng)
