@@ -48,6 +48,23 @@ def spark(stack_settings):
         yield session
     finally:
         session.stop()
+        stop_spark_jvm()
+
+
+def stop_spark_jvm() -> None:
+    """End the JVM pyspark launched, now: left alone it outlives the test run by seconds."""
+    from pyspark import SparkContext
+
+    gateway = SparkContext._gateway
+    if gateway is None:
+        return
+    gateway.shutdown()
+    proc = getattr(gateway, "proc", None)
+    if proc is not None:
+        proc.terminate()
+        proc.wait(30)
+    SparkContext._gateway = None
+    SparkContext._jvm = None
 
 
 # --- the pipeline: rtdash's own processes on top of Kafka, Redis and Spark ----------
