@@ -7,12 +7,13 @@ from urllib.parse import parse_qsl
 import tornado.web
 from cryptography.hazmat.primitives.asymmetric import rsa
 from tornado.httpclient import AsyncHTTPClient
-from tornado.httpserver import HTTPServer
 from tornado.testing import AsyncTestCase, bind_unused_port, gen_test
 
 from producers.provider.app import Notifier, make_app
 from rtdash.payments import parse_notify, verify
 from rtdash.settings import Settings
+
+from served_apps import ServedApps
 
 PROVIDER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
@@ -30,31 +31,22 @@ class Receiver(tornado.web.RequestHandler):
         self.finish(text)
 
 
-class ProviderTest(AsyncTestCase):
+class ProviderTest(ServedApps, AsyncTestCase):
     def setUp(self):
         super().setUp()
         self.settings = Settings(_env_file=None, timezone="UTC")
         self.received: list[bytes] = []
         self.script: list[tuple[int, str]] = []
-        self.servers = []
         self.receiver_url = self.serve(tornado.web.Application(
             [(r"/notify", Receiver, dict(received=self.received, script=self.script))])) + "/notify"
         self.notifier = Notifier(self.settings, PROVIDER_KEY, delay_s=0.01, max_attempts=4, backoff_s=0.01)
         self.provider_url = self.serve(make_app(self.settings, notifier=self.notifier))
         self.client = AsyncHTTPClient(force_instance=True)
 
-    def serve(self, app) -> str:
-        sock, port = bind_unused_port()
-        server = HTTPServer(app)
-        server.add_sockets([sock])
-        self.servers.append(server)
-        return f"http://127.0.0.1:{port}"
-
     def tearDown(self):
         self.io_loop.run_sync(self.notifier.close)
         self.client.close()
-        for server in self.servers:
-            server.stop()
+        self.stop_servers()
         super().tearDown()
 
     async def pay(self, payload) -> tuple[int, dict]:

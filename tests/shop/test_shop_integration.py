@@ -19,8 +19,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 from tornado.httpclient import AsyncHTTPClient
-from tornado.httpserver import HTTPServer
-from tornado.testing import AsyncTestCase, bind_unused_port, gen_test
+from tornado.testing import AsyncTestCase, gen_test
 import pytest
 
 from producers.order_service.app import NOTIFY_PATH, make_app as order_service_app
@@ -32,13 +31,15 @@ from producers.shop.catalogue import generate_catalogue
 from producers.shop.payment import PaymentClient
 from producers.shop.store import ShopStore
 from rtdash.settings import Settings
+
+from served_apps import ServedApps
 from rtdash.stack import free_port
 
 PROVIDER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class CheckoutToPaidOrderTest(AsyncTestCase):
+class CheckoutToPaidOrderTest(ServedApps, AsyncTestCase):
     @pytest.fixture(autouse=True)
     def _deps(self, tmp_path, shop_db_url, browser_cls):
         self.tmp, self.shop_db_url, self.Browser = tmp_path, shop_db_url, browser_cls
@@ -46,7 +47,7 @@ class CheckoutToPaidOrderTest(AsyncTestCase):
     def setUp(self):
         super().setUp()
         self.settings = Settings(_env_file=None, home=self.tmp, timezone="UTC")
-        self.servers, self.executors, self.engines = [], [], []
+        self.executors, self.engines = [], []
         order_engine = self.engine(f"sqlite:///{self.tmp}/orders.db")
         self.order_store = OrderStore(order_engine, topic="orders")
         relay = OutboxRelay(self.order_store, bootstrap_servers="127.0.0.1:1")  # never started here
@@ -68,19 +69,11 @@ class CheckoutToPaidOrderTest(AsyncTestCase):
         self.executors.append(ThreadPoolExecutor(1))
         return self.executors[-1]
 
-    def serve(self, app) -> str:
-        sock, port = bind_unused_port()
-        server = HTTPServer(app)
-        server.add_sockets([sock])
-        self.servers.append(server)
-        return f"http://127.0.0.1:{port}"
-
     def tearDown(self):
         self.io_loop.run_sync(self.notifier.close)
         self.payments.close()
         self.client.close()
-        for server in self.servers:
-            server.stop()
+        self.stop_servers()
         for executor in self.executors:
             executor.shutdown()
         for engine in self.engines:
