@@ -221,6 +221,10 @@ def _kafka_properties(settings: Settings, data: Path) -> str:
         "share.coordinator.state.topic.replication.factor=1",
         "share.coordinator.state.topic.min.isr=1",
         "group.initial.rebalance.delay.ms=0",
+        # A single local node on a small machine: a few threads, not the defaults sized for a server.
+        "num.network.threads=2",
+        "num.io.threads=2",
+        "background.threads=2",
         "auto.create.topics.enable=false",
         "log.retention.hours=168",
         "",
