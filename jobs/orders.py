@@ -62,6 +62,17 @@ log = logging.getLogger("rtdash.jobs.orders")
 QUERY_NAME = "orders_today"
 
 
+def query_name(settings: Settings) -> str:
+    """`orders_today`, qualified when the job reads another topic or writes another prefix.
+
+    Query names are unique per SparkSession: qualifying them lets several orders
+    jobs (another shop's topic, a test's) run side by side in one session.
+    """
+    if (settings.orders_topic, settings.redis_prefix) == ("orders", "rtdash"):
+        return QUERY_NAME
+    return f"{QUERY_NAME}[{settings.orders_topic}->{settings.redis_prefix}]"
+
+
 def read_orders(spark: SparkSession, settings: Settings) -> DataFrame:
     """The `orders` topic as a stream of Kafka records."""
     return (spark.readStream.format("kafka")
@@ -180,7 +191,7 @@ def write_orders(orders: DataFrame, settings: Settings, sink: OrdersSink) -> Str
     """Start the streaming write of `transform`'s output: per-batch aggregates into `sink`."""
     sink.ensure_today(datetime.now(settings.tz).date().isoformat())  # today's zero before any order
     writer = (orders.writeStream
-              .queryName(QUERY_NAME)
+              .queryName(query_name(settings))
               .outputMode("append")
               .option("checkpointLocation", str((settings.checkpoints_dir / "orders").resolve()))
               .foreachBatch(BatchWriter(settings, sink)))
@@ -221,7 +232,7 @@ class JobState:
         query = self.query
         progress = query.lastProgress if query is not None else None
         active = query is not None and query.isActive
-        return {"status": "ok" if active else "starting", "service": "orders_job", "query": QUERY_NAME,
+        return {"status": "ok" if active else "starting", "service": "orders_job", "query": self.query.name if self.query is not None else QUERY_NAME,
                 "active": active, "query_status": query.status["message"] if active else None,
                 "restarts": self.restarts, "last_error": self.last_error,
                 "last_batch": progress["batchId"] if progress else None,
