@@ -232,7 +232,8 @@ class JobState:
         query = self.query
         progress = query.lastProgress if query is not None else None
         active = query is not None and query.isActive
-        return {"status": "ok" if active else "starting", "service": "orders_job", "query": self.query.name if self.query is not None else QUERY_NAME,
+        name = query.name if query is not None else QUERY_NAME
+        return {"status": "ok" if active else "starting", "service": "orders_job", "query": name,
                 "active": active, "query_status": query.status["message"] if active else None,
                 "restarts": self.restarts, "last_error": self.last_error,
                 "last_batch": progress["batchId"] if progress else None,
