@@ -44,16 +44,20 @@ from dataclasses import dataclass
 
 import redis
 
-from rtdash.channels import ORDERS_PER_MINUTE, ORDERS_TODAY
+from rtdash.channels import ORDERS_PER_MINUTE, ORDERS_TODAY, live_channel, seq_key, snapshot_key
 
 TTL_SECONDS = 8 * 24 * 3600
 
+# KEYS: the batch key, then snapshot, live channel and seq key of orders.today, then of
+#       orders.per_minute (named by rtdash.channels, the push server's side of the contract).
 # ARGV: prefix, batch id ("" = no batch, only bring the snapshots to today), today (YYYY-MM-DD),
 #       ttl seconds, JSON [[date, "HH:MM", "count", "amount_cents"], ...] with numbers as strings.
 # Returns 1 when the batch was applied (or, without a batch, when a snapshot was replaced), else 0.
 _SCRIPT = """
 local prefix, batch, today, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local batch_key = prefix .. ':job:orders:batch'
+local batch_key = KEYS[1]
+local today_snapshot, today_live, today_seq = KEYS[2], KEYS[3], KEYS[4]
+local minute_snapshot, minute_live, minute_seq = KEYS[5], KEYS[6], KEYS[7]
 if batch ~= '' then
   local last = redis.call('GET', batch_key)
   if last and tonumber(batch) <= tonumber(last) then return 0 end
@@ -78,8 +82,8 @@ for _, row in ipairs(cjson.decode(ARGV[5])) do
 end
 
 -- 2. publish today's channels when they changed or still show an earlier day
-local function snapshot_date(channel)
-  local snap = redis.call('GET', prefix .. ':snapshot:' .. channel)
+local function snapshot_date(snapshot_key)
+  local snap = redis.call('GET', snapshot_key)
   if not snap then return nil end
   local ok, envelope = pcall(cjson.decode, snap)
   if ok and type(envelope) == 'table' and type(envelope['data']) == 'table' then
@@ -104,25 +108,25 @@ local function minutes_data(names)
 end
 local published = false
 
-if touched or snapshot_date('%(today)s') ~= today then
+if touched or snapshot_date(today_snapshot) ~= today then
   local day = prefix .. ':orders:day:' .. today
   local data = '{"date":' .. cjson.encode(today)
     .. ',"count":' .. (redis.call('HGET', day, 'count') or '0')
     .. ',"amount_cents":' .. (redis.call('HGET', day, 'amount_cents') or '0') .. '}'
-  local text = envelope('%(today)s', redis.call('INCR', prefix .. ':seq:%(today)s'), data)
-  redis.call('SET', prefix .. ':snapshot:%(today)s', text)
-  redis.call('PUBLISH', prefix .. ':live:%(today)s', text)
+  local text = envelope('%(today)s', redis.call('INCR', today_seq), data)
+  redis.call('SET', today_snapshot, text)
+  redis.call('PUBLISH', today_live, text)
   published = true
 end
 
-local new_day = snapshot_date('%(per_minute)s') ~= today
+local new_day = snapshot_date(minute_snapshot) ~= today
 if touched or new_day then
-  local seq = redis.call('INCR', prefix .. ':seq:%(per_minute)s')
+  local seq = redis.call('INCR', minute_seq)
   local all = minutes_data(redis.call('HKEYS', prefix .. ':orders:minute:' .. today .. ':count'))
-  redis.call('SET', prefix .. ':snapshot:%(per_minute)s', envelope('%(per_minute)s', seq, all))
+  redis.call('SET', minute_snapshot, envelope('%(per_minute)s', seq, all))
   local live = all
   if not new_day then live = minutes_data(changed) end
-  redis.call('PUBLISH', prefix .. ':live:%(per_minute)s', envelope('%(per_minute)s', seq, live))
+  redis.call('PUBLISH', minute_live, envelope('%(per_minute)s', seq, live))
   published = true
 end
 
@@ -154,6 +158,9 @@ class OrdersSink:
         self.prefix = prefix
         self.ttl_seconds = ttl_seconds
         self._script = client.register_script(_SCRIPT)
+        self._batch_key = f"{prefix}:job:orders:batch"
+        self._keys = [self._batch_key] + [key(prefix, channel) for channel in (ORDERS_TODAY, ORDERS_PER_MINUTE)
+                                          for key in (snapshot_key, live_channel, seq_key)]
 
     def apply(self, batch_id: int, today: str, minutes: list[MinuteTotal]) -> bool:
         """Add one batch; True if applied, False if this or a later batch id was applied before."""
@@ -168,9 +175,9 @@ class OrdersSink:
 
     def last_batch(self) -> int:
         """The last applied batch id, -1 before the first."""
-        value = self.client.get(f"{self.prefix}:job:orders:batch")
+        value = self.client.get(self._batch_key)
         return int(value) if value is not None else -1
 
     def _run(self, batch: str, today: str, rows: list[list[str]]) -> bool:
         payload = json.dumps(rows, separators=(",", ":"))
-        return bool(self._script(args=[self.prefix, batch, today, self.ttl_seconds, payload]))
+        return bool(self._script(keys=self._keys, args=[self.prefix, batch, today, self.ttl_seconds, payload]))
