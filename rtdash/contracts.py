@@ -85,9 +85,6 @@ class GatewayRequest:
         return self.visitor_id.encode()
 
 
-EVENT_TYPES: tuple[type, ...] = (OrderPaid, GatewayRequest)
-
-
 def format_ts(value: datetime) -> str:
     """UTC ISO-8601 with milliseconds and a Z, the wire form of every timestamp."""
     if value.tzinfo is None:

@@ -83,9 +83,6 @@ class Service:
     def __exit__(self, *_exc) -> None:
         self.stop()
 
-    def healthy(self) -> bool:
-        return self.process is not None and self.process.poll() is None and self.health()
-
     def stop(self) -> None:
         if self.process is None:
             return
