@@ -13,6 +13,7 @@ TimestampType without options. Money travels as integer cents (fen).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import types
 import typing
@@ -89,8 +90,8 @@ def format_ts(value: datetime) -> str:
     """UTC ISO-8601 with milliseconds and a Z, the wire form of every timestamp."""
     if value.tzinfo is None:
         raise ValueError("event timestamps must be timezone-aware")
-    value = value.astimezone(timezone.utc)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    # isoformat of a UTC time ends in "+00:00"; it is several times cheaper than strftime.
+    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def parse_ts(text: str) -> datetime:
@@ -99,10 +100,15 @@ def parse_ts(text: str) -> datetime:
 
 def to_dict(event: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for f in dataclasses.fields(event):
-        value = getattr(event, f.name)
-        out[f.name] = format_ts(value) if isinstance(value, datetime) else value
+    for name in _field_names(type(event)):
+        value = getattr(event, name)
+        out[name] = format_ts(value) if isinstance(value, datetime) else value
     return out
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 def to_json(event: Any) -> bytes:

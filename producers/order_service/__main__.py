@@ -12,6 +12,8 @@ import logging
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+from tornado.httpserver import HTTPServer
+
 from rtdash.logs import setup_logging
 from rtdash.payments import ensure_provider_keys, load_public_key
 from rtdash.service import until_stopped
@@ -31,7 +33,7 @@ async def main(settings: Settings | None = None) -> None:
     # either from waiting up to 5 ms for the other on every handoff.
     sys.setswitchinterval(0.0005)
     ensure_provider_keys(settings.keys_dir)
-    engine = make_engine(settings.database)
+    engine = make_engine(settings.database, checkpoint_pages=20_000)  # the relay checkpoints
     # SQLite has one writer at a time: one database thread keeps writes in order without lock waits.
     db = ThreadPoolExecutor(max_workers=1 if settings.database.startswith("sqlite") else 8,
                             thread_name_prefix="orders-db")
@@ -42,8 +44,8 @@ async def main(settings: Settings | None = None) -> None:
     writer = GroupWriter(store, db)
     app = make_app(settings, store=store, db=db, writer=writer, relay=relay,
                    public_key=load_public_key(settings.keys_dir))
-    server = app.listen(settings.order_service_port, address=settings.bind_host,
-                        max_body_size=max(65536, settings.notify_max_body_bytes), xheaders=False)
+    server = HTTPServer(app, max_body_size=max(65536, settings.notify_max_body_bytes), xheaders=False)
+    server.listen(settings.order_service_port, address=settings.bind_host)
     log.info("order service listening on http://%s:%d (database %s, topic %s)", settings.bind_host,
              settings.order_service_port, engine.url.render_as_string(hide_password=True), settings.orders_topic)
     await until_stopped()

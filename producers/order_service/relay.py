@@ -5,11 +5,18 @@ loop, so the notify path does not wait on Kafka. The service runs it in a
 process of its own (`RelayProcess`): kafka-python is pure Python, and sharing
 the GIL with the event loop cost the notify path about a third of its CPU.
 Wake-up, stop and the counters /healthz reports are multiprocessing primitives,
-which behave the same between threads, so tests can run the relay in a thread. The producer is idempotent (acks=all) and keyed by
-order id; if Kafka is down the rows stay in the outbox and the relay retries
-with capped exponential backoff until the broker is back. A crash between
-"sent" and "marked published" re-sends those rows; the Spark job drops the
-duplicate order ids.
+which behave the same between threads, so tests can run the relay in a thread.
+The producer is idempotent (acks=all) and keyed by order id; if Kafka is down
+the rows stay in the outbox and the relay retries with capped exponential
+backoff until the broker is back.
+
+Rows Kafka acknowledged are marked published in one write every
+`mark_interval_s` (and as soon as the outbox goes quiet), not after every
+batch: with SQLite there is one writer at a time, and each mark is a write
+the notify path would otherwise queue behind. The relay's own commits also
+run SQLite's WAL checkpoints, so the service's writer does not. A crash
+between "sent" and "marked published" re-sends those rows (at most
+`mark_interval_s` of them); the Spark job drops the duplicate order ids.
 """
 from __future__ import annotations
 
@@ -27,6 +34,28 @@ log = logging.getLogger("rtdash.order_service.relay")
 
 
 SPAWN = multiprocessing.get_context("spawn")
+
+
+class Wakeup:
+    """Tells the relay there are new rows; `set` never blocks the caller.
+
+    `multiprocessing.Event.set` waits until the woken process has run, which
+    put the relay's scheduling on the notify path's commit. A semaphore post
+    does not wait; `wait` then takes every post made since the last one.
+    """
+
+    def __init__(self) -> None:
+        self._posts = SPAWN.Semaphore(0)
+
+    def set(self) -> None:
+        self._posts.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True if woken (by any number of `set` calls), False after `timeout` seconds without one."""
+        woken = self._posts.acquire(timeout=timeout)
+        while self._posts.acquire(False):
+            pass
+        return woken
 
 
 class RelayStatus:
@@ -64,18 +93,23 @@ class RelayStatus:
 
 class OutboxRelay:
     def __init__(self, store: OrderStore, *, bootstrap_servers: str, batch: int = 500,
-                 send_timeout_s: float = 10.0, max_backoff_s: float = 5.0, wake=None, stop=None,
-                 status: RelayStatus | None = None):
+                 send_timeout_s: float = 10.0, max_backoff_s: float = 5.0, mark_interval_s: float = 0.5,
+                 wake: Wakeup | None = None, stop=None, status: RelayStatus | None = None):
         self.store = store
         self.bootstrap_servers = bootstrap_servers
         self.batch = batch
         self.send_timeout_s = send_timeout_s
         self.max_backoff_s = max_backoff_s
+        self.mark_interval_s = mark_interval_s
         self.status = status or RelayStatus()
-        self._wake = wake or threading.Event()
+        self._wake = wake or Wakeup()
         self._stopping = stop or threading.Event()
         self._thread = threading.Thread(target=self.run, name="outbox-relay", daemon=True)
         self._producer: Producer | None = None
+        # Sent and acknowledged, not yet marked published; `_sent_upto` skips them in the next read.
+        self._unmarked: list[int] = []
+        self._sent_upto = 0
+        self._last_mark = time.monotonic()
 
     def start(self) -> None:
         """Run the relay in a thread of this process (tests; the service uses RelayProcess)."""
@@ -106,21 +140,27 @@ class OutboxRelay:
         while not self._stopping.is_set():
             if backoff:
                 self._stopping.wait(backoff)  # Kafka was down: retry after the backoff
-            else:
-                self._wake.wait()             # idle until the store commits new rows
+                woken = True
+            else:  # idle until the store commits new rows; a quiet spell marks what was sent
+                woken = self._wake.wait(self.mark_interval_s if self._unmarked else None)
             if self._stopping.is_set():
                 break
-            self._wake.clear()
             try:
                 while self._drain_once():
                     pass
                 backoff = 0.0
-                if time.monotonic() >= next_prune:
-                    self.store.prune_published()
-                    next_prune = time.monotonic() + 600
             except Exception as exc:  # noqa: BLE001 - any failure means: keep rows, retry later
                 backoff = min(self.max_backoff_s, max(0.25, backoff * 2))
                 self._note_failure(exc, backoff)
+            try:
+                if self._unmarked and (backoff or not woken
+                                       or time.monotonic() - self._last_mark >= self.mark_interval_s):
+                    self._mark_published()
+                if time.monotonic() >= next_prune:
+                    self.store.prune_published()
+                    next_prune = time.monotonic() + 600
+            except Exception as exc:  # noqa: BLE001 - the rows stay; marking them is tried again
+                log.warning("outbox relay could not update the outbox: %s", exc)
         # Last attempt on shutdown so a clean stop leaves little in the outbox.
         try:
             if self._producer is not None:
@@ -128,6 +168,24 @@ class OutboxRelay:
                     pass
         except Exception as exc:  # noqa: BLE001
             log.warning("outbox relay stopped with rows pending: %s", exc)
+        try:
+            self._mark_published()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("outbox relay could not mark %d sent orders; they will be sent again: %s",
+                        len(self._unmarked), exc)
+
+    def _mark_published(self) -> None:
+        """Record what Kafka acknowledged, in one write.
+
+        Afterwards the next read starts from the beginning of the outbox again:
+        with several writers (PostgreSQL) a row can commit after rows with
+        higher ids were read, and this is where it is picked up.
+        """
+        if self._unmarked:
+            self.store.mark_published(self._unmarked)
+            self._unmarked = []
+        self._sent_upto = 0
+        self._last_mark = time.monotonic()
 
     def _note_failure(self, exc: Exception, backoff: float) -> None:
         was_connected = self.status.kafka_connected
@@ -149,7 +207,7 @@ class OutboxRelay:
 
     def _drain_once(self) -> bool:
         """Publish one batch of pending rows; True if there may be more."""
-        rows = self.store.pending(self.batch)
+        rows = self.store.pending(self.batch, after_id=self._sent_upto)
         if not rows:
             return False
         producer = self._connect()
@@ -170,7 +228,8 @@ class OutboxRelay:
             producer.flush(0)
             reason = failures[0].str() if failures else f"{left} messages not acknowledged in time"
             raise KafkaException(f"publishing {len(rows)} orders failed: {reason}")
-        self.store.mark_published([row.id for row in rows])
+        self._unmarked += [row.id for row in rows]
+        self._sent_upto = rows[-1].id
         if not self.status.kafka_connected:
             log.info("kafka reachable, outbox relay publishing")
         self.status.kafka_connected = True
@@ -184,7 +243,7 @@ class RelayProcess:
 
     def __init__(self, database_url: str, *, topic: str, bootstrap_servers: str):
         self.status = RelayStatus()
-        self._wake = SPAWN.Event()
+        self._wake = Wakeup()
         self._stop = SPAWN.Event()
         self._process = SPAWN.Process(
             target=_relay_main, name="outbox-relay",
