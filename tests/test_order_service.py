@@ -102,6 +102,26 @@ class NotifyEndpointTest(AsyncHTTPTestCase):
             assert reason in resp.body
         assert self.totals() == ((0, 0), 0)
 
+    def test_other_methods_and_paths(self):
+        body = urlencode(signed(self.params(), PROVIDER_KEY))
+        resp = self.fetch(NOTIFY_PATH + "?" + body)
+        assert (resp.code, resp.headers.get("Allow")) == (405, "POST")
+        assert self.fetch(NOTIFY_PATH + "/more", method="POST", body=body, headers=FORM).code == 404
+        assert self.fetch("/", method="POST", body=body, headers=FORM).code == 404
+        assert self.totals() == ((0, 0), 0)
+        # Query string on a POST is not where the notify is read from.
+        resp = self.fetch(NOTIFY_PATH + "?" + body, method="POST", body="", headers=FORM)
+        assert (resp.code, resp.body) == (400, b"fail: missing sign")
+
+    def test_store_failure_is_a_5xx_so_the_provider_retries(self):
+        def broken(_notifies):
+            raise RuntimeError("disk full")
+        self.store.record_paid_many = broken
+        resp = self.post(signed(self.params(), PROVIDER_KEY))
+        assert resp.code == 500
+        assert resp.body.startswith(b"fail: ")
+        assert b"disk full" not in resp.body   # internals stay in the log
+
     def test_health_reports_outbox(self):
         self.post(signed(self.params(), PROVIDER_KEY))
         resp = self.fetch("/healthz")
@@ -125,3 +145,31 @@ def test_group_commit_matches_one_by_one(tmp_path):
                         Outcome.PAID]
     assert store.paid_totals() == (3, 600)
     assert [row.key for row in store.pending()] == [b"A", b"B", b"C"]
+
+
+def test_store_keeps_times_as_epoch_milliseconds(tmp_path):
+    import sqlite3
+
+    from rtdash.payments import PaymentNotify
+    store = OrderStore(make_engine(f"sqlite:///{tmp_path}/orders.db"), topic="orders")
+    paid = datetime(2026, 11, 26, 10, 0, 0, 250000, tzinfo=timezone.utc)
+    store.record_paid(PaymentNotify(out_trade_no="A", trade_no="TA", amount_cents=100, trade_status="TRADE_SUCCESS",
+                                    paid_at=paid, notify_id="NA"))
+    with sqlite3.connect(tmp_path / "orders.db") as db:
+        (paid_ms, recorded_ms), = db.execute("SELECT paid_at_ms, recorded_at_ms FROM orders")
+        (created_ms, published), = db.execute("SELECT created_at_ms, published_at_ms FROM outbox")
+    assert paid_ms == 1_795_687_200_250   # 2026-11-26T10:00:00.250Z
+    assert abs(recorded_ms - datetime.now(timezone.utc).timestamp() * 1000) < 60_000
+    assert (created_ms, published) == (recorded_ms, None)
+
+
+def test_database_of_another_layout_is_refused_with_the_reason(tmp_path):
+    import sqlite3
+
+    from producers.order_service.store import SchemaMismatch
+    with sqlite3.connect(tmp_path / "orders.db") as db:
+        db.execute("CREATE TABLE orders (order_id VARCHAR(64) PRIMARY KEY, trade_no VARCHAR(64), "
+                   "amount_cents BIGINT, trade_status VARCHAR(32), paid_at DATETIME, notify_id VARCHAR(64), "
+                   "recorded_at DATETIME)")
+    with pytest.raises(SchemaMismatch, match="'orders' .* has columns .*paid_at'.*writes .*paid_at_ms"):
+        OrderStore(make_engine(f"sqlite:///{tmp_path}/orders.db"), topic="orders")

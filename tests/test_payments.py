@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from rtdash.payments import (NotifyError, format_amount, parse_amount_cents, parse_notify, sign, signed,
-                             signing_string, verify)
+from rtdash.payments import (NotifyError, form_params, format_amount, parse_amount_cents, parse_notify, sign,
+                             signed, signing_string, verify)
 
 UTC = ZoneInfo("UTC")
 PARAMS = {
@@ -119,3 +119,26 @@ def test_bad_amount_refused(text):
 def test_sign_is_deterministic_pkcs1(provider_key):
     # PKCS#1 v1.5 signatures are deterministic: the same params give the same sign.
     assert sign(PARAMS, provider_key) == sign(dict(PARAMS), provider_key)
+
+
+def test_form_params_decodes_like_a_form_and_round_trips_urlencode():
+    from urllib.parse import urlencode
+    params = {"gmt_payment": "2026-11-26 17:54:54", "sign": "ab+/cd==", "subject": "\u6d4b\u8bd5 & more",
+              "empty": "", "plain": "ORDER-1_x"}
+    assert form_params(urlencode(params).encode()) == params
+    assert form_params(b"a=1&&b=x+y&flag") == {"a": "1", "b": "x y", "flag": ""}
+    assert form_params(b"") == {}
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"%%%not a form", "not a valid form"),
+    (b"a%3Db=1", "not a valid form"),                      # '=' inside a name
+    (b"a=1&a=1", "appears twice"),
+    (b"a=1&b=2&a%20=3&a=4", "appears twice"),
+    ("a=\u00e9".encode(), "not a valid form"),               # not ASCII: not urlencoded
+    (b"a=%ff%fe", "not a valid form"),                      # escapes that are not UTF-8
+    (b"&".join(b"p%d=1" % i for i in range(65)), "more than 64 parameters"),
+])
+def test_form_params_refuses_what_is_not_a_notify_form(body, reason):
+    with pytest.raises(NotifyError, match=reason):
+        form_params(body)

@@ -133,6 +133,7 @@ class OutboxRelay:
         finally:
             if self._producer is not None:
                 self._producer.flush(5)
+                self._producer = None  # its threads end with it, not at interpreter exit
 
     def _loop(self) -> None:
         backoff = 0.0
@@ -156,6 +157,7 @@ class OutboxRelay:
                 if self._unmarked and (backoff or not woken
                                        or time.monotonic() - self._last_mark >= self.mark_interval_s):
                     self._mark_published()
+                    self._wake.set()  # read the outbox from its start once: rows that committed late
                 if time.monotonic() >= next_prune:
                     self.store.prune_published()
                     next_prune = time.monotonic() + 600
