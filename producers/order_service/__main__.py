@@ -2,14 +2,16 @@
 
 Listens on RTDASH_BIND_HOST:RTDASH_ORDER_SERVICE_PORT, stores orders in
 RTDASH_DATABASE_URL (SQLite under RTDASH_HOME by default) and relays order
-events to the Kafka topic RTDASH_ORDERS_TOPIC. Stops cleanly on SIGTERM/SIGINT:
-stop accepting, finish the database work, flush the outbox relay.
+events to the Kafka topic RTDASH_ORDERS_TOPIC. Two processes: this one
+answers HTTP (verifies and parses notifies), a child (store_process.py)
+commits them in groups and runs the outbox relay. Stops cleanly on
+SIGTERM/SIGINT: stop accepting, commit what is waiting, let the relay publish
+and mark it, then exit. If the child dies, the service stops and says so.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from tornado.httpserver import HTTPServer
@@ -20,8 +22,8 @@ from rtdash.service import until_stopped
 from rtdash.settings import Settings
 
 from .app import make_app
-from .relay import RelayProcess
 from .store import OrderStore, make_engine
+from .store_process import StoreProcess
 from .writer import GroupWriter
 
 log = logging.getLogger("rtdash.order_service")
@@ -29,32 +31,36 @@ log = logging.getLogger("rtdash.order_service")
 
 async def main(settings: Settings | None = None) -> None:
     settings = settings or Settings()
-    # The event loop and the database writer share the GIL; a shorter switch interval keeps
-    # either from waiting up to 5 ms for the other on every handoff.
-    sys.setswitchinterval(0.0005)
     ensure_provider_keys(settings.keys_dir)
-    engine = make_engine(settings.database, checkpoint_pages=20_000)  # the relay checkpoints
-    # SQLite has one writer at a time: one database thread keeps writes in order without lock waits.
-    db = ThreadPoolExecutor(max_workers=1 if settings.database.startswith("sqlite") else 8,
-                            thread_name_prefix="orders-db")
+    stopping = asyncio.Event()
+
+    def store_exited(code: int | None) -> None:
+        log.error("the order store process exited unexpectedly (code %s); stopping the order service", code)
+        stopping.set()
+
+    # Reads only (/healthz), but made first: it creates the tables, or refuses a database of
+    # another layout, before the store process opens it.
+    engine = make_engine(settings.database)
     store = OrderStore(engine, topic=settings.orders_topic)
-    relay = RelayProcess(settings.database, topic=settings.orders_topic, bootstrap_servers=settings.kafka_servers)
-    store.on_outbox_write = relay.wake
-    relay.start()
-    writer = GroupWriter(store, db)
-    app = make_app(settings, store=store, db=db, writer=writer, relay=relay,
+    # This process answers HTTP; the order store process commits the notifies and relays the outbox.
+    store_process = StoreProcess(settings.database, topic=settings.orders_topic,
+                                 bootstrap_servers=settings.kafka_servers, on_exit=store_exited)
+    store_process.start()
+    db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orders-db")
+    writer = GroupWriter(store_process.record_paid_many)
+    app = make_app(settings, store=store, db=db, writer=writer, relay=store_process,
                    public_key=load_public_key(settings.keys_dir))
     server = HTTPServer(app, max_body_size=max(65536, settings.notify_max_body_bytes), xheaders=False)
     server.listen(settings.order_service_port, address=settings.bind_host)
     log.info("order service listening on http://%s:%d (database %s, topic %s)", settings.bind_host,
              settings.order_service_port, engine.url.render_as_string(hide_password=True), settings.orders_topic)
-    await until_stopped()
+    await until_stopped(stopping)
     log.info("order service stopping")
     server.stop()
     await server.close_all_connections()
     await writer.stop()
+    await store_process.stop()
     db.shutdown(wait=True)
-    await asyncio.get_running_loop().run_in_executor(None, relay.stop)
     engine.dispose()
     log.info("order service stopped")
 

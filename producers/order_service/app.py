@@ -28,9 +28,10 @@ from tornado.routing import AnyMatches, PathMatches, Rule, RuleRouter
 from rtdash.payments import NotifyError, format_amount, form_params, parse_notify
 from rtdash.settings import Settings
 
-from .relay import OutboxRelay, RelayProcess
+from .relay import OutboxRelay
 from .store import OrderStore, Outcome
-from .writer import GroupWriter
+from .store_process import StoreProcess
+from .writer import GroupWriter, commit_in_executor
 
 log = logging.getLogger("rtdash.order_service")
 
@@ -133,7 +134,7 @@ class NotifyRequest(httputil.HTTPMessageDelegate):
 
 
 class HealthHandler(tornado.web.RequestHandler):
-    def initialize(self, *, store: OrderStore, db: Executor, relay: OutboxRelay | RelayProcess) -> None:
+    def initialize(self, *, store: OrderStore, db: Executor, relay: OutboxRelay | StoreProcess) -> None:
         self.store = store
         self.db = db
         self.relay = relay
@@ -146,10 +147,14 @@ class HealthHandler(tornado.web.RequestHandler):
                      "last_error": status.last_error})
 
 
-def make_app(settings: Settings, *, store: OrderStore, db: Executor, relay: OutboxRelay | RelayProcess,
+def make_app(settings: Settings, *, store: OrderStore, db: Executor, relay: OutboxRelay | StoreProcess,
              public_key: rsa.RSAPublicKey, writer: GroupWriter | None = None) -> RuleRouter:
-    """The service's routes, for `tornado.httpserver.HTTPServer`; `writer` defaults to a group writer."""
-    writer = writer or GroupWriter(store, db)
+    """The service's routes, for `tornado.httpserver.HTTPServer`.
+
+    `writer` defaults to group commits on `db`, a thread of this process; the
+    service itself passes one that commits in the order store's process.
+    """
+    writer = writer or GroupWriter(commit_in_executor(store, db))
     return RuleRouter([
         Rule(PathMatches(NOTIFY_PATH), NotifyEndpoint(settings=settings, writer=writer, public_key=public_key)),
         Rule(AnyMatches(), tornado.web.Application([(r"/healthz", HealthHandler, dict(store=store, db=db,

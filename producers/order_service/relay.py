@@ -1,12 +1,10 @@
 """Outbox relay: publishes stored order events to Kafka, in order, at least once.
 
 The relay is woken by the store after each commit; it never runs on the event
-loop, so the notify path does not wait on Kafka. The service runs it in a
-process of its own (`RelayProcess`): kafka-python is pure Python, and sharing
-the GIL with the event loop cost the notify path about a third of its CPU.
-Wake-up, stop and the counters /healthz reports are multiprocessing primitives,
-which behave the same between threads, so tests can run the relay in a thread.
-The producer is idempotent (acks=all) and keyed by order id; if Kafka is down
+loop, so the notify path does not wait on Kafka. The service runs it as a
+thread of the order store process (store_process.py), away from the HTTP
+process's GIL. The counters /healthz reports are in shared memory, so the
+HTTP process reads them. The producer is idempotent (acks=all) and keyed by order id; if Kafka is down
 the rows stay in the outbox and the relay retries with capped exponential
 backoff until the broker is back.
 
@@ -22,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import signal
 import threading
 import time
 
@@ -112,7 +109,7 @@ class OutboxRelay:
         self._last_mark = time.monotonic()
 
     def start(self) -> None:
-        """Run the relay in a thread of this process (tests; the service uses RelayProcess)."""
+        """Run the relay in a thread of this process."""
         self._thread.start()
 
     def wake(self) -> None:
@@ -165,7 +162,7 @@ class OutboxRelay:
                 log.warning("outbox relay could not update the outbox: %s", exc)
         # Last attempt on shutdown so a clean stop leaves little in the outbox.
         try:
-            if self._producer is not None:
+            if self._producer is not None and self.status.kafka_connected:  # down: not worth a timeout
                 while self._drain_once():
                     pass
         except Exception as exc:  # noqa: BLE001
@@ -221,7 +218,11 @@ class OutboxRelay:
 
         for row in rows:
             producer.produce(row.topic, key=row.key, value=row.payload, on_delivery=delivered)
-        left = producer.flush(self.send_timeout_s)
+        # In slices, so that a stop does not wait out the whole timeout while Kafka is down.
+        deadline = time.monotonic() + self.send_timeout_s
+        left = producer.flush(0.5)
+        while left and time.monotonic() < deadline and not self._stopping.is_set():
+            left = producer.flush(0.5)
         if left or failures:
             # Nothing of this batch counts as published; drop what is still queued so the retry
             # does not pile copies up in the producer (a copy that did get through is a duplicate
@@ -238,50 +239,3 @@ class OutboxRelay:
         self.status.add_published(len(rows))
         self.status.last_error = None
         return len(rows) == self.batch
-
-
-class RelayProcess:
-    """The outbox relay in a child process, woken through a multiprocessing Event."""
-
-    def __init__(self, database_url: str, *, topic: str, bootstrap_servers: str):
-        self.status = RelayStatus()
-        self._wake = Wakeup()
-        self._stop = SPAWN.Event()
-        self._process = SPAWN.Process(
-            target=_relay_main, name="outbox-relay",
-            args=(database_url, topic, bootstrap_servers, self._wake, self._stop, self.status))
-
-    def start(self) -> None:
-        self._process.start()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self, timeout: float = 20.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        self._process.join(timeout)
-        if self._process.is_alive():
-            log.warning("outbox relay did not stop in %.0fs, terminating it", timeout)
-            self._process.terminate()
-            self._process.join(5)
-
-
-def _relay_main(database_url: str, topic: str, bootstrap_servers: str, wake, stop, status: RelayStatus) -> None:
-    from rtdash.logs import setup_logging
-
-    from .store import make_engine
-
-    setup_logging()
-    # The parent stops the relay (through `stop`) once it has stopped taking notifies, so the
-    # last orders still get published; signals sent to the whole process group are left to it.
-    # (Setting the multiprocessing Events from a signal handler here could deadlock the waiter.)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    engine = make_engine(database_url)
-    relay = OutboxRelay(OrderStore(engine, topic=topic), bootstrap_servers=bootstrap_servers,
-                        wake=wake, stop=stop, status=status)
-    log.info("outbox relay running (pid %d) towards %s", multiprocessing.current_process().pid, bootstrap_servers)
-    relay.run()
-    engine.dispose()
-    log.info("outbox relay stopped")

@@ -1,16 +1,21 @@
 """Group commit: every notify waiting for the database goes into one transaction.
 
 Handlers `await writer.record(notify)`; one task on the loop takes whatever is
-queued (up to `max_batch`), hands it to the store in a single executor call and
-resolves each waiter with its own outcome. While one batch commits the next
-one gathers, so under load a transaction carries many orders and the single
-SQLite writer keeps up; with one notify in flight a batch is just that notify,
-so nothing waits for company.
+queued (up to `max_batch`), hands it to `commit` in one call and resolves each
+waiter with its own outcome. While one batch commits the next one gathers, so
+under load a transaction carries many orders and the single SQLite writer
+keeps up; with one notify in flight a batch is just that notify, so nothing
+waits for company.
+
+`commit` is the store's group commit, wherever it runs: in the order store's
+own process (store_process.py, as the service runs) or on an executor thread
+of this process (`commit_in_executor`, for tests and embedding).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 
 from rtdash.payments import PaymentNotify
@@ -19,11 +24,19 @@ from .store import OrderStore, Outcome
 
 log = logging.getLogger("rtdash.order_service.writer")
 
+Commit = Callable[[list[PaymentNotify]], Awaitable[list[Outcome]]]
+
+
+def commit_in_executor(store: OrderStore, db: Executor) -> Commit:
+    """A `commit` that runs the store's group commit on `db`, a thread of this process."""
+    async def commit(notifies: list[PaymentNotify]) -> list[Outcome]:
+        return await asyncio.get_running_loop().run_in_executor(db, store.record_paid_many, notifies)
+    return commit
+
 
 class GroupWriter:
-    def __init__(self, store: OrderStore, db: Executor, *, max_batch: int = 256):
-        self.store = store
-        self.db = db
+    def __init__(self, commit: Commit, *, max_batch: int = 256):
+        self.commit = commit
         self.max_batch = max_batch
         self._queue: asyncio.Queue[tuple[PaymentNotify, asyncio.Future]] = asyncio.Queue()
         self._task: asyncio.Task | None = None
@@ -51,13 +64,12 @@ class GroupWriter:
         return await future
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = [await self._queue.get()]
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                outcomes = await loop.run_in_executor(self.db, self.store.record_paid_many, [n for n, _ in batch])
+                outcomes = await self.commit([n for n, _ in batch])
             except Exception as exc:  # noqa: BLE001 - every waiter learns of the failure
                 log.error("storing %d notifies failed: %s", len(batch), exc)
                 for _, future in batch:
