@@ -151,7 +151,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16, help="closed-loop clients (default 16)")
     parser.add_argument("--open-connections", type=int, default=64,
                         help="keep-alive connections the open loop may use (default 64)")
-    parser.add_argument("--closed-budget-rate", type=float, default=2000,
+    parser.add_argument("--closed-budget-rate", type=float, default=3000,
                         help="signed notifies prepared per closed-loop second; the loop ends early if "
                              "the service is faster (the window is then shortened, and said so)")
     parser.add_argument("--log-level", default=None,

@@ -22,8 +22,8 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import (BigInteger, Column, Integer, LargeBinary, MetaData, String, Table, create_engine,
-                        delete, event, func, inspect, select, update)
+from sqlalchemy import (BigInteger, Column, Integer, LargeBinary, MetaData, String, Table, bindparam,
+                        create_engine, delete, event, func, inspect, select, update)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -57,6 +57,17 @@ outbox = Table(
 
 ORDER_COLUMNS = ("order_id", "trade_no", "amount_cents", "trade_status", "paid_at_ms", "notify_id", "recorded_at_ms")
 OUTBOX_COLUMNS = ("topic", "key", "payload", "created_at_ms")
+
+
+# The statements of the hot paths (each group commit, each relay round), built once: building
+# a statement and its cache key costs more than SQLite running it.
+KNOWN_ORDERS = (select(orders.c.order_id, orders.c.amount_cents)
+                .where(orders.c.order_id.in_(bindparam("ids", expanding=True))))
+PENDING_OUTBOX = (select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.payload)
+                  .where(outbox.c.published_at_ms.is_(None), outbox.c.id > bindparam("after_id"))
+                  .order_by(outbox.c.id).limit(bindparam("limit")))
+MARK_PUBLISHED = (update(outbox).where(outbox.c.id.in_(bindparam("ids", expanding=True)))
+                  .values(published_at_ms=bindparam("now_ms")))
 
 
 def epoch_ms(value: datetime) -> int:
@@ -171,8 +182,7 @@ class OrderStore:
                     # transaction that later writes fails at once if another one committed between.
                     conn.exec_driver_sql("BEGIN IMMEDIATE")
                 ids = list({n.out_trade_no for n in notifies})
-                known = dict(conn.execute(select(orders.c.order_id, orders.c.amount_cents)
-                                          .where(orders.c.order_id.in_(ids))).all())
+                known = dict(conn.execute(KNOWN_ORDERS, {"ids": ids}).all())
                 outcomes, order_rows, outbox_rows = [], [], []
                 for notify in notifies:
                     if notify.out_trade_no in known:
@@ -201,10 +211,7 @@ class OrderStore:
     def pending(self, limit: int = 500, *, after_id: int = 0) -> list[OutboxRow]:
         """Unpublished outbox rows in id order, from `after_id` on (the relay skips rows it sent)."""
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.payload)
-                .where(outbox.c.published_at_ms.is_(None), outbox.c.id > after_id)
-                .order_by(outbox.c.id).limit(limit)).all()
+            rows = conn.execute(PENDING_OUTBOX, {"after_id": after_id, "limit": limit}).all()
         return [OutboxRow(*r) for r in rows]
 
     def mark_published(self, ids: list[int], *, chunk: int = 500) -> None:
@@ -214,8 +221,7 @@ class OrderStore:
         now_ms = epoch_ms(datetime.now(timezone.utc))
         with self.engine.begin() as conn:
             for start in range(0, len(ids), chunk):
-                conn.execute(update(outbox).where(outbox.c.id.in_(ids[start:start + chunk]))
-                             .values(published_at_ms=now_ms))
+                conn.execute(MARK_PUBLISHED, {"ids": ids[start:start + chunk], "now_ms": now_ms})
 
     def prune_published(self, keep: timedelta = timedelta(days=1)) -> int:
         """Delete outbox rows published longer ago than `keep` (kept a while for inspection)."""
