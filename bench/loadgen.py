@@ -348,8 +348,7 @@ def _child_main(argv: list[str]) -> None:
     spec_path, requests_path, result_path = map(Path, argv)
     spec = LoadSpec(**json.loads(spec_path.read_text()))
     requests, indices = _read_requests(requests_path)
-    import uvloop
-    result = uvloop.run(_Runner(spec, requests, indices).run())
+    result = asyncio.run(_Runner(spec, requests, indices).run())
     result_path.write_text(json.dumps(asdict(result)))
 
 
