@@ -3,8 +3,8 @@
 Listens on RTDASH_BIND_HOST:RTDASH_ORDER_SERVICE_PORT, stores orders in
 RTDASH_DATABASE_URL (SQLite under RTDASH_HOME by default) and relays order
 events to the Kafka topic RTDASH_ORDERS_TOPIC. Two processes: this one
-answers HTTP (verifies and parses notifies), a child (store_process.py)
-commits them in groups and runs the outbox relay. Stops cleanly on
+answers HTTP (reads each notify's form), a child (store_process.py) takes
+them in by groups (verify, parse, store) and runs the outbox relay. Stops cleanly on
 SIGTERM/SIGINT: stop accepting, commit what is waiting, let the relay publish
 and mark it, then exit. If the child dies, the service stops and says so.
 """
@@ -43,11 +43,10 @@ async def main(settings: Settings | None = None) -> None:
     engine = make_engine(settings.database)
     store = OrderStore(engine, topic=settings.orders_topic)
     # This process answers HTTP; the order store process commits the notifies and relays the outbox.
-    store_process = StoreProcess(settings.database, topic=settings.orders_topic,
-                                 bootstrap_servers=settings.kafka_servers, on_exit=store_exited)
+    store_process = StoreProcess(settings, on_exit=store_exited)
     store_process.start()
     db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orders-db")
-    writer = GroupWriter(store_process.record_paid_many)
+    writer = GroupWriter(store_process.accept)
     app = make_app(settings, store=store, db=db, writer=writer, relay=store_process,
                    public_key=load_public_key(settings.keys_dir))
     server = HTTPServer(app, max_body_size=max(65536, settings.notify_max_body_bytes), xheaders=False)

@@ -7,9 +7,10 @@ under load a transaction carries many orders and the single SQLite writer
 keeps up; with one notify in flight a batch is just that notify, so nothing
 waits for company.
 
-`commit` is the store's group commit, wherever it runs: in the order store's
-own process (store_process.py, as the service runs) or on an executor thread
-of this process (`commit_in_executor`, for tests and embedding).
+`commit` is the notify intake (intake.py: verify, parse, store) for a whole
+group, wherever it runs: in the order store's own process (store_process.py,
+as the service runs) or on an executor thread of this process
+(`commit_in_executor`, for tests and embedding).
 """
 from __future__ import annotations
 
@@ -18,19 +19,17 @@ import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 
-from rtdash.payments import PaymentNotify
-
-from .store import OrderStore, Outcome
+from .intake import NotifyIntake, Received, Reply
 
 log = logging.getLogger("rtdash.order_service.writer")
 
-Commit = Callable[[list[PaymentNotify]], Awaitable[list[Outcome]]]
+Commit = Callable[[list[Received]], Awaitable[list[Reply]]]
 
 
-def commit_in_executor(store: OrderStore, db: Executor) -> Commit:
-    """A `commit` that runs the store's group commit on `db`, a thread of this process."""
-    async def commit(notifies: list[PaymentNotify]) -> list[Outcome]:
-        return await asyncio.get_running_loop().run_in_executor(db, store.record_paid_many, notifies)
+def commit_in_executor(intake: NotifyIntake, db: Executor) -> Commit:
+    """A `commit` that runs the intake of a group on `db`, a thread of this process."""
+    async def commit(group: list[Received]) -> list[Reply]:
+        return await asyncio.get_running_loop().run_in_executor(db, intake.accept, group)
     return commit
 
 
@@ -38,7 +37,7 @@ class GroupWriter:
     def __init__(self, commit: Commit, *, max_batch: int = 256):
         self.commit = commit
         self.max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[PaymentNotify, asyncio.Future]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[Received, asyncio.Future]] = asyncio.Queue()
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -57,10 +56,11 @@ class GroupWriter:
         except asyncio.CancelledError:
             pass
 
-    async def record(self, notify: PaymentNotify) -> Outcome:
+    async def record(self, received: Received) -> Reply:
+        """The reply to one notify, once its group has been through the intake."""
         self.start()
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put((notify, future))
+        self._queue.put_nowait((received, future))
         return await future
 
     async def _run(self) -> None:
@@ -69,16 +69,16 @@ class GroupWriter:
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                outcomes = await self.commit([n for n, _ in batch])
+                replies = await self.commit([received for received, _ in batch])
             except Exception as exc:  # noqa: BLE001 - every waiter learns of the failure
-                log.error("storing %d notifies failed: %s", len(batch), exc)
+                log.error("taking in %d notifies failed: %s", len(batch), exc)
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
             else:
-                for (_, future), outcome in zip(batch, outcomes):
+                for (_, future), reply in zip(batch, replies):
                     if not future.done():
-                        future.set_result(outcome)
+                        future.set_result(reply)
             finally:
                 for _ in batch:
                     self._queue.task_done()
