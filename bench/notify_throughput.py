@@ -13,6 +13,11 @@ keep-alive HTTP/1.1 with pre-built requests:
   each request's scheduled time (no coordinated omission): the issue's target
   is >= 1,500 notifies/s with p99 < 20 ms on the 2-core machine.
 
+Before the measured phases, the order service takes `--settle` seconds of the
+open-loop load, unmeasured: a fresh Kafka broker spends its first minute of
+load compiling its hot paths (JIT), with twice the CPU it needs after that,
+on the same two cores; what is measured is the stack as it runs for hours.
+
 Targets alternate (bare, order service) within each mode. Every notify is
 signed before the timed phases (signing is the provider's cost) with a unique
 order id; every reply must be 200 `success`. Between phases the outbox relay
@@ -147,6 +152,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10, help="measured seconds per phase (default 10)")
     parser.add_argument("--warmup", type=float, default=2, help="unmeasured seconds before each phase")
+    parser.add_argument("--settle", type=float, default=45,
+                        help="unmeasured seconds of open-loop load on the order service before the phases "
+                             "(the broker's JIT warm-up; default 45)")
     parser.add_argument("--rate", type=float, default=TARGET_RATE, help="open-loop notifies/s (default 1500)")
     parser.add_argument("--connections", type=int, default=16, help="closed-loop clients (default 16)")
     parser.add_argument("--open-connections", type=int, default=64,
@@ -156,12 +164,13 @@ def main() -> int:
                              "the service is faster (the window is then shortened, and said so)")
     parser.add_argument("--log-level", default=None,
                         help="RTDASH_LOG_LEVEL of the order service (default: as shipped, INFO)")
-    parser.add_argument("--quick", action="store_true", help="3 s phases, 1 s warmup; BENCHMARKS.md untouched")
+    parser.add_argument("--quick", action="store_true",
+                        help="3 s phases, 1 s warmup, 5 s settling; BENCHMARKS.md untouched")
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md even with --quick")
     parser.add_argument("--keep", action="store_true", help="keep the temporary RTDASH_HOME (logs, database)")
     args = parser.parse_args()
     if args.quick:
-        args.duration, args.warmup = 3, 1
+        args.duration, args.warmup, args.settle = 3, 1, 5
 
     home = Path(tempfile.mkdtemp(prefix="rtdash-bench-notify-"))
     settings = Settings(_env_file=None, home=home, kafka_port=free_port(), kafka_controller_port=free_port(),
@@ -188,9 +197,10 @@ def main() -> int:
             bare.wait_healthy()
             orders.wait_healthy()
 
+        settle_n = int(round(args.rate * args.settle))
         closed_n = int((args.warmup + args.duration) * args.closed_budget_rate)
         open_n = int(round(args.rate * (args.warmup + args.duration)))
-        total = closed_n + open_n
+        total = settle_n + closed_n + open_n
         with Progress(TextColumn("signing notifies"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       TimeElapsedColumn(), console=console, transient=True) as progress:
             task = progress.add_task("sign", total=total)
@@ -204,8 +214,20 @@ def main() -> int:
         # The bare handler gets the same bytes (it ignores them); it has no side effects, so they may repeat.
         bare_requests = [loadgen.http_request("POST", NOTIFY_PATH, host=f"{host}:{bare_port}", body=body,
                                               headers=FORM) for _, _, body in notifies[:5000]]
-        chunks = {"closed": (0, closed_n), "open": (closed_n, total)}
+        chunks = {"settle": (0, settle_n), "closed": (settle_n, settle_n + closed_n),
+                  "open": (settle_n + closed_n, total)}
         accepted: set[int] = set()              # indices that got 200 `success`
+
+        if settle_n:
+            lo, hi = chunks["settle"]
+            spec = loadgen.LoadSpec(port=settings.order_service_port, mode="open", duration=args.settle,
+                                    host=host, connections=args.open_connections, rate=args.rate,
+                                    max_outstanding=int(args.rate * 3), drain=90)
+            settled = run_phase(f"settling: {args.settle:g} s at {args.rate:g}/s, not measured", spec,
+                                order_requests[lo:hi])
+            accepted.update(lo + i for i in settled.ok_indices)
+            with console.status("outbox relay publishing the backlog"):
+                wait_outbox_drained(orders_url)
 
         for mode in ("closed", "open"):
             common = dict(mode=mode, duration=args.duration, warmup=args.warmup, host=host)
@@ -345,7 +367,8 @@ def report(args, phases: list[Phase], checks: dict[str, bool], facts: dict) -> N
         f"- date: {date.today().isoformat()} ({datetime.now(timezone.utc).strftime('%H:%M')} UTC)",
         f"- machine: nproc {m['nproc']}, {m['cpu']}, {m['ram']} RAM, {m['os']}, Python {m['python']}; "
         f"load average {m['load']} when the run ended (shared machine: other work was running)",
-        f"- phases: {args.warmup:g} s warmup + {args.duration:g} s measured each; closed loop "
+        f"- phases: first {args.settle:g} s of unmeasured open-loop load on the order service (settling); "
+        f"then {args.warmup:g} s warmup + {args.duration:g} s measured each; closed loop "
         f"{args.connections} connections; open loop up to {args.open_connections} connections",
         "",
         *md,
