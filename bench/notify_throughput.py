@@ -382,7 +382,7 @@ def report(args, phases: list[Phase], checks: dict[str, bool], facts: dict) -> N
     start = text.find("## notify_throughput\n")
     if start >= 0:
         end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+        text = text[:start] + section + ("\n" + text[end + 1:] if end >= 0 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text)
