@@ -42,7 +42,7 @@ async def main(settings: Settings | None = None) -> None:
     # another layout, before the store process opens it.
     engine = make_engine(settings.database)
     store = OrderStore(engine, topic=settings.orders_topic)
-    # This process answers HTTP; the order store process commits the notifies and relays the outbox.
+    # This process answers HTTP; the order store process takes the notifies in and relays the outbox.
     store_process = StoreProcess(settings, on_exit=store_exited)
     store_process.start()
     db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orders-db")

@@ -10,8 +10,8 @@ notify writes nothing.
 It is the service's hot path, so it is served one level below tornado.web, as
 a message delegate of Tornado's HTTP server: at 1,500 notifies/s on two cores,
 RequestHandler's per-request machinery (a handler object, default headers,
-output transforms, the Date header) cost as much CPU as verifying and storing
-the notify (BENCHMARKS.md). Everything else, /healthz and the 404s, is a
+output transforms, the Date header) cost two to three times what a message
+delegate costs under the same load (BENCHMARKS.md). Everything else, /healthz and the 404s, is a
 plain tornado.web application behind the same router.
 """
 from __future__ import annotations
@@ -29,8 +29,8 @@ from tornado.routing import AnyMatches, PathMatches, Rule, RuleRouter
 from rtdash.payments import NotifyError, form_params
 from rtdash.settings import Settings
 
-from .relay import OutboxRelay
 from .intake import NotifyIntake, Received, Reply
+from .relay import OutboxRelay
 from .store import OrderStore
 from .store_process import StoreProcess
 from .writer import GroupWriter, commit_in_executor

@@ -3,16 +3,16 @@
 The relay is woken by the store after each commit; it never runs on the event
 loop, so the notify path does not wait on Kafka. The service runs it as a
 thread of the order store process (store_process.py), away from the HTTP
-process's GIL. The counters /healthz reports are in shared memory, so the
-HTTP process reads them. The producer is idempotent (acks=all) and keyed by order id; if Kafka is down
-the rows stay in the outbox and the relay retries with capped exponential
-backoff until the broker is back.
+process's GIL; the counters /healthz reports are in shared memory, where the
+HTTP process reads them. The producer is idempotent (acks=all) and keyed by
+order id; if Kafka is down the rows stay in the outbox and the relay retries
+with capped exponential backoff until the broker is back.
 
 Rows Kafka acknowledged are marked published in one write every
 `mark_interval_s` (and as soon as the outbox goes quiet), not after every
 batch: with SQLite there is one writer at a time, and each mark is a write
 the notify path would otherwise queue behind. The relay's own commits also
-run SQLite's WAL checkpoints, so the service's writer does not. A crash
+run SQLite's WAL checkpoints, so the group commits do not. A crash
 between "sent" and "marked published" re-sends those rows (at most
 `mark_interval_s` of them); the Spark job drops the duplicate order ids.
 """

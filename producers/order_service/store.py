@@ -12,8 +12,7 @@ PostgreSQL by setting) and is called from an executor, never on the event loop.
 Times are stored as integer Unix epoch milliseconds (UTC), and the two
 INSERTs of a group commit run as plain driver `executemany` calls, compiled
 once per engine: SQLAlchemy's per-row parameter processing (datetime to text
-for SQLite above all) cost more CPU than SQLite's own work, and the writer
-shares the service's GIL with the notify handlers (BENCHMARKS.md).
+for SQLite above all) cost more CPU than SQLite's own work (BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -70,8 +69,12 @@ MARK_PUBLISHED = (update(outbox).where(outbox.c.id.in_(bindparam("ids", expandin
                   .values(published_at_ms=bindparam("now_ms")))
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
 def epoch_ms(value: datetime) -> int:
-    return int(value.timestamp() * 1000)
+    """Milliseconds since the Unix epoch of an aware datetime, in integer arithmetic (no float rounding)."""
+    return (value - EPOCH) // timedelta(milliseconds=1)
 
 
 class SchemaMismatch(RuntimeError):
@@ -178,8 +181,8 @@ class OrderStore:
         try:
             with self.engine.begin() as conn:
                 if self._sqlite:
-                    # Take the write lock before reading: with several writer processes, a read
-                    # transaction that later writes fails at once if another one committed between.
+                    # Take the write lock before reading: a read transaction that later writes fails
+                    # at once if another connection (the relay marking rows) committed in between.
                     conn.exec_driver_sql("BEGIN IMMEDIATE")
                 ids = list({n.out_trade_no for n in notifies})
                 known = dict(conn.execute(KNOWN_ORDERS, {"ids": ids}).all())

@@ -1,8 +1,8 @@
 """Group commit: every notify waiting for the database goes into one transaction.
 
-Handlers `await writer.record(notify)`; one task on the loop takes whatever is
-queued (up to `max_batch`), hands it to `commit` in one call and resolves each
-waiter with its own outcome. While one batch commits the next one gathers, so
+The endpoint does `await writer.record(received)`; one task on the loop takes
+whatever is queued (up to `max_batch`), hands it to `commit` in one call and
+resolves each waiter with its own reply. While one batch commits the next one gathers, so
 under load a transaction carries many orders and the single SQLite writer
 keeps up; with one notify in flight a batch is just that notify, so nothing
 waits for company.
