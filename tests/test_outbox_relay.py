@@ -68,19 +68,27 @@ def keys_in(settings, topic: str, expected: int) -> list[str]:
 
 
 @pytest.fixture()
-def relay_setup(tmp_path, stack_settings, kafka):
-    topic = f"relay-test-{uuid.uuid4().hex[:8]}"
-    ensure_topics(stack_settings, [topic])
-    store = OrderStore(make_engine(f"sqlite:///{tmp_path}/orders.db"), topic=topic)
-    relay = OutboxRelay(store, bootstrap_servers=stack_settings.kafka_servers, mark_interval_s=0.3)
-    store.on_outbox_write = relay.wake
-    relay.start()
-    yield store, relay, topic
-    relay.stop()
+def start_relay(tmp_path, stack_settings, kafka):
+    """Start a relay (with the given mark interval) over a fresh outbox and a topic of its own."""
+    started: list[OutboxRelay] = []
+
+    def start(mark_interval_s: float) -> tuple[OrderStore, OutboxRelay, str]:
+        topic = f"relay-test-{uuid.uuid4().hex[:8]}"
+        ensure_topics(stack_settings, [topic])
+        store = OrderStore(make_engine(f"sqlite:///{tmp_path}/orders-{topic}.db"), topic=topic)
+        relay = OutboxRelay(store, bootstrap_servers=stack_settings.kafka_servers, mark_interval_s=mark_interval_s)
+        store.on_outbox_write = relay.wake
+        relay.start()
+        started.append(relay)
+        return store, relay, topic
+
+    yield start
+    for relay in started:
+        relay.stop()
 
 
-def test_relay_publishes_each_row_once_and_marks_them_when_quiet(relay_setup, stack_settings):
-    store, relay, topic = relay_setup
+def test_relay_publishes_each_row_once_and_marks_them_when_quiet(start_relay, stack_settings):
+    store, relay, topic = start_relay(mark_interval_s=0.3)
     keys = [f"K{i:04d}" for i in range(1200)]          # more than one read (batch 500)
     for start in range(0, len(keys), 100):
         add_rows(store, topic, keys[start:start + 100])
@@ -89,32 +97,19 @@ def test_relay_publishes_each_row_once_and_marks_them_when_quiet(relay_setup, st
     assert sorted(keys_in(stack_settings, topic, len(keys))) == keys
 
 
-def test_relay_picks_up_a_row_that_committed_late_with_a_lower_id(tmp_path, stack_settings, kafka):
-    topic = f"relay-test-{uuid.uuid4().hex[:8]}"
-    ensure_topics(stack_settings, [topic])
-    store = OrderStore(make_engine(f"sqlite:///{tmp_path}/orders.db"), topic=topic)
-    relay = OutboxRelay(store, bootstrap_servers=stack_settings.kafka_servers, mark_interval_s=2.0)
-    store.on_outbox_write = relay.wake
-    relay.start()
-    try:
-        add_rows(store, topic, ["late-high-1", "late-high-2"], ids=[100, 101])
-        eventually(lambda: relay.status.published == 2)
-        assert store.pending_count() == 2                 # sent, not marked: the next read starts after 101
-        add_rows(store, topic, ["late-low"], ids=[50])    # commits now, below what was sent
-        eventually(lambda: store.pending_count() == 0)
-        assert relay.status.published == 3
-        assert sorted(keys_in(stack_settings, topic, 3)) == ["late-high-1", "late-high-2", "late-low"]
-    finally:
-        relay.stop()
+def test_relay_picks_up_a_row_that_committed_late_with_a_lower_id(start_relay, stack_settings):
+    store, relay, topic = start_relay(mark_interval_s=2.0)
+    add_rows(store, topic, ["late-high-1", "late-high-2"], ids=[100, 101])
+    eventually(lambda: relay.status.published == 2)
+    assert store.pending_count() == 2                 # sent, not marked: the next read starts after 101
+    add_rows(store, topic, ["late-low"], ids=[50])    # commits now, below what was sent
+    eventually(lambda: store.pending_count() == 0)
+    assert relay.status.published == 3
+    assert sorted(keys_in(stack_settings, topic, 3)) == ["late-high-1", "late-high-2", "late-low"]
 
 
-def test_stop_marks_what_kafka_acknowledged(tmp_path, stack_settings, kafka):
-    topic = f"relay-test-{uuid.uuid4().hex[:8]}"
-    ensure_topics(stack_settings, [topic])
-    store = OrderStore(make_engine(f"sqlite:///{tmp_path}/orders.db"), topic=topic)
-    relay = OutboxRelay(store, bootstrap_servers=stack_settings.kafka_servers, mark_interval_s=3600)
-    store.on_outbox_write = relay.wake
-    relay.start()
+def test_stop_marks_what_kafka_acknowledged(start_relay, stack_settings):
+    store, relay, topic = start_relay(mark_interval_s=3600)
     add_rows(store, topic, ["S1", "S2", "S3"])
     eventually(lambda: relay.status.published == 3)
     assert store.pending_count() == 3                   # sent, not marked yet (interval not reached)
