@@ -87,6 +87,12 @@ def start_relay(tmp_path, stack_settings, kafka):
         relay.stop()
 
 
+def test_relay_connects_before_the_first_order_waits_for_it(start_relay):
+    store, relay, _ = start_relay(mark_interval_s=0.3)
+    eventually(lambda: relay.status.kafka_connected, timeout=10)
+    assert relay.status.published == 0 and store.pending_count() == 0
+
+
 def test_relay_publishes_each_row_once_and_marks_them_when_quiet(start_relay, stack_settings):
     store, relay, topic = start_relay(mark_interval_s=0.3)
     keys = [f"K{i:04d}" for i in range(1200)]          # more than one read (batch 500)

@@ -126,6 +126,7 @@ class OutboxRelay:
         """Publish until stopped: at once what is pending, then whenever woken."""
         self._wake.set()  # publish whatever a previous run left in the outbox
         try:
+            self._connect_early()
             self._loop()
         finally:
             if self._producer is not None:
@@ -203,6 +204,21 @@ class OutboxRelay:
                 "log_level": 3,  # errors only: while Kafka is down the relay's own line says so
             })
         return self._producer
+
+    def _connect_early(self, timeout_s: float = 3.0) -> None:
+        """Connect to Kafka before the first order is waiting for it.
+
+        A producer's first send waits for its connection, metadata and
+        producer id: about a second on a fresh broker, which the first orders
+        after a start would otherwise wait. Kafka being down here is not an
+        error; the loop's backoff deals with it as it comes.
+        """
+        try:
+            self._connect().list_topics(timeout=timeout_s)
+        except KafkaException:
+            return
+        self.status.kafka_connected = True
+        log.info("outbox relay connected to Kafka at %s", self.bootstrap_servers)
 
     def _drain_once(self) -> bool:
         """Publish one batch of pending rows; True if there may be more."""
