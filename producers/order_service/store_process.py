@@ -89,12 +89,12 @@ class StoreProcess:
     def _on_replies(self) -> None:
         try:
             while self._conn.poll():
-                group, outcomes, error = self._conn.recv()
+                group, replies, error = self._conn.recv()
                 future = self._waiting.pop(group, None)
                 if future is None or future.done():
                     continue
                 if error is None:
-                    future.set_result(outcomes)
+                    future.set_result(replies)
                 else:
                     future.set_exception(StoreUnavailable(error))
         except (EOFError, OSError):

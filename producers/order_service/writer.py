@@ -15,13 +15,10 @@ as the service runs) or on an executor thread of this process
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 
 from .intake import NotifyIntake, Received, Reply
-
-log = logging.getLogger("rtdash.order_service.writer")
 
 Commit = Callable[[list[Received]], Awaitable[list[Reply]]]
 
@@ -70,8 +67,7 @@ class GroupWriter:
                 batch.append(self._queue.get_nowait())
             try:
                 replies = await self.commit([received for received, _ in batch])
-            except Exception as exc:  # noqa: BLE001 - every waiter learns of the failure
-                log.error("taking in %d notifies failed: %s", len(batch), exc)
+            except Exception as exc:  # noqa: BLE001 - every waiter learns of the failure (and logs it)
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
