@@ -11,7 +11,10 @@ keep-alive HTTP/1.1 with pre-built requests:
   sustains, with its latency there;
 * open loop at `--rate` notifies/s for `--duration` s, latency measured from
   each request's scheduled time (no coordinated omission): the issue's target
-  is >= 1,500 notifies/s with p99 < 20 ms on the 2-core machine.
+  is >= 1,500 notifies/s with p99 < 20 ms on the 2-core machine. The open
+  loop runs `--rounds` times (bare, order service, bare, ...), and the
+  target counts as met only if every round meets it: on a shared two-core
+  machine one window's p99 can be lucky or unlucky by a factor of three.
 
 Before the measured phases, the order service takes `--settle` seconds of the
 open-loop load, unmeasured: a fresh Kafka broker spends its first minute of
@@ -122,6 +125,7 @@ class Phase:
     target: str          # "bare" or "order service"
     mode: str            # "closed" or "open"
     result: loadgen.LoadResult
+    round: int = 1       # open loop: which round
     backlog: int = 0     # order service: outbox rows unpublished when the phase ended
     drain_s: float = 0.0
 
@@ -157,6 +161,9 @@ def main() -> int:
                              "(the broker's JIT warm-up; default 45)")
     parser.add_argument("--rate", type=float, default=TARGET_RATE, help="open-loop notifies/s (default 1500)")
     parser.add_argument("--connections", type=int, default=16, help="closed-loop clients (default 16)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="open-loop rounds per target, alternating (default 3); the p99 target must "
+                             "hold in every round")
     parser.add_argument("--open-connections", type=int, default=64,
                         help="keep-alive connections the open loop may use (default 64)")
     parser.add_argument("--closed-budget-rate", type=float, default=3000,
@@ -170,7 +177,10 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary RTDASH_HOME (logs, database)")
     args = parser.parse_args()
     if args.quick:
-        args.duration, args.warmup, args.settle = 3, 1, 5
+        args.duration, args.warmup, args.settle, args.rounds = 3, 1, 5, 1
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    load_before = machine()["load"]   # before any of this run's processes: the machine's other work
 
     home = Path(tempfile.mkdtemp(prefix="rtdash-bench-notify-"))
     settings = Settings(_env_file=None, home=home, kafka_port=free_port(), kafka_controller_port=free_port(),
@@ -200,7 +210,7 @@ def main() -> int:
         settle_n = int(round(args.rate * args.settle))
         closed_n = int((args.warmup + args.duration) * args.closed_budget_rate)
         open_n = int(round(args.rate * (args.warmup + args.duration)))
-        total = settle_n + closed_n + open_n
+        total = settle_n + closed_n + open_n * args.rounds
         with Progress(TextColumn("signing notifies"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       TimeElapsedColumn(), console=console, transient=True) as progress:
             task = progress.add_task("sign", total=total)
@@ -214,8 +224,9 @@ def main() -> int:
         # The bare handler gets the same bytes (it ignores them); it has no side effects, so they may repeat.
         bare_requests = [loadgen.http_request("POST", NOTIFY_PATH, host=f"{host}:{bare_port}", body=body,
                                               headers=FORM) for _, _, body in notifies[:5000]]
-        chunks = {"settle": (0, settle_n), "closed": (settle_n, settle_n + closed_n),
-                  "open": (settle_n + closed_n, total)}
+        chunks = {"settle": (0, settle_n), "closed": (settle_n, settle_n + closed_n)}
+        for k in range(args.rounds):
+            chunks[("open", k + 1)] = (settle_n + closed_n + k * open_n, settle_n + closed_n + (k + 1) * open_n)
         accepted: set[int] = set()              # indices that got 200 `success`
 
         if settle_n:
@@ -229,7 +240,8 @@ def main() -> int:
             with console.status("outbox relay publishing the backlog"):
                 wait_outbox_drained(orders_url)
 
-        for mode in ("closed", "open"):
+        rounds = [("closed", 1)] + [("open", k + 1) for k in range(args.rounds)]
+        for mode, round_no in rounds:
             common = dict(mode=mode, duration=args.duration, warmup=args.warmup, host=host)
             if mode == "closed":
                 common["connections"] = args.connections
@@ -238,13 +250,14 @@ def main() -> int:
                 common.update(connections=args.open_connections, rate=args.rate,
                               max_outstanding=int(args.rate * 3), drain=90)
             for target in ("bare", "order service"):
-                label = f"{mode} loop, {target}" + (f", {args.rate:g}/s" if mode == "open" else
-                                                     f", {args.connections} connections")
+                label = f"{mode} loop, {target}" + (
+                    f", {args.rate:g}/s, round {round_no} of {args.rounds}" if mode == "open"
+                    else f", {args.connections} connections")
                 if target == "bare":
                     spec = loadgen.LoadSpec(port=bare_port, cycle=True, **common)
-                    phases.append(Phase(target, mode, run_phase(label, spec, bare_requests)))
+                    phases.append(Phase(target, mode, run_phase(label, spec, bare_requests), round=round_no))
                     continue
-                lo, hi = chunks[mode]
+                lo, hi = chunks[mode] if mode == "closed" else chunks[(mode, round_no)]
                 spec = loadgen.LoadSpec(port=settings.order_service_port, **common)
                 result = run_phase(label, spec, order_requests[lo:hi])
                 result.ok_indices = [lo + i for i in result.ok_indices]
@@ -252,7 +265,7 @@ def main() -> int:
                 backlog = get_json(orders_url + "/healthz")["outbox_pending"]
                 with console.status("outbox relay publishing the backlog"):
                     _, drain_s = wait_outbox_drained(orders_url)
-                phases.append(Phase(target, mode, result, backlog=backlog, drain_s=drain_s))
+                phases.append(Phase(target, mode, result, backlog=backlog, drain_s=drain_s, round=round_no))
 
         # --- correctness: the database and Kafka hold exactly the accepted orders ---
         with console.status("checking the database and the relay"):
@@ -289,11 +302,18 @@ def main() -> int:
         else:
             shutil.rmtree(home, ignore_errors=True)
 
-    report(args, phases, checks, facts)
+    report(args, phases, checks, facts, load_before)
     return 0 if all(checks.values()) else 1
 
 
-def report(args, phases: list[Phase], checks: dict[str, bool], facts: dict) -> None:
+def open_round_ok(args, result: loadgen.LoadResult) -> bool:
+    """Whether one open-loop window meets the issue's target: every notify answered `success`, at the
+    full rate, p99 under the limit."""
+    return (result.errors == 0 and not result.overloaded_at and result.throughput >= 0.98 * args.rate
+            and result.pct(99) < TARGET_P99_MS and args.rate >= TARGET_RATE)
+
+
+def report(args, phases: list[Phase], checks: dict[str, bool], facts: dict, load_before: str) -> None:
     table = Table(title="signed payment notifies: order service vs bare Tornado handler")
     cols = ("mode", "target", "offered/s", "replies/s", "ok", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms",
             "outbox backlog")
@@ -302,38 +322,45 @@ def report(args, phases: list[Phase], checks: dict[str, bool], facts: dict) -> N
     md = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
     for p in phases:
         r = p.result
-        row = [f"closed, {args.connections} conn" if p.mode == "closed" else f"open, {args.rate:g}/s",
+        row = [f"closed, {args.connections} conn" if p.mode == "closed" else
+               f"open, {args.rate:g}/s" + (f", round {p.round}" if args.rounds > 1 else ""),
                p.target, f"{r.offered_rate:g}" if p.mode == "open" else "max", f"{r.throughput:,.0f}",
                str(r.ok), str(r.errors)] + [f"{r.pct(q):.1f}" for q in (50, 95, 99, 100)]
         row.append("" if p.target == "bare" else f"{p.backlog} (drained in {p.drain_s:.1f} s)")
         table.add_row(*row)
         md.append("| " + " | ".join(row) + " |")
     console.print(table)
-    by = {(p.mode, p.target): p.result for p in phases}
+    by = {(p.mode, p.target): p.result for p in phases if p.mode == "closed"}
     ratio = by[("closed", "order service")].throughput / max(1e-9, by[("closed", "bare")].throughput)
-    open_orders = by[("open", "order service")]
+    open_orders = [p.result for p in phases if p.mode == "open" and p.target == "order service"]
+    open_bare = [p.result for p in phases if p.mode == "open" and p.target == "bare"]
     max_ok = by[("closed", "order service")].throughput >= TARGET_RATE
-    open_ok = (open_orders.errors == 0 and not open_orders.overloaded_at and open_orders.throughput >= 0.98 * args.rate
-               and open_orders.pct(99) < TARGET_P99_MS and args.rate >= TARGET_RATE)
+    rounds_ok = sum(open_round_ok(args, r) for r in open_orders)
+    p99s = ", ".join(f"{r.pct(99):.1f}" for r in open_orders)
     lines = [
         f"closed-loop throughput ratio order service / bare handler: {ratio:.2f}",
         f"target >= {TARGET_RATE} accepted notifies/s (closed loop): {'met' if max_ok else 'NOT met'} "
         f"({by[('closed', 'order service')].throughput:,.0f}/s)",
-        f"target p99 < {TARGET_P99_MS:g} ms at {args.rate:g}/s (open loop): {'met' if open_ok else 'NOT met'} "
-        f"(p99 {open_orders.pct(99):.1f} ms, {open_orders.errors} errors)",
+        f"target p99 < {TARGET_P99_MS:g} ms at {args.rate:g}/s (open loop): "
+        f"{'met' if rounds_ok == len(open_orders) else 'NOT met'}, in {rounds_ok} of {len(open_orders)} "
+        f"round(s) (order service p99 per round: {p99s} ms; bare handler: "
+        f"{', '.join(f'{r.pct(99):.1f}' for r in open_bare)} ms; "
+        f"{sum(r.errors for r in open_orders)} errors)",
     ]
     for p in phases:
+        where = f"{p.mode} loop on the {p.target}" + (f", round {p.round}" if p.mode == "open" and args.rounds > 1
+                                                      else "")
         if p.result.exhausted:
-            lines.append(f"note: {p.mode} loop on the {p.target} used every prepared notify; its window was "
+            lines.append(f"note: {where} used every prepared notify; its window was "
                          f"{p.result.duration:.1f} s")
         if p.result.error_kinds:
-            lines.append(f"errors ({p.mode}, {p.target}): {p.result.error_kinds}")
+            lines.append(f"errors ({where}): {p.result.error_kinds}")
         if p.result.overloaded_at:
-            lines.append(f"overloaded: open loop on the {p.target} stopped offering load "
+            lines.append(f"overloaded: {where} stopped offering load "
                          f"{p.result.overloaded_at:.1f} s after its start (warmup {args.warmup:g} s) with "
                          f"{int(args.rate * 3)} notifies due but unanswered; {p.result.not_offered} never sent")
         if p.mode == "open" and p.result.max_send_lag_ms > 5:
-            lines.append(f"note: open loop on the {p.target}: the load generator's scheduler ran up to "
+            lines.append(f"note: {where}: the load generator's scheduler ran up to "
                          f"{p.result.max_send_lag_ms:.0f} ms late (shared CPU; counted in the latency)")
     lines.append("correctness: " + "; ".join(f"{k}: {'ok' if v else 'FAILED'}" for k, v in checks.items()))
     lines.append(f"orders accepted {facts['accepted']}, stored {facts['stored']}, published by the relay "
@@ -366,10 +393,12 @@ def report(args, phases: list[Phase], checks: dict[str, bool], facts: dict) -> N
         f"- command: `{command.strip()}`",
         f"- date: {date.today().isoformat()} ({datetime.now(timezone.utc).strftime('%H:%M')} UTC)",
         f"- machine: nproc {m['nproc']}, {m['cpu']}, {m['ram']} RAM, {m['os']}, Python {m['python']}; "
-        f"load average {m['load']} when the run ended (shared machine: other work was running)",
+        f"1-minute load average {load_before} before the run started (the machine's other work) and "
+        f"{m['load']} when it ended",
         f"- phases: first {args.settle:g} s of unmeasured open-loop load on the order service (settling); "
         f"then {args.warmup:g} s warmup + {args.duration:g} s measured each; closed loop "
-        f"{args.connections} connections; open loop up to {args.open_connections} connections",
+        f"{args.connections} connections; open loop up to {args.open_connections} connections, "
+        f"{args.rounds} round(s) per target, alternating",
         "",
         *md,
         "",

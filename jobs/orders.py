@@ -6,6 +6,13 @@ micro-batch adds the batch's per-minute totals to today's running totals in
 Redis and publishes them to the dashboard channels `orders.today` and
 `orders.per_minute`. Days and minutes are those of RTDASH_TIMEZONE.
 
+A micro-batch is the dashboard's latency: an order waits for the batch in
+progress and then its own. So a batch runs one Spark job of two stages (read,
+then dedupe) and the batch's few orders are summed per minute on the driver
+(`minute_totals`), not in a third, shuffled stage; at most
+RTDASH_SPARK_MAX_ORDERS_PER_BATCH Kafka records go into one batch, so a
+backlog after an outage is caught up in bounded batches.
+
 Exactly once, end to end: the relay publishes at least once and the dedupe
 stage drops repeated order ids (within RTDASH_DEDUPE_WATERMARK, by Kafka
 timestamp); the checkpoint keeps source offsets and dedupe state; the Redis
@@ -31,7 +38,8 @@ Arguments:
 Settings (environment, see README): RTDASH_KAFKA_BOOTSTRAP / RTDASH_KAFKA_PORT,
 RTDASH_REDIS_URL, RTDASH_REDIS_PREFIX, RTDASH_ORDERS_TOPIC,
 RTDASH_ORDERS_DLQ_TOPIC, RTDASH_TIMEZONE, RTDASH_SPARK_MASTER,
-RTDASH_SPARK_SHUFFLE_PARTITIONS, RTDASH_DEDUPE_WATERMARK, RTDASH_HOME
+RTDASH_SPARK_SHUFFLE_PARTITIONS, RTDASH_SPARK_MAX_ORDERS_PER_BATCH,
+RTDASH_DEDUPE_WATERMARK, RTDASH_HOME
 (checkpoint in <home>/checkpoints/orders), RTDASH_BIND_HOST and
 RTDASH_ORDERS_JOB_HEALTH_PORT (GET /healthz: query status, last batch id, its
 input rows). Under spark-submit its --master and --jars apply. SIGTERM or
@@ -45,6 +53,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from functools import reduce
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -80,6 +89,7 @@ def read_orders(spark: SparkSession, settings: Settings) -> DataFrame:
             .option("subscribe", settings.orders_topic)
             .option("startingOffsets", "earliest")
             .option("failOnDataLoss", "false")
+            .option("maxOffsetsPerTrigger", str(settings.spark_max_orders_per_batch))
             # A broker outage must not kill the query: keep asking for offsets until it is back.
             .option("fetchOffset.numRetries", "1000000")
             .option("fetchOffset.retryIntervalMs", "1000")
@@ -134,18 +144,28 @@ def transform(records: DataFrame, *, settings: Settings) -> DataFrame:
         "key", "value", "topic", "partition", "offset")
 
 
-def per_minute(orders: DataFrame) -> DataFrame:
-    """Count and amount per (valid, date, minute): the only aggregate a batch needs.
+# What the driver needs of each of a batch's orders to sum them per minute.
+TOTALS_COLUMNS = ("valid", "date", "minute", "amount_cents")
 
-    Invalid records make one row (date and minute null) whose count says
-    whether there are dead letters to write; their amounts are not summed.
+
+def minute_totals(orders: Iterable[tuple]) -> tuple[list[MinuteTotal], int]:
+    """(count and amount per date and minute of the valid orders, number of invalid records).
+
+    `orders` are rows of `transform`'s output with TOTALS_COLUMNS, in that
+    order. Summed here rather than by a Spark aggregation: a batch holds at
+    most RTDASH_SPARK_MAX_ORDERS_PER_BATCH rows, and the aggregation's shuffle
+    stage cost each batch 75 ms of the dashboard's latency (BENCHMARKS.md).
     """
-    valid = F.col("valid")
-    return (orders.groupBy(valid, F.when(valid, F.col("date")).alias("date"),
-                           F.when(valid, F.col("minute")).alias("minute"))
-            .agg(F.count(F.lit(1)).alias("count"),
-                 F.coalesce(F.sum(F.when(valid, F.col("amount_cents"))), F.lit(0)).cast("long")
-                 .alias("amount_cents")))
+    totals: dict[tuple[str, str], list[int]] = {}
+    invalid = 0
+    for valid, day, minute, amount_cents in orders:
+        if not valid:
+            invalid += 1
+            continue
+        total = totals.setdefault((day, minute), [0, 0])
+        total[0] += 1
+        total[1] += amount_cents
+    return [MinuteTotal(day, minute, count, amount) for (day, minute), (count, amount) in totals.items()], invalid
 
 
 def dead_letters(orders: DataFrame) -> DataFrame:
@@ -160,11 +180,11 @@ def dead_letters(orders: DataFrame) -> DataFrame:
 
 
 class BatchWriter:
-    """foreachBatch: one aggregation action per batch, dead letters only when there are some.
+    """foreachBatch: one action per batch, dead letters only when there are some.
 
-    The batch is computed once for the aggregate; a batch with invalid records
-    is computed a second time to write them (rare, so not worth caching every
-    batch for).
+    The batch is computed once for its per-minute totals; a batch with invalid
+    records is computed a second time to write them (rare, so not worth
+    caching every batch for).
     """
 
     def __init__(self, settings: Settings, sink: OrdersSink):
@@ -173,13 +193,11 @@ class BatchWriter:
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.perf_counter()
-        rows = per_minute(batch).collect()
-        bad = sum(r["count"] for r in rows if not r["valid"])
+        minutes, bad = minute_totals(batch.select(*TOTALS_COLUMNS).collect())
         if bad:
             (dead_letters(batch).write.format("kafka")
              .option("kafka.bootstrap.servers", self.settings.kafka_servers)
              .option("topic", self.settings.orders_dlq_topic).save())
-        minutes = [MinuteTotal(r["date"], r["minute"], r["count"], r["amount_cents"]) for r in rows if r["valid"]]
         today = datetime.now(self.settings.tz).date().isoformat()
         applied = self.sink.apply(batch_id, today, minutes)
         log.info("batch %d: %d orders, %d dead letters, %s in %.0f ms", batch_id,

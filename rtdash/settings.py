@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     # data is there, which gives the lowest latency (a fixed interval adds half of itself on average).
     spark_trigger_seconds: float = 0.0
     spark_driver_memory: str = "1g"
+    # Kafka records per micro-batch at most (Spark's maxOffsetsPerTrigger): the job sums a batch's
+    # orders on the driver, and a backlog (after an outage) is caught up in batches of this size.
+    spark_max_orders_per_batch: int = Field(default=50_000, gt=0)
     # Duplicate order events closer than this (by Kafka timestamp) are dropped.
     dedupe_watermark: str = "1 hour"
 

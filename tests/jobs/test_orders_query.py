@@ -68,14 +68,17 @@ def test_stream_dedupes_across_batches_and_resumes_exactly_after_restart(spark, 
 @pytest.mark.integration
 def test_kafka_query_dead_letters_bad_records_and_counts_each_order_once(spark, kafka, jobs_redis, stack_settings,
                                                                          tmp_path):
-    """The real query on the real broker: duplicates dropped, bad records dead-lettered, a restart resumes."""
+    """The real query on the real broker: duplicates dropped, bad records dead-lettered, a restart resumes.
+
+    At most 7 records per batch, so the backlog takes several batches and duplicates cross them.
+    """
     from kafka import KafkaConsumer, KafkaProducer
 
     from rtdash.stack import ensure_topics
 
     job = stack_settings.model_copy(update={
         "orders_topic": "orders.jobtest", "orders_dlq_topic": "orders.jobtest.dlq", "redis_url": jobs_redis,
-        "redis_prefix": "kafkajobtest", "home": tmp_path})
+        "redis_prefix": "kafkajobtest", "home": tmp_path, "spark_max_orders_per_batch": 7})
     ensure_topics(job, [job.orders_topic, job.orders_dlq_topic])
     now = datetime.now(job.tz)
     producer = KafkaProducer(bootstrap_servers=job.kafka_servers)
@@ -98,6 +101,9 @@ def test_kafka_query_dead_letters_bad_records_and_counts_each_order_once(spark, 
              + [order("O3", 103, now), order("O7", 107, now), b"garbage", order("BAD", 0, now)])
         assert run_until_caught_up() == {"date": now.date().isoformat(), "count": 20,
                                          "amount_cents": sum(100 + i for i in range(20))}
+        client = redis.Redis.from_url(jobs_redis)
+        assert OrdersSink(client, job.redis_prefix).last_batch() == 3  # 24 records, 7 per batch
+        client.close()
         send([order(f"P{i}", 1000, now) for i in range(5)] + [order("O1", 101, now)])
         assert run_until_caught_up() == {"date": now.date().isoformat(), "count": 25,
                                          "amount_cents": sum(100 + i for i in range(20)) + 5000}

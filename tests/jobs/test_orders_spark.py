@@ -1,9 +1,9 @@
-"""The shared session helper's jar lookup (no Spark started)."""
+"""The shared session helper: its jar lookup and the settings it gives every job's session."""
 from __future__ import annotations
 
 import pytest
 
-from jobs.spark import connector_jars
+from jobs.spark import CHECKPOINT_FILE_MANAGER, LOCAL_CHECKPOINT_FILE_MANAGER, build_session, connector_jars
 
 
 def test_connector_jars_are_absolute_and_a_missing_connector_says_make_jars(tmp_path):
@@ -14,3 +14,14 @@ def test_connector_jars_are_absolute_and_a_missing_connector_says_make_jars(tmp_
         (tmp_path / "spark" / name).write_text("")
     assert connector_jars(tmp_path) == [str(tmp_path / "spark" / "kafka-clients-3.9.2.jar"),
                                         str(tmp_path / "spark" / "spark-sql-kafka-0-10_2.13-4.2.0.jar")]
+
+
+def test_checkpoints_use_the_local_file_manager_unless_one_is_configured(spark, stack_settings):
+    assert spark.conf.get(CHECKPOINT_FILE_MANAGER) == LOCAL_CHECKPOINT_FILE_MANAGER
+    configured = "org.apache.spark.sql.execution.streaming.checkpointing.FileContextBasedCheckpointFileManager"
+    spark.conf.set(CHECKPOINT_FILE_MANAGER, configured)  # as `spark-submit --conf` would
+    try:
+        assert build_session(stack_settings, "rtdash-tests") is spark
+        assert spark.conf.get(CHECKPOINT_FILE_MANAGER) == configured
+    finally:
+        spark.conf.set(CHECKPOINT_FILE_MANAGER, LOCAL_CHECKPOINT_FILE_MANAGER)

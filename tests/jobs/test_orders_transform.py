@@ -1,4 +1,4 @@
-"""The orders job's pure stages on small static DataFrames: transform, per_minute, dead_letters."""
+"""The orders job's pure stages on small static DataFrames: transform, minute_totals, dead_letters."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -7,7 +7,8 @@ import pytest
 from pyspark.sql import Row
 from pyspark.testing import assertDataFrameEqual
 
-from jobs.orders import dead_letters, per_minute, transform
+from jobs.orders import TOTALS_COLUMNS, dead_letters, minute_totals, transform
+from jobs.redis_sink import MinuteTotal
 from rtdash.contracts import OrderPaid, to_json
 
 RECORD_SCHEMA = "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
@@ -59,13 +60,13 @@ def test_day_and_minute_are_those_of_the_configured_zone(spark, job_settings):
         spark.conf.set("spark.sql.session.timeZone", job_settings.timezone)
 
 
-def test_per_minute_totals_and_dead_letters(spark, job_settings):
+def test_minute_totals_and_dead_letters(spark, job_settings):
     values = [order("A", 1000), order("B", 250), order("C", 99, LATER), b"{}", order("X", -7)]
     out = transform(records(spark, values), settings=job_settings)
-    assertDataFrameEqual(per_minute(out), [
-        Row(valid=True, date="2026-11-26", minute="15:59", count=2, amount_cents=1250),
-        Row(valid=True, date="2026-11-26", minute="16:01", count=1, amount_cents=99),
-        Row(valid=False, date=None, minute=None, count=2, amount_cents=0)])
+    minutes, invalid = minute_totals(out.select(*TOTALS_COLUMNS).collect())
+    assert sorted(minutes, key=lambda m: m.minute) == [MinuteTotal("2026-11-26", "15:59", 2, 1250),
+                                                       MinuteTotal("2026-11-26", "16:01", 1, 99)]
+    assert invalid == 2
     letters = dead_letters(out).collect()
     assert sorted((r.value, {h.key: bytes(h.value) for h in r.headers}) for r in letters) == [
         (order("X", -7), {"rtdash.error": b"amount_cents must be positive", "rtdash.source": b"orders:0:4"}),
