@@ -278,13 +278,18 @@ def kafka_ready(bootstrap: str) -> bool:
         admin.close()
 
 
+def stack_topics(settings: Settings) -> list[str]:
+    """The topics the local stack creates at start (docker-compose.yml's kafka-init creates the same)."""
+    return [settings.orders_topic, settings.orders_dlq_topic, settings.gateway_topic]
+
+
 def ensure_topics(settings: Settings, topics: Iterable[str] | None = None) -> list[str]:
-    """Create the rtdash topics that do not exist yet; returns the ones created."""
+    """Create the rtdash topics that do not exist yet (by default `stack_topics`); returns the ones created."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    wanted = list(topics or [settings.orders_topic, settings.orders_dlq_topic, settings.gateway_topic])
+    wanted = list(topics or stack_topics(settings))
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="rtdash-topics")
     try:
         missing = [t for t in wanted if t not in set(admin.list_topics())]

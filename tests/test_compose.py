@@ -1,0 +1,79 @@
+"""docker-compose.yml runs the same services as `rtdash up`, wired to each other by name.
+
+No Docker engine is needed: the file is read, not run. A service added to the local
+stack without its compose counterpart (or a topic, a port or a route that drifts) fails here.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+import pytest
+import yaml
+
+from producers.order_service.app import NOTIFY_PATH
+from rtdash.settings import PROJECT_ROOT, Settings
+from rtdash.stack import local_stack, stack_topics
+
+DEFAULTS = Settings(_env_file=None)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
+
+
+def python_modules(compose: dict) -> dict[str, str]:
+    """Compose service -> the Python module it runs (`python -m <module>`)."""
+    out = {}
+    for name, service in compose["services"].items():
+        command = service.get("command") or []
+        if command[:2] == ["python", "-m"]:
+            out[name] = command[2]
+    return out
+
+
+def command_option(service: dict, option: str) -> str:
+    command = service["command"]
+    return command[command.index(option) + 1]
+
+
+def test_compose_runs_every_python_service_of_the_local_stack(compose):
+    stack_modules = {service.argv[2] for service in local_stack(DEFAULTS) if service.argv[1:2] == ["-m"]}
+    assert set(python_modules(compose).values()) == stack_modules
+
+
+def test_kafka_init_creates_the_topics_of_the_local_stack(compose):
+    script = compose["services"]["kafka-init"]["command"][0]
+    loop = re.search(r"for t in ([^;]+);", script)
+    assert loop, "kafka-init no longer loops over its topics"
+    topics = shlex.split(loop.group(1))
+    assert sorted(topics) == sorted(stack_topics(DEFAULTS))
+
+
+def test_published_ports_are_the_default_ports(compose):
+    ports = {name: service.get("ports", []) for name, service in compose["services"].items()}
+    assert ports["gateway"] == [f"127.0.0.1:{DEFAULTS.gateway_port}:{DEFAULTS.gateway_port}"]
+    assert ports["order-service"] == [f"127.0.0.1:{DEFAULTS.order_service_port}:{DEFAULTS.order_service_port}"]
+    assert ports["push-server"] == [f"127.0.0.1:{DEFAULTS.push_port}:{DEFAULTS.push_port}"]
+
+
+def test_services_reach_each_other_by_compose_name(compose):
+    services = compose["services"]
+    gateway_env = services["gateway"]["environment"]
+    routes = Settings(_env_file=None, gateway_routes=gateway_env["RTDASH_GATEWAY_ROUTES"]).routes
+    assert routes == [("order_center", "/order_center/", f"http://order-service:{DEFAULTS.order_service_port}"),
+                      ("shop", "/", f"http://shop:{DEFAULTS.shop_port}")]
+    assert gateway_env["RTDASH_KAFKA_BOOTSTRAP"] == "kafka:9092"   # the shared settings, merged in
+    shop = services["shop"]
+    assert command_option(shop, "--provider-url") == f"http://payment-provider:{DEFAULTS.payment_provider_port}"
+    assert command_option(shop, "--notify-url") == f"http://gateway:{DEFAULTS.gateway_port}{NOTIFY_PATH}"
+    # The order service creates the provider's key pair; the provider starts once it is healthy.
+    assert services["payment-provider"]["depends_on"]["order-service"]["condition"] == "service_healthy"
+
+
+def test_the_image_holds_every_package_the_services_run(compose):
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
+    copied = {line.split()[1] for line in dockerfile.splitlines() if line.startswith("COPY ")}
+    packages = {module.split(".")[0] for module in python_modules(compose).values()}
+    assert packages | {"rtdash"} <= copied
+    assert all((PROJECT_ROOT / package).is_dir() for package in packages)
