@@ -29,7 +29,7 @@ set of orders in the database equals the set that got `success`, with the
 same total amount, and that the relay published all of them to Kafka.
 
 Usage:
-    .venv/bin/python -m bench.notify_throughput [--duration 10] [--rate 1500] [--connections 16] [--quick]
+    .venv/bin/python -m bench.notify_throughput [--duration 10] [--rate 1500] [--rounds 3] [--connections 16] [--quick]
 """
 from __future__ import annotations
 
@@ -172,7 +172,7 @@ def main() -> int:
     parser.add_argument("--log-level", default=None,
                         help="RTDASH_LOG_LEVEL of the order service (default: as shipped, INFO)")
     parser.add_argument("--quick", action="store_true",
-                        help="3 s phases, 1 s warmup, 5 s settling; BENCHMARKS.md untouched")
+                        help="3 s phases, 1 s warmup, 5 s settling, one open-loop round; BENCHMARKS.md untouched")
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md even with --quick")
     parser.add_argument("--keep", action="store_true", help="keep the temporary RTDASH_HOME (logs, database)")
     args = parser.parse_args()

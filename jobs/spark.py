@@ -11,8 +11,9 @@ from rtdash.settings import Settings
 
 # How Structured Streaming writes its offset, commit and state files. The checkpoints live
 # under RTDASH_HOME on a local disk, where a rename is atomic, so the plain FileSystem manager is
-# as safe as Spark's default FileContext one, and writes each batch's two log files in 13 ms
-# instead of 43 ms each: a tenth of a micro-batch, and so of the dashboard's latency (BENCHMARKS.md).
+# as safe as Spark's default FileContext one, and writes each of a batch's two log files in 13 ms
+# instead of 43 ms: the two were a fifth of a micro-batch, and so of the dashboard's latency
+# (BENCHMARKS.md).
 CHECKPOINT_FILE_MANAGER = "spark.sql.streaming.checkpointFileManagerClass"
 LOCAL_CHECKPOINT_FILE_MANAGER = \
     "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
