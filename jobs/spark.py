@@ -42,7 +42,10 @@ def build_session(settings: Settings, app_name: str, *, ui: bool = False) -> Spa
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit
         builder = (builder.master(settings.spark_master)
                    .config("spark.jars", ",".join(connector_jars(settings.jars)))
-                   .config("spark.driver.memory", settings.spark_driver_memory))
+                   .config("spark.driver.memory", settings.spark_driver_memory)
+                   # Throughput collector, not G1: on two cores G1's concurrent threads compete with
+                   # the micro-batches, and its slowest batches were the slower (BENCHMARKS.md).
+                   .config("spark.driver.extraJavaOptions", "-XX:+UseParallelGC"))
     spark = (builder
              .config("spark.sql.session.timeZone", settings.timezone)
              .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
