@@ -1,4 +1,5 @@
-# One image for rtdash's own processes (order service, orders job, push server).
+# One image for rtdash's own processes (order service, payment provider, demo shop, gateway,
+# orders job, push server).
 # Build context: the project root. `make jars` must have filled .jars/spark first.
 FROM python:3.11-slim-bookworm
 RUN apt-get update && apt-get install -y --no-install-recommends openjdk-17-jre-headless \

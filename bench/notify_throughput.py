@@ -125,7 +125,7 @@ class Phase:
     target: str          # "bare" or "order service"
     mode: str            # "closed" or "open"
     result: loadgen.LoadResult
-    round: int = 1       # open loop: which round
+    round_no: int = 1    # open loop: which round
     backlog: int = 0     # order service: outbox rows unpublished when the phase ended
     drain_s: float = 0.0
 
@@ -172,7 +172,8 @@ def main() -> int:
     parser.add_argument("--log-level", default=None,
                         help="RTDASH_LOG_LEVEL of the order service (default: as shipped, INFO)")
     parser.add_argument("--quick", action="store_true",
-                        help="3 s phases, 1 s warmup, 5 s settling, one open-loop round; BENCHMARKS.md untouched")
+                        help="3 s phases, 1 s warmup, 5 s settling, one open-loop round (whatever --rounds says); "
+                             "BENCHMARKS.md untouched")
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md even with --quick")
     parser.add_argument("--keep", action="store_true", help="keep the temporary RTDASH_HOME (logs, database)")
     args = parser.parse_args()
@@ -225,8 +226,8 @@ def main() -> int:
         bare_requests = [loadgen.http_request("POST", NOTIFY_PATH, host=f"{host}:{bare_port}", body=body,
                                               headers=FORM) for _, _, body in notifies[:5000]]
         chunks = {"settle": (0, settle_n), "closed": (settle_n, settle_n + closed_n)}
-        for k in range(args.rounds):
-            chunks[("open", k + 1)] = (settle_n + closed_n + k * open_n, settle_n + closed_n + (k + 1) * open_n)
+        open_start = settle_n + closed_n
+        open_chunks = {k: (open_start + (k - 1) * open_n, open_start + k * open_n) for k in range(1, args.rounds + 1)}
         accepted: set[int] = set()              # indices that got 200 `success`
 
         if settle_n:
@@ -255,9 +256,9 @@ def main() -> int:
                     else f", {args.connections} connections")
                 if target == "bare":
                     spec = loadgen.LoadSpec(port=bare_port, cycle=True, **common)
-                    phases.append(Phase(target, mode, run_phase(label, spec, bare_requests), round=round_no))
+                    phases.append(Phase(target, mode, run_phase(label, spec, bare_requests), round_no=round_no))
                     continue
-                lo, hi = chunks[mode] if mode == "closed" else chunks[(mode, round_no)]
+                lo, hi = chunks["closed"] if mode == "closed" else open_chunks[round_no]
                 spec = loadgen.LoadSpec(port=settings.order_service_port, **common)
                 result = run_phase(label, spec, order_requests[lo:hi])
                 result.ok_indices = [lo + i for i in result.ok_indices]
@@ -265,7 +266,7 @@ def main() -> int:
                 backlog = get_json(orders_url + "/healthz")["outbox_pending"]
                 with console.status("outbox relay publishing the backlog"):
                     _, drain_s = wait_outbox_drained(orders_url)
-                phases.append(Phase(target, mode, result, backlog=backlog, drain_s=drain_s, round=round_no))
+                phases.append(Phase(target, mode, result, backlog=backlog, drain_s=drain_s, round_no=round_no))
 
         # --- correctness: the database and Kafka hold exactly the accepted orders ---
         with console.status("checking the database and the relay"):
@@ -323,7 +324,7 @@ def report(args, phases: list[Phase], checks: dict[str, bool], facts: dict, load
     for p in phases:
         r = p.result
         row = [f"closed, {args.connections} conn" if p.mode == "closed" else
-               f"open, {args.rate:g}/s" + (f", round {p.round}" if args.rounds > 1 else ""),
+               f"open, {args.rate:g}/s" + (f", round {p.round_no}" if args.rounds > 1 else ""),
                p.target, f"{r.offered_rate:g}" if p.mode == "open" else "max", f"{r.throughput:,.0f}",
                str(r.ok), str(r.errors)] + [f"{r.pct(q):.1f}" for q in (50, 95, 99, 100)]
         row.append("" if p.target == "bare" else f"{p.backlog} (drained in {p.drain_s:.1f} s)")
@@ -348,7 +349,7 @@ def report(args, phases: list[Phase], checks: dict[str, bool], facts: dict, load
         f"{sum(r.errors for r in open_orders)} errors)",
     ]
     for p in phases:
-        where = f"{p.mode} loop on the {p.target}" + (f", round {p.round}" if p.mode == "open" and args.rounds > 1
+        where = f"{p.mode} loop on the {p.target}" + (f", round {p.round_no}" if p.mode == "open" and args.rounds > 1
                                                       else "")
         if p.result.exhausted:
             lines.append(f"note: {where} used every prepared notify; its window was "

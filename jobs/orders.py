@@ -206,7 +206,7 @@ class BatchWriter:
 
 
 def write_orders(orders: DataFrame, settings: Settings, sink: OrdersSink) -> StreamingQuery:
-    """Start the streaming write of `transform`'s output: per-batch aggregates into `sink`."""
+    """Start the streaming write of `transform`'s output: each batch's per-minute totals into `sink`."""
     sink.ensure_today(datetime.now(settings.tz).date().isoformat())  # today's zero before any order
     writer = (orders.writeStream
               .queryName(query_name(settings))

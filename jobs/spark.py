@@ -10,10 +10,10 @@ from rtdash.settings import Settings
 
 
 # How Structured Streaming writes its offset, commit and state files. The checkpoints live
-# under RTDASH_HOME on a local disk, where a rename is atomic, so the plain FileSystem manager is
-# as safe as Spark's default FileContext one, and writes each of a batch's two log files in 13 ms
-# instead of 43 ms: the two were a fifth of a micro-batch, and so of the dashboard's latency
-# (BENCHMARKS.md).
+# under RTDASH_HOME, on a local disk with one job per checkpoint: there the plain FileSystem
+# manager's write-then-rename is as safe as Spark's default FileContext manager, and it writes
+# each of a batch's two log files in 13 ms instead of 43 ms: the two were a fifth of a
+# micro-batch, and so of the dashboard's latency (BENCHMARKS.md).
 CHECKPOINT_FILE_MANAGER = "spark.sql.streaming.checkpointFileManagerClass"
 LOCAL_CHECKPOINT_FILE_MANAGER = \
     "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
@@ -42,10 +42,12 @@ def build_session(settings: Settings, app_name: str, *, ui: bool = False) -> Spa
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit
         builder = (builder.master(settings.spark_master)
                    .config("spark.jars", ",".join(connector_jars(settings.jars)))
-                   .config("spark.driver.memory", settings.spark_driver_memory)
-                   # Throughput collector, not G1: on two cores G1's concurrent threads compete with
-                   # the micro-batches, and its slowest batches were the slower (BENCHMARKS.md).
-                   .config("spark.driver.extraJavaOptions", "-XX:+UseParallelGC"))
+                   .config("spark.driver.memory", settings.spark_driver_memory))
+        if settings.spark_master.startswith("local"):
+            # In local mode the driver's JVM runs the micro-batches too. The parallel collector,
+            # not G1: on a small machine G1's concurrent threads take CPU from the batches, and
+            # with G1 the slowest batches were slower (BENCHMARKS.md).
+            builder = builder.config("spark.driver.extraJavaOptions", "-XX:+UseParallelGC")
     spark = (builder
              .config("spark.sql.session.timeZone", settings.timezone)
              .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))

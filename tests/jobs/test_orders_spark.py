@@ -25,3 +25,8 @@ def test_checkpoints_use_the_local_file_manager_unless_one_is_configured(spark, 
         assert spark.conf.get(CHECKPOINT_FILE_MANAGER) == configured
     finally:
         spark.conf.set(CHECKPOINT_FILE_MANAGER, LOCAL_CHECKPOINT_FILE_MANAGER)
+
+
+def test_local_mode_runs_the_parallel_collector(spark):
+    beans = spark._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
+    assert {bean.getName() for bean in beans} == {"PS Scavenge", "PS MarkSweep"}
