@@ -12,7 +12,7 @@ from rtdash.settings import Settings
 # How Structured Streaming writes its offset, commit and state files. The checkpoints live
 # under RTDASH_HOME, on a local disk with one job per checkpoint: there the plain FileSystem
 # manager's write-then-rename is as safe as Spark's default FileContext manager, and it writes
-# each of a batch's two log files in 13 ms instead of 43 ms: the two were a fifth of a
+# each of a batch's two log files in 13 ms instead of 43 ms. At 43 ms the two were a fifth of a
 # micro-batch, and so of the dashboard's latency (BENCHMARKS.md).
 CHECKPOINT_FILE_MANAGER = "spark.sql.streaming.checkpointFileManagerClass"
 LOCAL_CHECKPOINT_FILE_MANAGER = \
