@@ -42,7 +42,7 @@ RTDASH_SPARK_SHUFFLE_PARTITIONS, RTDASH_SPARK_MAX_ORDERS_PER_BATCH,
 RTDASH_DEDUPE_WATERMARK, RTDASH_HOME
 (checkpoint in <home>/checkpoints/orders), RTDASH_BIND_HOST and
 RTDASH_ORDERS_JOB_HEALTH_PORT (GET /healthz: query status, last batch id, its
-input rows). Under spark-submit its --master and --jars apply. SIGTERM or
+input rows and how long it took: the batch time is most of the dashboard's latency). Under spark-submit its --master and --jars apply. SIGTERM or
 Ctrl-C stops the query and the session.
 """
 from __future__ import annotations
@@ -255,7 +255,8 @@ class JobState:
                 "active": active, "query_status": query.status["message"] if active else None,
                 "restarts": self.restarts, "last_error": self.last_error,
                 "last_batch": progress["batchId"] if progress else None,
-                "last_input_rows": progress["numInputRows"] if progress else None}
+                "last_input_rows": progress["numInputRows"] if progress else None,
+                "last_batch_ms": progress["durationMs"].get("triggerExecution") if progress else None}
 
 
 def serve_health(state: JobState, host: str, port: int) -> ThreadingHTTPServer:

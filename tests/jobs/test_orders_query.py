@@ -9,7 +9,7 @@ import pytest
 import redis
 from pyspark.sql import Row
 
-from jobs.orders import start, transform, write_orders
+from jobs.orders import JobState, start, transform, write_orders
 from jobs.redis_sink import OrdersSink
 from rtdash.channels import ORDERS_PER_MINUTE, ORDERS_TODAY, snapshot_key
 from rtdash.contracts import OrderPaid, to_json
@@ -88,10 +88,13 @@ def test_kafka_query_dead_letters_bad_records_and_counts_each_order_once(spark, 
             producer.send(job.orders_topic, key=b"k", value=value)
         producer.flush()
 
+    state, health = JobState(), {}   # health: what /healthz said once the query caught up
+
     def run_until_caught_up() -> dict:
-        query = start(spark, job)
+        query = state.query = start(spark, job)
         try:
             query.processAllAvailable()
+            health.update(state.health())
         finally:
             query.stop()
         return today_data(job)
@@ -104,6 +107,7 @@ def test_kafka_query_dead_letters_bad_records_and_counts_each_order_once(spark, 
         client = redis.Redis.from_url(jobs_redis)
         assert OrdersSink(client, job.redis_prefix).last_batch() == 3  # 24 records, 7 per batch
         client.close()
+        assert health["active"] and health["last_batch"] == 3 and health["last_batch_ms"] > 0
         send([order(f"P{i}", 1000, now) for i in range(5)] + [order("O1", 101, now)])
         assert run_until_caught_up() == {"date": now.date().isoformat(), "count": 25,
                                          "amount_cents": sum(100 + i for i in range(20)) + 5000}
