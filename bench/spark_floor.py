@@ -16,7 +16,7 @@ import threading
 import redis
 from pyspark.sql import DataFrame, functions as F
 
-from jobs.spark import build_session
+from jobs.spark import KAFKA_SOURCE_OPTIONS, build_session
 from rtdash.logs import setup_logging
 from rtdash.settings import Settings
 
@@ -38,7 +38,8 @@ def main() -> None:
 
     stream = (spark.readStream.format("kafka")
               .option("kafka.bootstrap.servers", settings.kafka_servers)
-              .option("subscribe", args.topic).option("startingOffsets", "latest").load())
+              .option("subscribe", args.topic).option("startingOffsets", "latest")
+              .options(**KAFKA_SOURCE_OPTIONS).load())
     writer = stream.writeStream.foreachBatch(publish).queryName("floor").option(
         "checkpointLocation", str((settings.checkpoints_dir / "bench-floor").resolve()))
     if settings.spark_trigger_seconds > 0:

@@ -63,6 +63,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from jobs.redis_sink import MinuteTotal, OrdersSink
+from jobs.spark import KAFKA_SOURCE_OPTIONS
 from rtdash.contracts import OrderPaid, required_fields, spark_schema
 from rtdash.settings import Settings
 
@@ -93,6 +94,7 @@ def read_orders(spark: SparkSession, settings: Settings) -> DataFrame:
             # A broker outage must not kill the query: keep asking for offsets until it is back.
             .option("fetchOffset.numRetries", "1000000")
             .option("fetchOffset.retryIntervalMs", "1000")
+            .options(**KAFKA_SOURCE_OPTIONS)
             .load())
 
 
