@@ -42,8 +42,9 @@ RTDASH_SPARK_SHUFFLE_PARTITIONS, RTDASH_SPARK_MAX_ORDERS_PER_BATCH,
 RTDASH_DEDUPE_WATERMARK, RTDASH_HOME
 (checkpoint in <home>/checkpoints/orders), RTDASH_BIND_HOST and
 RTDASH_ORDERS_JOB_HEALTH_PORT (GET /healthz: query status, last batch id, its
-input rows and how long it took: the batch time is most of the dashboard's latency). Under spark-submit its --master and --jars apply. SIGTERM or
-Ctrl-C stops the query and the session.
+input rows and how long it took, since the batch time is most of the dashboard's
+latency). Under spark-submit its --master and --jars apply. SIGTERM or Ctrl-C
+stops the query and the session.
 """
 from __future__ import annotations
 
