@@ -34,15 +34,16 @@ SPAWN = multiprocessing.get_context("spawn")
 
 
 class Wakeup:
-    """Tells the relay there are new rows; `set` never blocks the caller.
+    """Tells the relay thread there are new rows; `set` never blocks the committing thread.
 
-    `multiprocessing.Event.set` waits until the woken process has run, which
-    put the relay's scheduling on the notify path's commit. A semaphore post
-    does not wait; `wait` then takes every post made since the last one.
+    A post to a semaphore does not wait for anyone (`multiprocessing.Event.set`,
+    used when the relay was a process of its own, waited until the woken process
+    had run, on the notify path's commit); `wait` takes every post made since the
+    last one, so a burst of commits is one wake-up.
     """
 
     def __init__(self) -> None:
-        self._posts = SPAWN.Semaphore(0)
+        self._posts = threading.Semaphore(0)
 
     def set(self) -> None:
         self._posts.release()
@@ -91,7 +92,7 @@ class RelayStatus:
 class OutboxRelay:
     def __init__(self, store: OrderStore, *, bootstrap_servers: str, batch: int = 500,
                  send_timeout_s: float = 10.0, max_backoff_s: float = 5.0, mark_interval_s: float = 0.5,
-                 wake: Wakeup | None = None, stop=None, status: RelayStatus | None = None):
+                 status: RelayStatus | None = None):
         self.store = store
         self.bootstrap_servers = bootstrap_servers
         self.batch = batch
@@ -99,8 +100,8 @@ class OutboxRelay:
         self.max_backoff_s = max_backoff_s
         self.mark_interval_s = mark_interval_s
         self.status = status or RelayStatus()
-        self._wake = wake or Wakeup()
-        self._stopping = stop or threading.Event()
+        self._wake = Wakeup()
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self.run, name="outbox-relay", daemon=True)
         self._producer: Producer | None = None
         # Sent and acknowledged, not yet marked published; `_sent_upto` skips them in the next read.
