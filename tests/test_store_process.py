@@ -9,6 +9,7 @@ import asyncio
 import os
 import signal
 from datetime import datetime, timezone
+from urllib.parse import urlencode
 
 import pytest
 
@@ -30,9 +31,10 @@ def database(tmp_path):
     store = OrderStore(make_engine(settings.database), topic="orders")  # makes the tables, as the service does
     key = load_private_key(settings.keys_dir)
 
-    def notify(order_id: str, cents: int, **extra) -> Received:
-        params = dict(notify_params(order_id, cents, settings=settings, paid_at=PAID_AT), **extra)
-        return Received(signed(params, key), "127.0.0.1")
+    def notify(order_id: str, cents: int, *, tampered: dict[str, str] | None = None, remote_ip: str = "127.0.0.1",
+               **extra) -> Received:
+        params = signed(dict(notify_params(order_id, cents, settings=settings, paid_at=PAID_AT), **extra), key)
+        return Received(urlencode(dict(params, **(tampered or {}))).encode(), remote_ip)
 
     yield settings, store, notify
     store.engine.dispose()
@@ -40,14 +42,14 @@ def database(tmp_path):
 
 def test_groups_are_taken_in_by_the_store_process_with_one_reply_each(database):
     settings, store, notify = database
-    forged = notify("F", 100)
-    forged = Received(dict(forged.params, total_amount="0.01"), "10.0.0.9")
+    forged = notify("F", 100, tampered={"total_amount": "0.01"}, remote_ip="10.0.0.9")
+    not_a_form = Received(b"\xff\xfe", "10.0.0.9")
 
     async def scenario():
         process = StoreProcess(settings)
         process.start()
         try:
-            first = await process.accept([notify("A", 100), notify("B", 200), notify("A", 100), forged])
+            first = await process.accept([notify("A", 100), notify("B", 200), notify("A", 100), forged, not_a_form])
             second, third = await asyncio.gather(
                 process.accept([notify("B", 999), notify("C", 300), notify("D", 50, trade_status="WAIT_BUYER_PAY")]),
                 process.accept([notify("C", 300)]))
@@ -56,7 +58,8 @@ def test_groups_are_taken_in_by_the_store_process_with_one_reply_each(database):
             await process.stop()
 
     first, second, third, process = asyncio.run(scenario())
-    assert first == [SUCCESS, SUCCESS, SUCCESS, Reply(400, "fail: bad signature")]
+    assert first == [SUCCESS, SUCCESS, SUCCESS, Reply(400, "fail: bad signature"),
+                     Reply(400, "fail: body is not a valid form")]
     assert second == [CONFLICT, SUCCESS, SUCCESS]
     assert third == [SUCCESS]
     assert store.paid_totals() == (3, 600)

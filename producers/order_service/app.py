@@ -1,8 +1,8 @@
 """The order service's HTTP surface: the payment notify endpoint and /healthz.
 
-The notify endpoint is small on purpose: read the form and hand it to the
-group writer, whose groups go through the notify intake (intake.py: verify,
-parse, store) in the order store process; reply. The reply is ``success``
+The notify endpoint is small on purpose: read the body and hand it to the
+group writer, whose groups go through the notify intake (intake.py: read
+the form, verify, parse, store) in the order store process; reply. The reply is ``success``
 for a new paid order, a duplicate, or an accepted non-paid status (so the
 provider stops retrying), and a 4xx with the reason otherwise; a refused
 notify writes nothing.
@@ -11,22 +11,25 @@ It is the service's hot path, so it is served one level below tornado.web, as
 a message delegate of Tornado's HTTP server: at 1,500 notifies/s on two cores,
 RequestHandler's per-request machinery (a handler object, default headers,
 output transforms, the Date header) cost two to three times what a message
-delegate costs under the same load (BENCHMARKS.md). Everything else, /healthz and the 404s, is a
-plain tornado.web application behind the same router.
+delegate costs under the same load (BENCHMARKS.md). Everything else, /healthz
+and the 404s, is a plain tornado.web application: `NotifyEndpoint` looks at
+the request line's path and hands any other request to it. (Tornado's
+`RuleRouter` would build a whole `HTTPServerRequest` for every notify just to
+match its path.)
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from concurrent.futures import Executor
 
 import tornado.web
 from cryptography.hazmat.primitives.asymmetric import rsa
 from tornado import httputil
 from tornado.iostream import StreamClosedError
-from tornado.routing import AnyMatches, PathMatches, Rule, RuleRouter
 
-from rtdash.payments import NotifyError, form_params
+from rtdash.payments import NotifyError
 from rtdash.settings import Settings
 
 from .intake import NotifyIntake, Received, Reply
@@ -43,70 +46,98 @@ REPLY_HEADERS = {"Content-Type": "text/plain; charset=utf-8"}
 
 
 class NotifyEndpoint(httputil.HTTPServerConnectionDelegate):
-    """``POST NOTIFY_PATH``: one `NotifyRequest` per request, answered by `reply_to`."""
+    """``POST NOTIFY_PATH``: one `NotifyRequest` per request, answered through `take`.
 
-    def __init__(self, *, settings: Settings, writer: GroupWriter) -> None:
+    Requests for any other path go to `other` (the tornado.web application).
+    """
+
+    def __init__(self, *, settings: Settings, writer: GroupWriter,
+                 other: httputil.HTTPServerConnectionDelegate) -> None:
         self.cfg = settings
         self.writer = writer
-        self.replying: set[asyncio.Task] = set()   # strong references until each reply is written
+        self.other = other
 
     def start_request(self, server_conn: object, request_conn: httputil.HTTPConnection) -> "NotifyRequest":
-        return NotifyRequest(self, request_conn)
+        return NotifyRequest(self, server_conn, request_conn)
 
-    async def reply_to(self, method: str, content_type: str, body: bytes | None, remote_ip: str) -> Reply:
-        """The reply to one request; `body` is None when it was over the size limit."""
+    def take(self, method: str, content_type: str, body: bytes | None, remote_ip: str) -> "asyncio.Future[Reply]":
+        """The reply to one request, once known: at once for a refusal, else when its group is through
+        the intake. `body` is None when it was over the size limit."""
         if method != "POST":
-            return Reply(405, "fail: the payment notify is a POST")
-        try:
-            params = self._form(content_type, body)
-        except NotifyError as exc:
-            log.warning("notify refused from %s: %s", remote_ip, exc.args[0])
-            return Reply(exc.status, f"fail: {exc.args[0]}")
-        return await self.writer.record(Received(params, remote_ip))
-
-    def _form(self, content_type: str, body: bytes | None) -> dict[str, str]:
+            return _done(Reply(405, "fail: the payment notify is a POST"))
         if body is None:
-            raise NotifyError(f"body larger than {self.cfg.notify_max_body_bytes} bytes", status=413)
+            return self._refuse(remote_ip, NotifyError(f"body larger than {self.cfg.notify_max_body_bytes} bytes",
+                                                       status=413))
         if content_type.split(";")[0].strip().lower() != FORM_TYPE:
-            raise NotifyError(f"Content-Type must be {FORM_TYPE}")
-        return form_params(body)
+            return self._refuse(remote_ip, NotifyError(f"Content-Type must be {FORM_TYPE}"))
+        return self.writer.submit(Received(body, remote_ip))
+
+    @staticmethod
+    def _refuse(remote_ip: str, exc: NotifyError) -> "asyncio.Future[Reply]":
+        log.warning("notify refused from %s: %s", remote_ip, exc.args[0])
+        return _done(Reply(exc.status, f"fail: {exc.args[0]}"))
+
+
+def _done(reply: Reply) -> "asyncio.Future[Reply]":
+    future = asyncio.get_running_loop().create_future()
+    future.set_result(reply)
+    return future
 
 
 class NotifyRequest(httputil.HTTPMessageDelegate):
-    """One notify on its way through: collects the body, then writes the endpoint's reply."""
+    """One request on its way through: a notify collects its body, then writes the endpoint's reply.
 
-    def __init__(self, endpoint: NotifyEndpoint, conn: httputil.HTTPConnection) -> None:
+    No task per notify: the reply is written by a callback on the future that
+    `NotifyEndpoint.take` returns. A request for another path is passed, from
+    its request line on, to the delegate of the endpoint's `other` application.
+    """
+
+    def __init__(self, endpoint: NotifyEndpoint, server_conn: object, conn: httputil.HTTPConnection) -> None:
         self.endpoint = endpoint
+        self.server_conn = server_conn
         self.conn = conn
         self.limit = endpoint.cfg.notify_max_body_bytes
         self.method = ""
         self.content_type = ""
         self.body: bytearray | None = bytearray()   # None once it grew past the limit
+        self.other: httputil.HTTPMessageDelegate | None = None
+        self.remote_ip = getattr(getattr(conn, "context", None), "remote_ip", "an unknown address")
 
     def headers_received(self, start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
-                         headers: httputil.HTTPHeaders) -> None:
+                         headers: httputil.HTTPHeaders) -> Awaitable[None] | None:
         assert isinstance(start_line, httputil.RequestStartLine)
+        if start_line.path.partition("?")[0] != NOTIFY_PATH:
+            self.other = self.endpoint.other.start_request(self.server_conn, self.conn)
+            return self.other.headers_received(start_line, headers)
         self.method = start_line.method
         self.content_type = headers.get("Content-Type", "")
+        return None
 
-    def data_received(self, chunk: bytes) -> None:
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        if self.other is not None:
+            return self.other.data_received(chunk)
         if self.body is not None:
             self.body += chunk
             if len(self.body) > self.limit:
                 self.body = None  # keep reading (the server's own limit ends a huge one) but keep nothing
+        return None
 
     def finish(self) -> None:
-        task = asyncio.ensure_future(self._reply())
-        self.endpoint.replying.add(task)
-        task.add_done_callback(self.endpoint.replying.discard)
-
-    async def _reply(self) -> None:
-        remote_ip = getattr(getattr(self.conn, "context", None), "remote_ip", "an unknown address")
+        if self.other is not None:
+            self.other.finish()
+            return
         body = None if self.body is None else bytes(self.body)
+        self.endpoint.take(self.method, self.content_type, body, self.remote_ip).add_done_callback(self._write)
+
+    def on_connection_close(self) -> None:
+        if self.other is not None:
+            self.other.on_connection_close()
+
+    def _write(self, reply: "asyncio.Future[Reply]") -> None:
         try:
-            status, text = await self.endpoint.reply_to(self.method, self.content_type, body, remote_ip)
+            status, text = reply.result()
         except Exception as exc:  # noqa: BLE001 - the provider retries on a 5xx; the reason is in the log
-            log.error("notify from %s not taken in: %s", remote_ip, exc)
+            log.error("notify from %s not taken in: %s", self.remote_ip, exc)
             status, text = 500, "fail: internal error, retry later"
         payload = text.encode()
         headers = httputil.HTTPHeaders(REPLY_HEADERS)
@@ -136,7 +167,7 @@ class HealthHandler(tornado.web.RequestHandler):
 
 
 def make_app(settings: Settings, *, store: OrderStore, db: Executor, relay: OutboxRelay | StoreProcess,
-             public_key: rsa.RSAPublicKey, writer: GroupWriter | None = None) -> RuleRouter:
+             public_key: rsa.RSAPublicKey, writer: GroupWriter | None = None) -> NotifyEndpoint:
     """The service's routes, for `tornado.httpserver.HTTPServer`.
 
     `writer` defaults to the notify intake on `db`, a thread of this process;
@@ -146,8 +177,5 @@ def make_app(settings: Settings, *, store: OrderStore, db: Executor, relay: Outb
         intake = NotifyIntake(store, public_key=public_key, app_id=settings.payment_app_id,
                               seller_id=settings.payment_seller_id, tz=settings.tz)
         writer = GroupWriter(commit_in_executor(intake, db))
-    return RuleRouter([
-        Rule(PathMatches(NOTIFY_PATH), NotifyEndpoint(settings=settings, writer=writer)),
-        Rule(AnyMatches(), tornado.web.Application([(r"/healthz", HealthHandler, dict(store=store, db=db,
-                                                                                      relay=relay))])),
-    ])
+    other = tornado.web.Application([(r"/healthz", HealthHandler, dict(store=store, db=db, relay=relay))])
+    return NotifyEndpoint(settings=settings, writer=writer, other=other)

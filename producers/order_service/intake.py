@@ -1,17 +1,17 @@
 """Payment notify intake: verify, parse and store a group of notifies, with the reply each one gets.
 
-The HTTP process only reads the form of each notify; everything after that
+The HTTP process only reads each notify's body; everything after that
 happens here, one group at a time, in the order store process (or on a
-thread, in tests): the RSA2 signature is checked before any field is
-interpreted, then the notify is parsed, and the paid ones of the group are
-stored in one transaction (`OrderStore.record_paid_many`).
+thread, in tests): the form is read, the RSA2 signature is checked before
+any field is interpreted, then the notify is parsed, and the paid ones of
+the group are stored in one transaction (`OrderStore.record_paid_many`).
 
 Why here and not in the handler: measured in place at 1,500 notifies/s,
-verifying, parsing and logging a notify cost the event loop about 240 µs,
-three times their cost in a loop of their own, because each ran alone
-between other work. Here they run back to back for the whole group, in the
-process that stores it, and the event loop that every request passes
-through is left with the HTTP (BENCHMARKS.md).
+reading the form, verifying, parsing and logging a notify cost the event
+loop about 270 µs, three times their cost in a loop of their own, because
+each ran alone between other work. Here they run back to back for the whole
+group, in the process that stores it, and the event loop that every request
+passes through is left with the HTTP (BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from rtdash.payments import NotifyError, PaymentNotify, format_amount, parse_notify
+from rtdash.payments import NotifyError, PaymentNotify, form_params, format_amount, parse_notify
 
 from .store import OrderStore, Outcome
 
@@ -40,9 +40,9 @@ CONFLICT = Reply(409, "fail: order already paid with a different amount")
 
 
 class Received(NamedTuple):
-    """One notify as the HTTP process read it: its form parameters and where it came from."""
+    """One notify as the HTTP process read it: its form body (size and Content-Type checked) and its sender."""
 
-    params: dict[str, str]
+    body: bytes
     remote_ip: str
 
 
@@ -67,8 +67,8 @@ class NotifyIntake:
         paid: list[tuple[int, PaymentNotify]] = []
         for i, received in enumerate(group):
             try:
-                notify = parse_notify(received.params, public_key=self.public_key, app_id=self.app_id,
-                                      seller_id=self.seller_id, tz=self.tz)
+                notify = parse_notify(form_params(received.body), public_key=self.public_key,
+                                      app_id=self.app_id, seller_id=self.seller_id, tz=self.tz)
             except NotifyError as exc:
                 log.warning("notify refused from %s: %s", received.remote_ip, exc.args[0])
                 replies[i] = Reply(exc.status, f"fail: {exc.args[0]}")

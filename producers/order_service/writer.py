@@ -1,13 +1,14 @@
 """Group commit: every notify waiting for the database goes into one transaction.
 
-The endpoint does `await writer.record(received)`; one task on the loop takes
-whatever is queued (up to `max_batch`), hands it to `commit` in one call and
-resolves each waiter with its own reply. While one batch commits the next one gathers, so
-under load a transaction carries many orders and the single SQLite writer
-keeps up; with one notify in flight a batch is just that notify, so nothing
-waits for company.
+The endpoint takes `writer.submit(received)`, a future of the notify's
+reply; one task on the loop takes whatever is queued (up to `max_batch`),
+hands it to `commit` in one call and resolves each future with its own
+reply. While one batch commits the next one gathers, so under load a
+transaction carries many orders and the single SQLite writer keeps up; with
+one notify in flight a batch is just that notify, so nothing waits for
+company.
 
-`commit` is the notify intake (intake.py: verify, parse, store) for a whole
+`commit` is the notify intake (intake.py: read, verify, parse, store) for a whole
 group, wherever it runs: in the order store's own process (store_process.py,
 as the service runs) or on an executor thread of this process
 (`commit_in_executor`, for tests and embedding).
@@ -38,7 +39,7 @@ class GroupWriter:
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
-        """Start the writer task on the running loop (done by the first `record` if not before)."""
+        """Start the writer task on the running loop (done by the first `submit` if not before)."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -53,12 +54,12 @@ class GroupWriter:
         except asyncio.CancelledError:
             pass
 
-    async def record(self, received: Received) -> Reply:
-        """The reply to one notify, once its group has been through the intake."""
+    def submit(self, received: Received) -> "asyncio.Future[Reply]":
+        """The reply to one notify, resolved once its group has been through the intake."""
         self.start()
         future = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((received, future))
-        return await future
+        return future
 
     async def _run(self) -> None:
         while True:
