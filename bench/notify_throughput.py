@@ -47,7 +47,7 @@ import time
 import urllib.request
 import uuid
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -118,6 +118,54 @@ def listening_pids(ports: set[int]) -> list[str]:
             if any(line.split()[3].endswith(f":{p}") for p in ports if len(line.split()) > 3)]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (the order service's store process)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+class CpuMeter:
+    """CPU time of named groups of processes over a phase, per reply.
+
+    On a shared machine the same work takes more or less CPU time from one
+    minute to the next (the other tenants of the cores and their caches). The
+    order service's HTTP process does the same work for every notify (the same
+    reads, writes and timers, counted in an instrumented run), so its CPU per
+    notify shows how fast the machine was in each round.
+    """
+
+    def __init__(self, groups: dict[str, list[int]]):
+        self.groups = groups
+        self._start = self._read()
+
+    def _read(self) -> dict[str, float]:
+        total = {}
+        for name, pids in self.groups.items():
+            total[name] = 0.0
+            for pid in pids:
+                try:
+                    total[name] += cpu_seconds(pid)
+                except OSError:
+                    pass
+        return total
+
+    def per_reply_us(self, replies: int) -> dict[str, float]:
+        end = self._read()
+        return {name: (end[name] - self._start[name]) * 1e6 / max(1, replies) for name in self.groups}
+
+
 # --- one measured phase -----------------------------------------------------------------------
 
 @dataclass
@@ -128,6 +176,7 @@ class Phase:
     round_no: int = 1    # open loop: which round
     backlog: int = 0     # order service: outbox rows unpublished when the phase ended
     drain_s: float = 0.0
+    cpu_us: dict[str, float] = field(default_factory=dict)   # CPU µs per reply (warmup included), by process
 
 
 def run_phase(label: str, spec: loadgen.LoadSpec, requests: list[bytes]) -> loadgen.LoadResult:
@@ -256,17 +305,23 @@ def main() -> int:
                     else f", {args.connections} connections")
                 if target == "bare":
                     spec = loadgen.LoadSpec(port=bare_port, cycle=True, **common)
-                    phases.append(Phase(target, mode, run_phase(label, spec, bare_requests), round_no=round_no))
+                    meter = CpuMeter({"bare": [bare.process.pid]})
+                    result = run_phase(label, spec, bare_requests)
+                    phases.append(Phase(target, mode, result, round_no=round_no,
+                                        cpu_us=meter.per_reply_us(len(result.ok_indices))))
                     continue
                 lo, hi = chunks["closed"] if mode == "closed" else open_chunks[round_no]
                 spec = loadgen.LoadSpec(port=settings.order_service_port, **common)
+                meter = CpuMeter({"HTTP": [orders.process.pid], "store": children(orders.process.pid)})
                 result = run_phase(label, spec, order_requests[lo:hi])
+                cpu_us = meter.per_reply_us(len(result.ok_indices))
                 result.ok_indices = [lo + i for i in result.ok_indices]
                 accepted.update(result.ok_indices)
                 backlog = get_json(orders_url + "/healthz")["outbox_pending"]
                 with console.status("outbox relay publishing the backlog"):
                     _, drain_s = wait_outbox_drained(orders_url)
-                phases.append(Phase(target, mode, result, backlog=backlog, drain_s=drain_s, round_no=round_no))
+                phases.append(Phase(target, mode, result, backlog=backlog, drain_s=drain_s, round_no=round_no,
+                                    cpu_us=cpu_us))
 
         # --- correctness: the database and Kafka hold exactly the accepted orders ---
         with console.status("checking the database and the relay"):
@@ -317,7 +372,7 @@ def open_round_ok(args, result: loadgen.LoadResult) -> bool:
 def report(args, phases: list[Phase], checks: dict[str, bool], facts: dict, load_before: str) -> None:
     table = Table(title="signed payment notifies: order service vs bare Tornado handler")
     cols = ("mode", "target", "offered/s", "replies/s", "ok", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms",
-            "outbox backlog")
+            "CPU µs/reply", "outbox backlog")
     for c in cols:
         table.add_column(c, justify="left" if c in ("mode", "target") else "right")
     md = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
@@ -327,6 +382,7 @@ def report(args, phases: list[Phase], checks: dict[str, bool], facts: dict, load
                f"open, {args.rate:g}/s" + (f", round {p.round_no}" if args.rounds > 1 else ""),
                p.target, f"{r.offered_rate:g}" if p.mode == "open" else "max", f"{r.throughput:,.0f}",
                str(r.ok), str(r.errors)] + [f"{r.pct(q):.1f}" for q in (50, 95, 99, 100)]
+        row.append(" + ".join(f"{name} {us:,.0f}" for name, us in p.cpu_us.items()))
         row.append("" if p.target == "bare" else f"{p.backlog} (drained in {p.drain_s:.1f} s)")
         table.add_row(*row)
         md.append("| " + " | ".join(row) + " |")
@@ -387,7 +443,12 @@ def report(args, phases: list[Phase], checks: dict[str, bool], facts: dict, load
         "second; for the open loop, measured `success` replies per second from the window start to the "
         "last of them (an overloaded server is still answering its backlog after the window). Latencies "
         "are of `success` replies; open-loop ones count from the scheduled send time. *outbox backlog* is "
-        "what the relay had not yet published to Kafka when the phase ended. When 3 s of arrivals are "
+        "what the relay had not yet published to Kafka when the phase ended. *CPU µs/reply* is the CPU time "
+        "(user + system, from /proc) the server's processes used during the phase, warmup included, per "
+        "reply: for the order service, its HTTP process and its store process (intake, group commits, "
+        "outbox relay). The HTTP process does the same work for every notify, so its figure follows the "
+        "speed of the machine: on a shared machine the same work takes more CPU time in a slow spell. "
+        "When 3 s of arrivals are "
         "due but unanswered, the open loop stops offering load (the server is overloaded; its p99 is "
         "then far past the target) and says so below.",
         "",

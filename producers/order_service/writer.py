@@ -32,9 +32,20 @@ def commit_in_executor(intake: NotifyIntake, db: Executor) -> Commit:
 
 
 class GroupWriter:
-    def __init__(self, commit: Commit, *, max_batch: int = 256):
+    """Takes notifies in by groups through `commit`, one group at a time.
+
+    Under load (the last group had company) a group waits `gather_s` before
+    it goes, so that more notifies join it: a group has a fixed cost on both
+    sides of the pipe (a transaction, a round trip, two task steps), and
+    measured at 1,500 notifies/s it was as large as the cost of two notifies.
+    One notify alone, the common case at a few per second, goes at once.
+    """
+
+    def __init__(self, commit: Commit, *, max_batch: int = 256, gather_s: float = 0.002):
         self.commit = commit
         self.max_batch = max_batch
+        self.gather_s = gather_s
+        self._last_size = 0
         self._queue: asyncio.Queue[tuple[Received, asyncio.Future]] = asyncio.Queue()
         self._task: asyncio.Task | None = None
 
@@ -64,8 +75,11 @@ class GroupWriter:
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            if self._last_size > 1 and self.gather_s:
+                await asyncio.sleep(self.gather_s)
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            self._last_size = len(batch)
             try:
                 replies = await self.commit([received for received, _ in batch])
             except Exception as exc:  # noqa: BLE001 - every waiter learns of the failure (and logs it)
