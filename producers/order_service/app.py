@@ -2,10 +2,10 @@
 
 The notify endpoint is small on purpose: read the body and hand it to the
 group writer, whose groups go through the notify intake (intake.py: read
-the form, verify, parse, store) in the order store process; reply. The reply is ``success``
-for a new paid order, a duplicate, or an accepted non-paid status (so the
-provider stops retrying), and a 4xx with the reason otherwise; a refused
-notify writes nothing.
+the form, verify, parse, store) in the order store process; reply. The
+reply is ``success`` for a new paid order, a duplicate, or an accepted
+non-paid status (so the provider stops retrying), and a 4xx with the reason
+otherwise; a refused notify writes nothing.
 
 It is the service's hot path, so it is served one level below tornado.web, as
 a message delegate of Tornado's HTTP server: at 1,500 notifies/s on two cores,

@@ -1,4 +1,4 @@
-"""Payment notify intake: verify, parse and store a group of notifies, with the reply each one gets.
+"""Payment notify intake: read, verify, parse and store a group of notifies, with the reply each one gets.
 
 The HTTP process only reads each notify's body; everything after that
 happens here, one group at a time, in the order store process (or on a

@@ -3,10 +3,10 @@
 The endpoint takes `writer.submit(received)`, a future of the notify's
 reply; one task on the loop takes whatever is queued (up to `max_batch`),
 hands it to `commit` in one call and resolves each future with its own
-reply. While one batch commits the next one gathers, so under load a
-transaction carries many orders and the single SQLite writer keeps up; with
-one notify in flight a batch is just that notify, so nothing waits for
-company.
+reply. While one batch commits the next one gathers (for at least
+`gather_s` under load, see `GroupWriter`), so under load a transaction
+carries many orders and the single SQLite writer keeps up; a lone notify
+is a batch of its own and waits for no company.
 
 `commit` is the notify intake (intake.py: read, verify, parse, store) for a whole
 group, wherever it runs: in the order store's own process (store_process.py,
