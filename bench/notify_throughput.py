@@ -448,9 +448,8 @@ def report(args, phases: list[Phase], checks: dict[str, bool], facts: dict, load
         "reply: for the order service, its HTTP process and its store process (intake, group commits, "
         "outbox relay). The HTTP process does the same work for every notify, so its figure follows the "
         "speed of the machine: on a shared machine the same work takes more CPU time in a slow spell. "
-        "When 3 s of arrivals are "
-        "due but unanswered, the open loop stops offering load (the server is overloaded; its p99 is "
-        "then far past the target) and says so below.",
+        "When 3 s of arrivals are due but unanswered, the open loop stops offering load (the server is "
+        "overloaded; its p99 is then far past the target) and says so below.",
         "",
         f"- command: `{command.strip()}`",
         f"- date: {date.today().isoformat()} ({datetime.now(timezone.utc).strftime('%H:%M')} UTC)",
