@@ -189,8 +189,13 @@ def kafka_service(settings: Settings) -> Service:
                 raise StackError(f"formatting Kafka storage in {root / 'data'} failed:\n"
                                  f"{formatted.stdout}{formatted.stderr}")
 
+    # C1 only (no C2 JIT): on a machine this size, the broker's C2 compiler thread took a whole
+    # core for a few hundred milliseconds at a time, again and again for minutes after the start,
+    # and every service beside it waited. At the local stack's rates the C1 code is enough:
+    # measured at 1,500 notifies/s, the broker used 0.06-0.08 cores instead of 0.14 and the
+    # order service's p99 went from 24-28 to 12-17 ms (BENCHMARKS.md).
     argv = [java(), f"-Xmx{settings.kafka_heap}", f"-Xms{settings.kafka_heap}", "-XX:+UseG1GC",
-            "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={root / 'log4j2.properties'}",
+            "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={root / 'log4j2.properties'}",
             "-cp", f"{jars}/*", "kafka.Kafka", str(config)]
     return Service("kafka", argv, settings.logs_dir / "kafka.log", prepare=prepare,
                    health=lambda: kafka_ready(settings.kafka_servers),
