@@ -57,7 +57,7 @@ from rich.table import Table
 
 from bench import loadgen
 from producers.order_service.app import NOTIFY_PATH
-from rtdash.stack import Service, ensure_topics, free_port, http_ok, kafka_service, python_service
+from rtdash.stack import Service, ensure_topics, free_port, http_ok, kafka_service, proc_stat, python_service
 from rtdash.settings import Settings
 
 console = Console(width=None if Console().is_terminal else 150)
@@ -120,17 +120,17 @@ def listening_pids(ports: set[int]) -> list[str]:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = proc_stat(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def children(pid: int) -> list[int]:
     """The processes whose parent is `pid` (the order service's store process)."""
     out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for entry in Path("/proc").glob("[0-9]*"):
         try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(stat.parent.name))
+            if int(proc_stat(int(entry.name))[1]) == pid:
+                out.append(int(entry.name))
         except (OSError, ValueError, IndexError):
             continue
     return out

@@ -195,8 +195,8 @@ def kafka_service(settings: Settings) -> Service:
     # measured at 1,500 notifies/s, the broker used 0.06-0.08 cores instead of 0.14 and the
     # order service's p99 went from 24-28 to 12-17 ms (BENCHMARKS.md).
     argv = [java(), f"-Xmx{settings.kafka_heap}", f"-Xms{settings.kafka_heap}", "-XX:+UseG1GC",
-            "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={root / 'log4j2.properties'}",
-            "-cp", f"{jars}/*", "kafka.Kafka", str(config)]
+            "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={root / 'log4j2.properties'}", "-cp", f"{jars}/*", "kafka.Kafka", str(config)]
     return Service("kafka", argv, settings.logs_dir / "kafka.log", prepare=prepare,
                    health=lambda: kafka_ready(settings.kafka_servers),
                    address=f"kafka://{settings.kafka_servers}", ready_timeout=90)
@@ -421,6 +421,12 @@ def _address_busy(address: str) -> bool:
     return port_open(host, int(port))
 
 
+def proc_stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name: state at 0, ppid at 1, utime and
+    stime (clock ticks) at 11 and 12. The name is cut off at its last ')': it may hold spaces."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def _pid_alive(pid: int) -> bool:
     """True while `pid` runs; an exited process not yet reaped (a zombie) counts as gone."""
     try:
@@ -430,7 +436,7 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        return proc_stat(pid)[0] != "Z"
     except OSError:
         return False
 
