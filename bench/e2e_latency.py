@@ -194,7 +194,7 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="rtdash-bench-"))
     overrides = dict(home=home, kafka_port=free_port(), kafka_controller_port=free_port(),
                      redis_port=free_port(), order_service_port=free_port(), push_port=free_port(),
-                     orders_job_health_port=free_port())
+                     jobs_health_port=free_port())
     if args.trigger is not None:
         overrides["spark_trigger_seconds"] = args.trigger
     if args.shuffle_partitions is not None:

@@ -329,12 +329,12 @@ def main() -> None:
         settings = settings.model_copy(update={"spark_trigger_seconds": args.trigger_seconds})
     spark = build_session(settings, "rtdash-orders")
     state = JobState()
-    health = serve_health(state, settings.bind_host, settings.orders_job_health_port)
+    health = serve_health(state, settings.bind_host, settings.jobs_health_port)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     log.info("orders job running; health on http://%s:%d/healthz", settings.bind_host,
-             settings.orders_job_health_port)
+             settings.jobs_health_port)
     try:
         supervise(spark, settings, state, stop)
     finally:

@@ -15,7 +15,18 @@ from __future__ import annotations
 
 ORDERS_TODAY = "orders.today"
 ORDERS_PER_MINUTE = "orders.per_minute"
-CHANNELS = (ORDERS_TODAY, ORDERS_PER_MINUTE)
+# Traffic channels (jobs/traffic.py), shapes in DESIGN.md "Traffic analytics channels".
+TRAFFIC_TODAY = "traffic.today"
+TRAFFIC_PER_MINUTE = "traffic.per_minute"
+SEARCH_TERMS_TODAY = "search.terms.today"
+SEARCH_TERMS_RECENT = "search.terms.recent"
+SEARCH_PRODUCTS_TODAY = "search.products.today"
+ROUTES_PER_MINUTE = "routes.per_minute"
+# Alert rules pending or firing now (jobs/alerts.py).
+ALERTS = "alerts"
+TRAFFIC_CHANNELS = (TRAFFIC_TODAY, TRAFFIC_PER_MINUTE, SEARCH_TERMS_TODAY, SEARCH_TERMS_RECENT,
+                    SEARCH_PRODUCTS_TODAY, ROUTES_PER_MINUTE)
+CHANNELS = (ORDERS_TODAY, ORDERS_PER_MINUTE, *TRAFFIC_CHANNELS, ALERTS)
 
 
 def snapshot_key(prefix: str, channel: str) -> str:

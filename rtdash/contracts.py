@@ -81,9 +81,35 @@ class GatewayRequest:
     result_product_ids: list[str] | None = None  # product ids a search returned
     product_id: str | None = None           # product of a product page
     extras: dict[str, str] | None = None
+    # True when the gateway recognised a crawler (BOT_USER_AGENT); absent in events of older gateways,
+    # so the traffic job applies the same User-Agent rule itself too.
+    bot: bool | None = None
 
     def key(self) -> bytes:
         return self.visitor_id.encode()
+
+
+@dataclass(frozen=True)
+class AlertStateChanged:
+    """An alert rule changed state: published to topic ``alerts``, key = rule name.
+
+    Written by the alerts job (jobs/alerts.py) when a rule becomes ``pending``,
+    ``firing`` or ``resolved`` (Grafana's alert states); the ``alerts`` dashboard
+    channel carries the rules pending or firing now.
+    """
+
+    topic: ClassVar[str] = "alerts"
+
+    rule: str              # e.g. "orders_drop", "gateway_5xx_share"
+    state: str             # "pending", "firing" or "resolved"
+    since: datetime        # when the rule entered this state
+    value: float           # the rule's value at this evaluation
+    baseline: float | None  # what it was compared with (the earlier hour for orders_drop), if anything
+    message: str           # one line for people
+    evaluated_at: datetime
+
+    def key(self) -> bytes:
+        return self.rule.encode()
 
 
 def format_ts(value: datetime) -> str:

@@ -46,7 +46,10 @@ class Settings(BaseSettings):
     shop_port: int = 8002
     payment_provider_port: int = 8003
     push_port: int = 8888
-    orders_job_health_port: int = 8011
+    # Health endpoint of the Spark application (every query: orders, traffic, alerts).
+    jobs_health_port: int = 8011
+    sms_gateway_port: int = 8004
+    notifier_health_port: int = 8012
 
     # Any SQLAlchemy URL; empty means SQLite at <home>/orders.db.
     database_url: str = ""
@@ -73,6 +76,18 @@ class Settings(BaseSettings):
     spark_max_orders_per_batch: int = Field(default=50_000, gt=0)
     # Duplicate order events closer than this (by Kafka timestamp) are dropped.
     dedupe_watermark: str = "1 hour"
+
+    # --- traffic job (jobs/traffic.py) ---
+    # How late (event time, behind the newest event seen) a gateway event may be and still count;
+    # later ones are counted as late in the job's health and metrics, not in the figures.
+    traffic_lateness_seconds: int = Field(default=300, ge=0)
+    # An event more than this ahead of the job's clock is out of range and goes to the dead letters.
+    traffic_max_future_seconds: int = Field(default=300, ge=0)
+    # Kafka records one traffic micro-batch takes at most (a backlog is caught up in batches of this size).
+    spark_max_gateway_events_per_batch: int = Field(default=500_000, gt=0)
+    # Days (of event time) the per-day traffic figures are kept in Redis; minute detail is kept for today.
+    traffic_keep_days: int = Field(default=8, gt=0)
+    alerts_topic: str = "alerts"
 
     # --- gateway (issue: API gateway) ---
     gateway_topic: str = "gateway"

@@ -285,7 +285,8 @@ def kafka_ready(bootstrap: str) -> bool:
 
 def stack_topics(settings: Settings) -> list[str]:
     """The topics the local stack creates at start (docker-compose.yml's kafka-init creates the same)."""
-    return [settings.orders_topic, settings.orders_dlq_topic, settings.gateway_topic]
+    return [settings.orders_topic, settings.orders_dlq_topic, settings.gateway_topic, settings.gateway_dlq_topic,
+            settings.alerts_topic]
 
 
 def ensure_topics(settings: Settings, topics: Iterable[str] | None = None) -> list[str]:
@@ -359,7 +360,7 @@ def local_stack(settings: Settings) -> list[Service]:
         python_service(settings, "shop", "producers.shop", settings.shop_port, ready_timeout=90),
         python_service(settings, "gateway", "producers.gateway", settings.gateway_port,
                        health_path="/_gateway/healthz"),
-        python_service(settings, "orders_job", "jobs.orders", settings.orders_job_health_port, ready_timeout=180),
+        python_service(settings, "orders_job", "jobs.orders", settings.jobs_health_port, ready_timeout=180),
         python_service(settings, "push_server", "push_server", settings.push_port),
     ]
 

@@ -21,7 +21,7 @@ def stack_settings(tmp_path_factory) -> Settings:
     return Settings(
         _env_file=None, home=home, kafka_port=free_port(), kafka_controller_port=free_port(),
         redis_port=free_port(), order_service_port=free_port(), push_port=free_port(),
-        orders_job_health_port=free_port(), spark_trigger_seconds=0, kafka_heap="384m",
+        jobs_health_port=free_port(), spark_trigger_seconds=0, kafka_heap="384m",
         spark_shuffle_partitions=2, timezone="UTC")
 
 
