@@ -16,13 +16,15 @@ backlog after an outage is caught up in bounded batches.
 Exactly once, end to end: the relay publishes at least once and the dedupe
 stage drops repeated order ids (within RTDASH_DEDUPE_WATERMARK, by Kafka
 timestamp); the checkpoint keeps source offsets and dedupe state; the Redis
-sink applies each batch id once, so a batch Spark replays after a crash does
-not count twice. (Spark drops a record whose Kafka timestamp is already
+sink applies each batch of the query once (jobs/checkpoint.py), so a batch
+Spark replays after a crash does not count twice, and a query whose checkpoint
+was deleted resumes from the offsets Redis holds. (Spark drops a record whose Kafka timestamp is already
 behind the watermark, i.e. more than RTDASH_DEDUPE_WATERMARK older than the
 newest one seen: keep producer clocks within that.) Redis keys and channel
 shapes: `jobs/redis_sink.py`. Events that are not a valid OrderPaid go to the dead-letter
 topic (RTDASH_ORDERS_DLQ_TOPIC) with their original key and value and headers
-`rtdash.error` (the reason, e.g. "amount_cents must be positive") and
+`rtdash.error` (the reason, e.g. "amount_cents must be positive", or out of range:
+over the largest amount a notify can carry, so no sum can overflow in Redis) and
 `rtdash.source` (topic:partition:offset of the original); the job keeps
 running. Dead letters are at least once: a replayed batch may repeat them.
 
@@ -48,24 +50,22 @@ stops the query and the session.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import signal
-import threading
 import time
 from collections.abc import Iterable
 from datetime import datetime
 from functools import reduce
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import redis
 from pyspark.sql import Column, DataFrame, SparkSession, functions as F
 from pyspark.sql.streaming import StreamingQuery
 
+from jobs.checkpoint import CheckpointLog, resume_offsets
 from jobs.redis_sink import MinuteTotal, OrdersSink
+from jobs.service import QuerySpec, run_job
 from jobs.spark import KAFKA_SOURCE_OPTIONS
 from rtdash.contracts import OrderPaid, required_fields, spark_schema
+from rtdash.payments import MAX_AMOUNT_CENTS
 from rtdash.settings import Settings
 
 log = logging.getLogger("rtdash.jobs.orders")
@@ -84,12 +84,16 @@ def query_name(settings: Settings) -> str:
     return f"{QUERY_NAME}[{settings.orders_topic}->{settings.redis_prefix}]"
 
 
-def read_orders(spark: SparkSession, settings: Settings) -> DataFrame:
-    """The `orders` topic as a stream of Kafka records."""
+def checkpoint_location(settings: Settings) -> str:
+    return str((settings.checkpoints_dir / "orders").resolve())
+
+
+def read_orders(spark: SparkSession, settings: Settings, starting_offsets: str = "earliest") -> DataFrame:
+    """The `orders` topic as a stream of Kafka records (from `starting_offsets` when there is no checkpoint)."""
     return (spark.readStream.format("kafka")
             .option("kafka.bootstrap.servers", settings.kafka_servers)
             .option("subscribe", settings.orders_topic)
-            .option("startingOffsets", "earliest")
+            .option("startingOffsets", starting_offsets)
             .option("failOnDataLoss", "false")
             .option("maxOffsetsPerTrigger", str(settings.spark_max_orders_per_batch))
             # A broker outage must not kill the query: keep asking for offsets until it is back.
@@ -105,7 +109,8 @@ def invalid_reason(order: Column) -> Column:
     checks = [(order.isNull() | F.coalesce(*[order[name].cast("string") for name in fields]).isNull(),
                "not a JSON OrderPaid object")]
     checks += [(order[name].isNull(), f"missing or mistyped field {name}") for name in fields]
-    checks += [(order["amount_cents"] <= 0, "amount_cents must be positive")]
+    checks += [(order["amount_cents"] <= 0, "amount_cents must be positive"),
+               (order["amount_cents"] > MAX_AMOUNT_CENTS, f"amount_cents out of range (over {MAX_AMOUNT_CENTS})")]
     first, *rest = checks
     return reduce(lambda acc, check: acc.when(*check), rest, F.when(*first))
 
@@ -190,9 +195,10 @@ class BatchWriter:
     caching every batch for).
     """
 
-    def __init__(self, settings: Settings, sink: OrdersSink):
+    def __init__(self, settings: Settings, sink: OrdersSink, checkpoint: CheckpointLog):
         self.settings = settings
         self.sink = sink
+        self.checkpoint = checkpoint
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.perf_counter()
@@ -202,7 +208,7 @@ class BatchWriter:
              .option("kafka.bootstrap.servers", self.settings.kafka_servers)
              .option("topic", self.settings.orders_dlq_topic).save())
         today = datetime.now(self.settings.tz).date().isoformat()
-        applied = self.sink.apply(batch_id, today, minutes)
+        applied = self.sink.apply(self.checkpoint.batch(batch_id), today, minutes)
         log.info("batch %d: %d orders, %d dead letters, %s in %.0f ms", batch_id,
                  sum(m.count for m in minutes), bad, "applied" if applied else "already applied, skipped",
                  (time.perf_counter() - started) * 1000)
@@ -211,11 +217,12 @@ class BatchWriter:
 def write_orders(orders: DataFrame, settings: Settings, sink: OrdersSink) -> StreamingQuery:
     """Start the streaming write of `transform`'s output: each batch's per-minute totals into `sink`."""
     sink.ensure_today(datetime.now(settings.tz).date().isoformat())  # today's zero before any order
+    checkpoint = checkpoint_location(settings)
     writer = (orders.writeStream
               .queryName(query_name(settings))
               .outputMode("append")
-              .option("checkpointLocation", str((settings.checkpoints_dir / "orders").resolve()))
-              .foreachBatch(BatchWriter(settings, sink)))
+              .option("checkpointLocation", checkpoint)
+              .foreachBatch(BatchWriter(settings, sink, CheckpointLog(orders.sparkSession, checkpoint))))
     if settings.spark_trigger_seconds > 0:
         writer = writer.trigger(processingTime=f"{settings.spark_trigger_seconds} seconds")
     return writer.start()
@@ -233,114 +240,16 @@ def start(spark: SparkSession, settings: Settings) -> StreamingQuery:
     # it would run between an order and the next one, adding a whole batch to their latency.
     # Eviction happens with the next batch that has data instead.
     spark.conf.set("spark.sql.streaming.noDataMicroBatches.enabled", "false")
-    sink = OrdersSink(redis.Redis.from_url(settings.redis), settings.redis_prefix)
-    # events -> parsed, checked, deduped orders -> per-minute totals in Redis
-    orders = transform(read_orders(spark, settings), settings=settings)
-    return write_orders(orders, settings, sink)
-
-
-# --- running as a service ------------------------------------------------------------------
-
-class JobState:
-    """What the health endpoint reports; written by the supervisor, read by the HTTP thread."""
-
-    def __init__(self) -> None:
-        self.query: StreamingQuery | None = None
-        self.restarts = 0
-        self.last_error: str | None = None
-
-    def health(self) -> dict:
-        query = self.query
-        progress = query.lastProgress if query is not None else None
-        active = query is not None and query.isActive
-        name = query.name if query is not None else QUERY_NAME
-        return {"status": "ok" if active else "starting", "service": "orders_job", "query": name,
-                "active": active, "query_status": query.status["message"] if active else None,
-                "restarts": self.restarts, "last_error": self.last_error,
-                "last_batch": progress["batchId"] if progress else None,
-                "last_input_rows": progress["numInputRows"] if progress else None,
-                "last_batch_ms": progress["durationMs"].get("triggerExecution") if progress else None}
-
-
-def serve_health(state: JobState, host: str, port: int) -> ThreadingHTTPServer:
-    class Health(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            health = state.health()
-            body = json.dumps(health).encode()
-            if self.path != "/healthz":
-                self.send_response(404)
-            else:
-                self.send_response(200 if health["active"] else 503)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_args) -> None:
-            pass
-
-    server = ThreadingHTTPServer((host, port), Health)
-    threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
-    return server
-
-
-def supervise(spark: SparkSession, settings: Settings, state: JobState, stop: threading.Event) -> None:
-    """Run the query until `stop`; if it fails (or cannot start), restart it from the checkpoint with backoff."""
-    backoff = 1.0
-    while not stop.is_set():
-        started = time.monotonic()
-        try:
-            state.query = start(spark, settings)
-        except Exception as exc:  # noqa: BLE001 - e.g. Redis not up yet: retry like a failed query
-            state.last_error = f"cannot start: {exc}"
-        else:
-            log.info("query %s started (checkpoint %s)", QUERY_NAME, settings.checkpoints_dir / "orders")
-            while not stop.is_set() and state.query.isActive:
-                stop.wait(0.5)  # supervision only; the data path is Spark's own
-            if stop.is_set():
-                try:
-                    state.query.stop()
-                except Exception as exc:  # noqa: BLE001 - stopTimeout passed; the session stop ends it
-                    log.warning("query %s did not stop in time: %s", QUERY_NAME, str(exc).splitlines()[0])
-                return
-            error = state.query.exception()
-            state.last_error = str(error) if error else "query stopped"
-        state.restarts += 1
-        if time.monotonic() - started > 60:
-            backoff = 1.0  # it ran for a while: this is a new failure, not the same one again
-        log.error("query %s failed, restarting from the checkpoint in %.0fs: %s", QUERY_NAME, backoff,
-                  state.last_error.splitlines()[0])
-        stop.wait(backoff)
-        backoff = min(backoff * 2, 30.0)
+    client = redis.Redis.from_url(settings.redis)
+    sink = OrdersSink(client, settings.redis_prefix, query_name(settings))
+    # events (from where Redis says this query got to, when its checkpoint is new)
+    #   -> parsed, checked, deduped orders -> per-minute totals in Redis
+    records = read_orders(spark, settings, resume_offsets(client, settings.redis_prefix, query_name(settings)))
+    return write_orders(transform(records, settings=settings), settings, sink)
 
 
 def main() -> None:
-    from jobs.spark import build_session
-    from rtdash.logs import setup_logging
-
-    parser = argparse.ArgumentParser(
-        description="Today's paid orders, from Kafka to Redis (other settings: RTDASH_*, see the module docstring).")
-    parser.add_argument("--trigger-seconds", type=float, default=None,
-                        help="micro-batch interval; 0 starts the next batch as soon as data is there")
-    args = parser.parse_args()
-    setup_logging()
-    settings = Settings()
-    if args.trigger_seconds is not None:
-        settings = settings.model_copy(update={"spark_trigger_seconds": args.trigger_seconds})
-    spark = build_session(settings, "rtdash-orders")
-    state = JobState()
-    health = serve_health(state, settings.bind_host, settings.jobs_health_port)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    log.info("orders job running; health on http://%s:%d/healthz", settings.bind_host,
-             settings.jobs_health_port)
-    try:
-        supervise(spark, settings, state, stop)
-    finally:
-        health.shutdown()
-        spark.stop()
-        log.info("orders job stopped")
+    run_job([QuerySpec("orders", start)], app_name="rtdash-orders", description=__doc__)
 
 
 if __name__ == "__main__":

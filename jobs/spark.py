@@ -54,7 +54,11 @@ def build_session(settings: Settings, app_name: str, *, ui: bool = False) -> Spa
             # In local mode the driver's JVM runs the micro-batches too. The parallel collector,
             # not G1: on a small machine G1's concurrent threads take CPU from the batches, and
             # with G1 the slowest batches were slower (BENCHMARKS.md).
-            builder = builder.config("spark.driver.extraJavaOptions", "-XX:+UseParallelGC")
+            builder = (builder.config("spark.driver.extraJavaOptions", "-XX:+UseParallelGC")
+                       # Driver and executors share one JVM: bind and advertise the loopback, like
+                       # every other service, not whatever interface the hostname resolves to.
+                       .config("spark.driver.bindAddress", "127.0.0.1")
+                       .config("spark.driver.host", "127.0.0.1"))
     spark = (builder
              .config("spark.sql.session.timeZone", settings.timezone)
              .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))

@@ -9,8 +9,10 @@ import pytest
 import redis
 from pyspark.sql import Row
 
-from jobs.orders import JobState, start, transform, write_orders
+from jobs.orders import start, transform, write_orders
+from jobs.checkpoint import Batch
 from jobs.redis_sink import OrdersSink
+from jobs.service import QueryState
 from rtdash.channels import ORDERS_PER_MINUTE, ORDERS_TODAY, snapshot_key
 from rtdash.contracts import OrderPaid, to_json
 
@@ -46,7 +48,7 @@ def test_stream_dedupes_across_batches_and_resumes_exactly_after_restart(spark, 
 
     def run_until_caught_up() -> dict:
         stream = spark.readStream.schema(RECORD_SCHEMA).option("maxFilesPerTrigger", 1).parquet(str(incoming))
-        sink = OrdersSink(redis_client, job_settings.redis_prefix)
+        sink = OrdersSink(redis_client, job_settings.redis_prefix, "orders_today")
         query = write_orders(transform(stream, settings=job_settings), job_settings, sink)
         try:
             query.processAllAvailable()
@@ -57,7 +59,7 @@ def test_stream_dedupes_across_batches_and_resumes_exactly_after_restart(spark, 
     arrive("1", [order("A", 100, now), order("B", 200, now), order("A", 100, now)])
     arrive("2", [order("B", 200, now), order("C", 300, now)])
     assert run_until_caught_up() == {"date": now.date().isoformat(), "count": 3, "amount_cents": 600}
-    assert OrdersSink(redis_client, job_settings.redis_prefix).last_batch() >= 1  # two batches at least
+    assert OrdersSink(redis_client, job_settings.redis_prefix).last_batch()[1] >= 1  # two batches at least
 
     arrive("3", [order("C", 300, now), order("D", 400, now)])
     assert run_until_caught_up() == {"date": now.date().isoformat(), "count": 4, "amount_cents": 1000}
@@ -88,29 +90,41 @@ def test_kafka_query_dead_letters_bad_records_and_counts_each_order_once(spark, 
             producer.send(job.orders_topic, key=b"k", value=value)
         producer.flush()
 
-    state, health = JobState(), {}   # health: what /healthz said once the query caught up
+    health = {}   # what /healthz said of the query once it caught up
 
     def run_until_caught_up() -> dict:
-        query = state.query = start(spark, job)
+        query = start(spark, job)
         try:
             query.processAllAvailable()
-            health.update(state.health())
+            health.update(QueryState("orders", query).health())
         finally:
             query.stop()
         return today_data(job)
 
     try:
         send([order(f"O{i}", 100 + i, now) for i in range(20)]
-             + [order("O3", 103, now), order("O7", 107, now), b"garbage", order("BAD", 0, now)])
+             + [order("O3", 103, now), order("O7", 107, now), b"garbage", order("BAD", 0, now),
+                order("HUGE", 10**15, now)])
         assert run_until_caught_up() == {"date": now.date().isoformat(), "count": 20,
                                          "amount_cents": sum(100 + i for i in range(20))}
         client = redis.Redis.from_url(jobs_redis)
-        assert OrdersSink(client, job.redis_prefix).last_batch() == 3  # 24 records, 7 per batch
-        client.close()
+        sink = OrdersSink(client, job.redis_prefix, "orders_today[orders.jobtest->kafkajobtest]")
+        assert sink.last_batch()[1] == 3  # 25 records, 7 per batch
+        first_query = sink.last_batch()[0]
         assert health["active"] and health["last_batch"] == 3 and health["last_batch_ms"] > 0
         send([order(f"P{i}", 1000, now) for i in range(5)] + [order("O1", 101, now)])
         assert run_until_caught_up() == {"date": now.date().isoformat(), "count": 25,
                                          "amount_cents": sum(100 + i for i in range(20)) + 5000}
+
+        # The checkpoint deleted, Redis kept: the new query (new id, batch ids from 0 again) resumes
+        # where the applied batches ended, neither skipping its first batches nor re-counting the topic.
+        shutil.rmtree(job.checkpoints_dir / "orders")
+        send([order(f"Q{i}", 7, now) for i in range(3)])
+        assert run_until_caught_up() == {"date": now.date().isoformat(), "count": 28,
+                                         "amount_cents": sum(100 + i for i in range(20)) + 5000 + 21}
+        query_id, batch_id = sink.last_batch()
+        assert query_id != first_query and batch_id == 0
+        client.close()
     finally:
         producer.close()
     consumer = KafkaConsumer(job.orders_dlq_topic, bootstrap_servers=job.kafka_servers,
@@ -120,4 +134,5 @@ def test_kafka_query_dead_letters_bad_records_and_counts_each_order_once(spark, 
     finally:
         consumer.close()
     assert letters == {order("BAD", 0, now): b"amount_cents must be positive",
+                       order("HUGE", 10**15, now): b"amount_cents out of range (over 999999999)",
                        b"garbage": b"not a JSON OrderPaid object"}

@@ -6,11 +6,16 @@ import time
 
 import pytest
 
+from jobs.checkpoint import Batch
 from jobs.redis_sink import MinuteTotal, OrdersSink
 from rtdash.channels import ORDERS_PER_MINUTE, ORDERS_TODAY, live_channel, snapshot_key
 
 PREFIX = "t"
 TODAY = "2026-11-26"
+
+
+def batch(batch_id: int, query_id: str = "q1") -> Batch:
+    return Batch(query_id, batch_id, '{"orders":{"0":%d}}' % (10 * batch_id))
 
 
 @pytest.fixture
@@ -46,11 +51,11 @@ def snapshot(client, channel):
 
 def test_a_batch_counts_once_and_publishes_exact_envelopes(sink, live, redis_client):
     first = [MinuteTotal(TODAY, "15:59", 2, 1250), MinuteTotal("2026-11-25", "23:59", 1, 5)]
-    assert sink.apply(1, TODAY, first) is True
-    assert sink.apply(1, TODAY, first) is False          # replayed after a crash: no change
-    assert sink.apply(2, TODAY, [MinuteTotal(TODAY, "16:00", 1, 100)]) is True
-    assert sink.apply(0, TODAY, first) is False          # an older batch neither
-    assert sink.last_batch() == 2
+    assert sink.apply(batch(1), TODAY, first) is True
+    assert sink.apply(batch(1), TODAY, first) is False          # replayed after a crash: no change
+    assert sink.apply(batch(2), TODAY, [MinuteTotal(TODAY, "16:00", 1, 100)]) is True
+    assert sink.apply(batch(0), TODAY, first) is False          # an older batch neither
+    assert sink.last_batch() == ("q1", 2)
 
     assert snapshot(redis_client, ORDERS_TODAY) == {
         "channel": ORDERS_TODAY, "seq": 2, "data": {"date": TODAY, "count": 3, "amount_cents": 1350}}
@@ -74,8 +79,8 @@ def test_a_batch_counts_once_and_publishes_exact_envelopes(sink, live, redis_cli
 
 def test_large_amounts_stay_exact_integers(sink, redis_client):
     big = 2**53 + 1   # a Lua number (double) on the way would round it
-    sink.apply(0, TODAY, [MinuteTotal(TODAY, "09:30", 1, big)])
-    sink.apply(1, TODAY, [MinuteTotal(TODAY, "09:30", 1, big)])
+    sink.apply(batch(0), TODAY, [MinuteTotal(TODAY, "09:30", 1, big)])
+    sink.apply(batch(1), TODAY, [MinuteTotal(TODAY, "09:30", 1, big)])
     raw = redis_client.get(snapshot_key(PREFIX, ORDERS_TODAY)).decode()
     assert f'"amount_cents":{2 * big}}}' in raw
     assert snapshot(redis_client, ORDERS_PER_MINUTE)["data"]["minutes"] == {
@@ -83,10 +88,10 @@ def test_large_amounts_stay_exact_integers(sink, redis_client):
 
 
 def test_a_new_day_gets_zero_snapshots_once(sink, live, redis_client):
-    sink.apply(0, "2026-11-25", [MinuteTotal("2026-11-25", "23:59", 3, 300)])
+    sink.apply(batch(0), "2026-11-25", [MinuteTotal("2026-11-25", "23:59", 3, 300)])
     assert sink.ensure_today(TODAY) is True
     assert sink.ensure_today(TODAY) is False
-    assert sink.last_batch() == 0
+    assert sink.last_batch() == ("q1", 0)
     assert snapshot(redis_client, ORDERS_TODAY)["data"] == {"date": TODAY, "count": 0, "amount_cents": 0}
     assert snapshot(redis_client, ORDERS_PER_MINUTE)["data"] == {"date": TODAY, "minutes": {}}
     assert [m["data"] for m in live(4)] == [
@@ -95,5 +100,19 @@ def test_a_new_day_gets_zero_snapshots_once(sink, live, redis_client):
         {"date": TODAY, "count": 0, "amount_cents": 0},
         {"date": TODAY, "minutes": {}}]
     # a batch with only yesterday's late orders still moves the dashboard to today
-    sink.apply(1, "2026-11-27", [MinuteTotal(TODAY, "23:58", 1, 10)])
+    sink.apply(batch(1), "2026-11-27", [MinuteTotal(TODAY, "23:58", 1, 10)])
     assert snapshot(redis_client, ORDERS_TODAY)["data"] == {"date": "2026-11-27", "count": 0, "amount_cents": 0}
+
+
+def test_a_new_checkpoint_is_a_new_query_whose_batches_start_at_zero(sink, redis_client):
+    """A deleted checkpoint restarts batch ids at 0 under a new query id: not replays, applied."""
+    sink.apply(batch(5), TODAY, [MinuteTotal(TODAY, "10:00", 1, 100)])
+    assert sink.apply(batch(0, "q2"), TODAY, [MinuteTotal(TODAY, "10:01", 2, 200)]) is True
+    assert sink.apply(batch(0, "q2"), TODAY, [MinuteTotal(TODAY, "10:01", 2, 200)]) is False
+    assert sink.last_batch() == ("q2", 0)
+    assert snapshot(redis_client, ORDERS_TODAY)["data"] == {"date": TODAY, "count": 3, "amount_cents": 300}
+    # the offsets the last applied batch ended at are kept with it, for a query without a checkpoint
+    from jobs.checkpoint import guard_key, resume_offsets
+    assert resume_offsets(redis_client, PREFIX, "orders_today") == '{"orders":{"0":0}}'
+    assert redis_client.hget(guard_key(PREFIX, "orders_today"), "query_id") == b"q2"
+    assert resume_offsets(redis_client, PREFIX, "other_query") == "earliest"

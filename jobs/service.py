@@ -1,0 +1,197 @@
+"""Running rtdash's streaming queries as a service: one Spark application, several queries.
+
+A job module (jobs/orders.py, jobs/traffic.py, jobs/alerts.py) is its data
+flow: read -> transform -> write, ending in a `start(spark, settings)` that
+starts one streaming query. What makes such queries a service lives here, once:
+
+* `run_job(specs, ...)`: the process's main. Parses the arguments, builds the
+  SparkSession, starts every query under a supervisor, serves the health
+  endpoint, and stops the queries and the session on SIGTERM or Ctrl-C;
+* a supervisor thread per query restarts a failed query from its checkpoint,
+  with a capped exponential backoff, so one query's failure (Redis down, a
+  broker outage) leaves the others running;
+* `GET /healthz` on RTDASH_BIND_HOST:RTDASH_JOBS_HEALTH_PORT answers 200 when
+  every query is active (503 otherwise), with one entry per query: status,
+  restarts, last error, and its last micro-batch (id, input rows, duration).
+
+`python -m jobs` runs all of the queries in one application (the local stack
+does this: on a small machine a second driver JVM would take the cores the
+orders path's latency needs); each job file still runs alone, also under
+`spark-submit`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from pyspark.sql import SparkSession
+from pyspark.sql.streaming import StreamingQuery
+
+from rtdash.settings import Settings
+
+log = logging.getLogger("rtdash.jobs")
+
+BACKOFF_FIRST_S = 1.0
+BACKOFF_MAX_S = 30.0
+# A query that ran this long before failing has a new failure: its backoff starts over.
+BACKOFF_RESET_AFTER_S = 60.0
+
+
+@dataclass(frozen=True)
+class QuerySpec:
+    """One streaming query of the application: its health name and how to start it."""
+
+    name: str
+    start: Callable[[SparkSession, Settings], StreamingQuery]
+
+
+@dataclass
+class QueryState:
+    """What the health endpoint reports of one query; written by its supervisor."""
+
+    name: str
+    query: StreamingQuery | None = None
+    restarts: int = 0
+    last_error: str | None = None
+    extra: Callable[[], dict] | None = field(default=None, repr=False)
+
+    def health(self) -> dict:
+        query = self.query
+        active = query is not None and query.isActive
+        progress = query.lastProgress if query is not None else None
+        report = {"active": active, "query": query.name if query is not None else None,
+                  "query_status": query.status["message"] if active else None,
+                  "restarts": self.restarts, "last_error": self.last_error,
+                  "last_batch": progress["batchId"] if progress else None,
+                  "last_input_rows": progress["numInputRows"] if progress else None,
+                  "last_batch_ms": progress["durationMs"].get("triggerExecution") if progress else None}
+        return report
+
+
+class JobRunner:
+    """Starts each query under its own supervisor thread; `stop()` ends them all."""
+
+    def __init__(self, spark: SparkSession, settings: Settings, specs: list[QuerySpec]):
+        if len({spec.name for spec in specs}) != len(specs):
+            raise ValueError("query names must be unique")
+        self.spark = spark
+        self.settings = settings
+        self.specs = specs
+        self.states = {spec.name: QueryState(spec.name) for spec in specs}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for spec in self.specs:
+            thread = threading.Thread(target=self._supervise, args=(spec,), name=f"supervise-{spec.name}")
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def health(self) -> dict:
+        queries = {name: state.health() for name, state in self.states.items()}
+        healthy = all(q["active"] for q in queries.values())
+        return {"status": "ok" if healthy else "starting", "service": "spark_jobs", "active": healthy,
+                "queries": queries}
+
+    def _supervise(self, spec: QuerySpec) -> None:
+        """Run one query until stopped; restart it from its checkpoint when it fails or cannot start."""
+        state = self.states[spec.name]
+        backoff = BACKOFF_FIRST_S
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                state.query = spec.start(self.spark, self.settings)
+            except Exception as exc:  # noqa: BLE001 - e.g. Redis not up yet: retry like a failed query
+                state.last_error = f"cannot start: {exc}"
+            else:
+                log.info("query %s started", state.query.name)
+                while not self._stop.is_set() and state.query.isActive:
+                    self._stop.wait(0.5)  # supervision only; the data path is Spark's own
+                if self._stop.is_set():
+                    _stop_query(state.query)
+                    return
+                error = state.query.exception()
+                state.last_error = str(error) if error else "query stopped"
+            state.restarts += 1
+            if time.monotonic() - started > BACKOFF_RESET_AFTER_S:
+                backoff = BACKOFF_FIRST_S
+            log.error("query %s failed, restarting from its checkpoint in %.0fs: %s", spec.name, backoff,
+                      (state.last_error or "").splitlines()[0] if state.last_error else "")
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+
+def _stop_query(query: StreamingQuery) -> None:
+    try:
+        query.stop()
+    except Exception as exc:  # noqa: BLE001 - stopTimeout passed; stopping the session ends it
+        log.warning("query %s did not stop in time: %s", query.name, str(exc).splitlines()[0])
+    else:
+        log.info("query %s stopped", query.name)
+
+
+def serve_health(runner: JobRunner, host: str, port: int) -> ThreadingHTTPServer:
+    """`GET /healthz` in a thread of its own: 200 when every query is active, else 503."""
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            health = runner.health()
+            body = json.dumps(health).encode()
+            self.send_response(404 if self.path != "/healthz" else 200 if health["active"] else 503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args) -> None:
+            pass
+
+    server = ThreadingHTTPServer((host, port), Health)
+    threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
+    return server
+
+
+def run_job(specs: list[QuerySpec], *, app_name: str, description: str) -> None:
+    """The main of a job process: the queries of `specs` in one Spark application until SIGTERM."""
+    from jobs.spark import build_session
+    from rtdash.logs import setup_logging
+
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trigger-seconds", type=float, default=None,
+                        help="micro-batch interval; 0 starts the next batch as soon as data is there "
+                             "(default RTDASH_SPARK_TRIGGER_SECONDS)")
+    args = parser.parse_args()
+    setup_logging()
+    settings = Settings()
+    if args.trigger_seconds is not None:
+        settings = settings.model_copy(update={"spark_trigger_seconds": args.trigger_seconds})
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    spark = build_session(settings, app_name)
+    runner = JobRunner(spark, settings, specs)
+    health = serve_health(runner, settings.bind_host, settings.jobs_health_port)
+    log.info("%s running queries %s; health on http://%s:%d/healthz", app_name,
+             ", ".join(spec.name for spec in specs), settings.bind_host, settings.jobs_health_port)
+    runner.start()
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        runner.stop()
+        health.shutdown()
+        spark.stop()
+        log.info("%s stopped", app_name)
