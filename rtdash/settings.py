@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     gateway_store_client_ip: bool = False
     # Extra request headers redacted in events (Authorization and Cookie always are).
     gateway_redact_headers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Extra query parameter names (comma list, case-insensitive) whose values are redacted in events,
+    # beyond the secret-looking names the gateway always redacts (token, password, key, ...).
+    gateway_redact_query: str = ""
 
     # Where `make jars` put the JVM dependencies (kafka/ and spark/); empty means <project>/.jars.
     jars_dir: str = ""

@@ -358,8 +358,11 @@ def local_stack(settings: Settings) -> list[Service]:
         python_service(settings, "order_service", "producers.order_service", settings.order_service_port),
         python_service(settings, "payment_provider", "producers.provider", settings.payment_provider_port),
         python_service(settings, "shop", "producers.shop", settings.shop_port, ready_timeout=90),
-        python_service(settings, "gateway", "producers.gateway", settings.gateway_port,
-                       health_path="/_gateway/healthz"),
+        # Its clients are local (the traffic simulator sends each synthetic visitor's address in
+        # X-Forwarded-For): trust loopback, unless RTDASH_TRUSTED_PROXIES says otherwise (even empty).
+        python_service(settings if "trusted_proxies" in settings.model_fields_set
+                       else settings.model_copy(update={"trusted_proxies": ["127.0.0.1", "::1"]}),
+                       "gateway", "producers.gateway", settings.gateway_port, health_path="/_gateway/healthz"),
         python_service(settings, "orders_job", "jobs.orders", settings.jobs_health_port, ready_timeout=180),
         python_service(settings, "push_server", "push_server", settings.push_port),
     ]

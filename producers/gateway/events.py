@@ -13,8 +13,16 @@ of `rtdash.contracts.GatewayRequest`, applying the privacy rules in one place:
   unlinkable across days and across secrets. The secret is
   settings.visitor_secret, or one generated once under <home>/keys/visitor_secret;
 * the raw IP is in the event only with settings.gateway_store_client_ip;
-* Authorization, Cookie, Set-Cookie, Proxy-Authorization and
-  settings.gateway_redact_headers are replaced by "[redacted]".
+* Authorization, Cookie, Set-Cookie, Proxy-Authorization, the headers that
+  carry client addresses (X-Forwarded-For, Forwarded, X-Real-IP, ...: see
+  CLIENT_ADDRESS_HEADERS) and settings.gateway_redact_headers are replaced by
+  "[redacted]";
+* query parameters with a secret-looking name (`secret_query_name`) or one of
+  settings.gateway_redact_query keep their name but have their values replaced
+  by "[redacted]", in ``query`` and in the query of the Referer (the
+  ``referrer`` field and the header). Extractors see the query as it came:
+  they pick business fields (the search term of ``q``), not copies;
+* ``bot`` is `rtdash.traffic_rules.is_bot` of the User-Agent.
 """
 from __future__ import annotations
 
@@ -31,17 +39,32 @@ from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote_plus
 
 from rtdash.contracts import GatewayRequest
 from rtdash.settings import Settings
+from rtdash.traffic_rules import is_bot
 
 from .extractors import Extractor, default_extractors
 
 log = logging.getLogger("rtdash.gateway.events")
 
-ALWAYS_REDACTED = ("authorization", "cookie", "set-cookie", "proxy-authorization")
+# Headers that carry the address of the client (or of a proxy chain): personal data, and what the
+# visitor id hides; the client IP reaches an event only as `client_ip`, with its setting.
+# X-Forwarded-Host and X-Forwarded-Proto (the site and scheme asked for) stay in clear.
+CLIENT_ADDRESS_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip", "x-original-forwarded-for",
+                          "true-client-ip", "cf-connecting-ip", "fastly-client-ip", "x-client-ip",
+                          "x-cluster-client-ip")
+ALWAYS_REDACTED = ("authorization", "cookie", "set-cookie", "proxy-authorization", *CLIENT_ADDRESS_HEADERS)
 REDACTED = "[redacted]"
+# A query parameter name is secret when, lower-cased with camelCase split at "_", it contains one of
+# the first alternatives anywhere, or one of the second as a word (not next to another letter):
+# access_token, apiKey, api-key, APIKEY, X-Amz-Signature, client_secret, new_pwd, sig, auth, sessionId,
+# PHPSESSID are secret; keyword, monkey, author, design, passenger are not.
+SECRET_QUERY_NAME = re.compile(
+    r"token|passw|secret|credential|signature|apikey|accesskey|privatekey|sessid|sessionid"
+    r"|(?<![a-z])(?:key|sig|auth|authorization|session|pwd|pass|jwt|hmac)(?![a-z])")
+_CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 EXTRACTABLE = ("search_term", "result_product_ids", "product_id")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
@@ -68,6 +91,11 @@ class Exchange:
     response_body: bytes | None = None  # bounded copy, only when an extractor needs it
     content_encoding: str | None = None
     extras: dict[str, str] | None = None
+
+
+def secret_query_name(name: str) -> bool:
+    """True when a query parameter of this name looks like it carries a secret (SECRET_QUERY_NAME)."""
+    return SECRET_QUERY_NAME.search(_CAMEL_HUMP.sub("_", name).lower()) is not None
 
 
 def request_id_from(headers: Mapping[str, str]) -> str:
@@ -155,11 +183,13 @@ class EventBuilder:
     """Turns an `Exchange` into a GatewayRequest under the privacy settings and extractors."""
 
     def __init__(self, *, visitors: VisitorIds, trusted: TrustedProxies, store_client_ip: bool = False,
-                 redact: Iterable[str] = (), extractors: Sequence[Extractor] | None = None):
+                 redact: Iterable[str] = (), redact_query: Iterable[str] = (),
+                 extractors: Sequence[Extractor] | None = None):
         self.visitors = visitors
         self.trusted = trusted
         self.store_client_ip = store_client_ip
         self.redact = frozenset(h.lower() for h in (*ALWAYS_REDACTED, *redact))
+        self.redact_query = frozenset(n.strip().lower() for n in redact_query if n.strip())
         self.extractors = list(default_extractors() if extractors is None else extractors)
 
     @classmethod
@@ -167,7 +197,8 @@ class EventBuilder:
         return cls(visitors=VisitorIds(load_visitor_secret(settings), settings.tz),
                    trusted=TrustedProxies(settings.trusted_proxies),
                    store_client_ip=settings.gateway_store_client_ip,
-                   redact=settings.gateway_redact_headers, extractors=extractors)
+                   redact=settings.gateway_redact_headers,
+                   redact_query=settings.gateway_redact_query.split(","), extractors=extractors)
 
     def needs_body(self, route: str, path: str) -> bool:
         """True when an extractor of this request reads the response body (so keep a copy)."""
@@ -194,24 +225,51 @@ class EventBuilder:
                 continue
             extras.update(found.pop("extras", None) or {})
             fields.update({k: v for k, v in found.items() if k in EXTRACTABLE and v is not None})
+        referrer = headers.get("Referer")
         total = round(ex.total_ms, 3)
         upstream = round(ex.upstream_ms, 3) if ex.upstream_ms is not None else None
         return GatewayRequest(
             request_id=ex.request_id, started_at=ex.started_at, method=ex.method, path=ex.path,
-            route=ex.route, query=query, status=ex.status, request_bytes=ex.request_bytes,
+            route=ex.route, query=self.redacted_query(query), status=ex.status, request_bytes=ex.request_bytes,
             response_bytes=ex.response_bytes, total_ms=total,
             gateway_ms=round(max(0.0, total - (upstream or 0.0)), 3),
             visitor_id=self.visitors.visitor_id(client_ip, user_agent or "", ex.started_at),
             source=ex.source, upstream_ms=upstream,
             client_ip=client_ip if self.store_client_ip else None,
-            user_id=ex.user_id or None, user_agent=user_agent, referrer=headers.get("Referer"),
-            headers=self.redacted(headers), extras=extras or None, **fields)
+            user_id=ex.user_id or None, user_agent=user_agent,
+            referrer=self.redacted_url(referrer) if referrer else None,
+            headers=self.redacted(headers), extras=extras or None, bot=is_bot(user_agent), **fields)
 
     def redacted(self, headers: Any) -> dict[str, str]:
         out: dict[str, list[str]] = {}
         for name, value in headers.get_all():
-            out.setdefault(name, []).append(REDACTED if name.lower() in self.redact else value)
+            lower = name.lower()
+            if lower in self.redact:
+                value = REDACTED
+            elif lower == "referer":
+                value = self.redacted_url(value)
+            out.setdefault(name, []).append(value)
         return {name: REDACTED if values[0] == REDACTED else ", ".join(values) for name, values in out.items()}
+
+    def secret_param(self, name: str) -> bool:
+        return name.lower() in self.redact_query or secret_query_name(name)
+
+    def redacted_query(self, query: Mapping[str, list[str]]) -> dict[str, list[str]]:
+        """The parsed query with the values of secret parameters replaced (names and counts kept)."""
+        return {name: [REDACTED] * len(values) if self.secret_param(name) else values
+                for name, values in query.items()}
+
+    def redacted_url(self, url: str) -> str:
+        """`url` with the values of its secret query parameters replaced, everything else as written."""
+        base, mark, rest = url.partition("?")
+        if not mark:
+            return url
+        query, hash_mark, fragment = rest.partition("#")
+        pieces = []
+        for piece in query.split("&"):
+            name, equals, _value = piece.partition("=")
+            pieces.append(f"{name}={REDACTED}" if equals and self.secret_param(unquote_plus(name)) else piece)
+        return f"{base}?{'&'.join(pieces)}{hash_mark}{fragment}"
 
 
 def _joined(headers: Any, name: str) -> str | None:

@@ -9,7 +9,8 @@ from pathlib import Path
 import tornado.web
 from tornado.httputil import HTTPHeaders
 
-from producers.gateway.events import EventBuilder, Exchange, TrustedProxies, VisitorIds, load_visitor_secret
+from producers.gateway.events import (EventBuilder, Exchange, TrustedProxies, VisitorIds, load_visitor_secret,
+                                      secret_query_name)
 from producers.gateway.extractors import product_ids_from_json
 from producers.gateway.mixin import GatewayEventMixin, gateway_events
 from producers.gateway.publisher import MemoryPublisher
@@ -96,6 +97,76 @@ def test_redaction_of_configured_headers(make_gateway):
     assert headers["X-Api-Key"] == headers["X-Session"] == headers["Proxy-Authorization"] == "[redacted]"
     assert headers["X-Visible"] == "v"
     assert "k" not in json.dumps(headers).replace("[redacted]", "")
+
+
+def test_forwarding_headers_are_redacted_in_events_and_passed_on_unchanged(make_gateway):
+    gw = make_gateway(trusted_proxies="127.0.0.1")
+    _, body = gw.request("GET", "/echo", headers={
+        "X-Forwarded-For": "203.0.113.9, 198.51.100.2", "Forwarded": "for=203.0.113.9;proto=https",
+        "X-Real-IP": "203.0.113.9", "True-Client-IP": "203.0.113.9", "X-Forwarded-Host": "shop.example",
+        "User-Agent": UA})
+    event = gw.events()[0]
+    headers = event.headers
+    assert headers["X-Forwarded-For"] == headers["Forwarded"] == headers["X-Real-Ip"] == "[redacted]"
+    assert headers["True-Client-Ip"] == "[redacted]"
+    assert headers["X-Forwarded-Host"] == "shop.example"      # the site asked for, not the person
+    assert event.client_ip is None
+    wire = to_json(event).decode()
+    assert "203.0.113.9" not in wire and "198.51.100.2" not in wire
+    # The upstream still gets the chain, with the gateway's peer appended.
+    echo = json.loads(body)
+    assert [v for k, v in echo["headers"] if k == "X-Forwarded-For"] == ["203.0.113.9, 198.51.100.2, 127.0.0.1"]
+
+
+def test_secret_query_values_are_redacted_names_kept(make_gateway):
+    gw = make_gateway(gateway_redact_query="code, Coupon")
+    referrer = "http://shop.example/reset?user=u1&token=t0p-s3cret&from=mail"
+    _, body = gw.request(
+        "GET", "/search?q=cast+iron&access_token=a1&apiKey=k1&apiKey=k2&password=p1&X-Amz-Signature=s1"
+               "&sig=s2&session=s3&client_secret=s4&keyword=pan&code=c1&coupon=c2&page=2",
+        headers={"User-Agent": UA, "Referer": referrer})
+    event = gw.events()[0]
+    assert event.query == {
+        "q": ["cast iron"], "access_token": ["[redacted]"], "apiKey": ["[redacted]", "[redacted]"],
+        "password": ["[redacted]"], "X-Amz-Signature": ["[redacted]"], "sig": ["[redacted]"],
+        "session": ["[redacted]"], "client_secret": ["[redacted]"], "keyword": ["pan"],
+        "code": ["[redacted]"], "coupon": ["[redacted]"], "page": ["2"]}
+    assert event.search_term == "cast iron" and event.result_product_ids   # q is a search, not a secret
+    assert event.referrer == event.headers["Referer"] == \
+        "http://shop.example/reset?user=u1&token=[redacted]&from=mail"
+    wire = to_json(event).decode()
+    for secret in ("a1", "k1", "k2", "p1", "s1", "s2", "s3", "s4", "c1", "c2", "t0p-s3cret"):
+        assert f'"{secret}"' not in wire and f"={secret}" not in wire, secret
+
+
+def test_secret_query_names():
+    secret = ["token", "access_token", "refreshToken", "apiKey", "api-key", "APIKEY", "AWSAccessKeyId", "key",
+              "password", "passwd", "new_pwd", "secret", "client_secret", "signature", "X-Amz-Signature", "sig",
+              "auth", "auth_code", "session", "sessionId", "PHPSESSID", "jsessionid", "X-Amz-Credential", "jwt"]
+    clear = ["q", "page", "keyword", "monkey", "author", "design", "signup", "passenger", "bypass", "sort",
+             "product_id", "utm_source"]
+    assert [n for n in secret if not secret_query_name(n)] == []
+    assert [n for n in clear if secret_query_name(n)] == []
+
+
+def test_bot_flag_follows_the_traffic_rules(make_gateway):
+    gw = make_gateway()
+    googlebot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+    for agent in (googlebot, UA, "Mozilla/5.0 (compatible; YandexSpider/3.0)"):
+        gw.request("GET", "/products/P00001", headers={"User-Agent": agent})
+    gw.request("GET", "/products/P00001", headers={"User-Agent": ""})
+    bot, browser, spider, blank = gw.events(4)
+    assert (bot.bot, browser.bot, spider.bot, blank.bot) == (True, False, True, False)
+    assert from_json(GatewayRequest, to_json(bot)).bot is True
+
+
+def test_events_without_the_bot_flag_stay_valid(make_gateway):
+    gw = make_gateway()
+    gw.request("GET", "/products/P00001", headers={"User-Agent": UA})
+    written = json.loads(to_json(gw.events()[0]))
+    del written["bot"]                                 # as gateways wrote it before the flag
+    older = from_json(GatewayRequest, json.dumps(written))
+    assert older.bot is None and older.product_id == "P00001"
 
 
 def test_client_ip_stored_only_when_allowed(make_gateway):
@@ -210,6 +281,7 @@ def test_mixin_emits_the_same_event_shape(loop_thread, make_gateway, upstream, t
             server.stop()
         loop_thread.run(stop())
     assert search.source == "in_process" and search.upstream_ms is None
+    assert search.bot is False and proxied.bot is False
     assert search.route == "shop" and search.status == 200
     assert search.search_term == "pan" and search.result_product_ids == ["P00011", "P00012"]
     assert search.user_id == "user0007"
