@@ -21,6 +21,7 @@ def stack_settings(tmp_path_factory) -> Settings:
     return Settings(
         _env_file=None, home=home, kafka_port=free_port(), kafka_controller_port=free_port(),
         redis_port=free_port(), order_service_port=free_port(), push_port=free_port(),
+        gateway_port=free_port(), shop_port=free_port(), payment_provider_port=free_port(),
         jobs_health_port=free_port(), spark_trigger_seconds=0, kafka_heap="384m",
         spark_shuffle_partitions=2, timezone="UTC")
 
@@ -96,6 +97,18 @@ def orders_query(spark, stack_settings, kafka, redis_server):
 @pytest.fixture(scope="session")
 def pipeline(order_service, push_server, orders_query):
     return order_service, push_server, orders_query
+
+
+@pytest.fixture(scope="session")
+def shop_behind_gateway(stack_settings, order_service):
+    """Payment provider, demo shop and gateway in front of the session's order service."""
+    with python_service(stack_settings, "payment_provider", "producers.provider",
+                        stack_settings.payment_provider_port) as provider, \
+            python_service(stack_settings, "shop", "producers.shop", stack_settings.shop_port, ready_timeout=90,
+                           args=["--users", "50"]) as shop, \
+            python_service(stack_settings, "gateway", "producers.gateway", stack_settings.gateway_port,
+                           health_path="/_gateway/healthz") as gateway:
+        yield provider, shop, gateway
 
 
 @pytest.fixture(scope="session")

@@ -1,18 +1,35 @@
 """The dashboard in a real browser: Debian's Chromium, headless, driven by Playwright.
 
 The page must show today's totals from the snapshot, flip to "live", and
-update without a reload when new orders are paid; all of it with no asset from
-outside the push server (the machine has no internet, like many shop floors).
+update without a reload when new orders are paid or shoppers browse; all of it
+with no asset from outside the push server (the machine has no internet, like
+many shop floors) and nothing the page's Content-Security-Policy refuses.
+
+Three tests: paid orders through the whole pipeline; every traffic panel fed
+with envelopes written straight into Redis (its own push server and key
+prefix, so the figures are exactly known: live merges, alerts, hostile search
+terms); and shoppers from the traffic simulator through the gateway and the
+traffic job, with the page compared to the job's Redis snapshots and to the
+`gateway` topic.
 """
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import shutil
+import threading
 import time
+from collections import Counter
+from datetime import datetime, timedelta
 
 import pytest
+import redis
 
 from paying import pay
+from push_server.protocol import encode_envelope
+from rtdash import channels
+from rtdash.stack import free_port, python_service
 
 pytestmark = pytest.mark.integration
 
@@ -37,8 +54,41 @@ def wait_for_text(page, selector: str, predicate, timeout: float = 60) -> str:
         page.wait_for_timeout(100)
 
 
+def wait_until(condition, what: str, timeout: float = 60, page=None):
+    """Poll `condition()` until it returns something truthy; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not so after {timeout:.0f}s")
+        if page is not None:
+            page.wait_for_timeout(100)
+        else:
+            time.sleep(0.1)
+
+
+def ranked(page, list_id: str) -> list[tuple[str, int]]:
+    """(label, count) of each entry of a ranked list, top first."""
+    labels = page.locator(f"#{list_id} li.item .label").all_text_contents()
+    counts = page.locator(f"#{list_id} li.item .count").all_text_contents()
+    return [(label, digits(n)) for label, n in zip(labels, counts)]
+
+
+def route_row(page, route: str) -> dict[str, str]:
+    """The cells of a route's row in the route health table, by class ('' when the row is absent)."""
+    row = page.locator(f'#routes-body tr[data-route="{route}"]')
+    if row.count() != 1:
+        return {}
+    keys = ("requests", "errors", "p50", "p95", "requests-5m", "errors-5m", "error-rate")
+    cells = {key: row.locator(f"td.{key}").text_content() for key in keys}
+    cells["status"] = row.locator("td.status").text_content()
+    return cells
+
+
 @pytest.fixture(scope="module")
-def page():
+def browser():
     from playwright.sync_api import sync_playwright
 
     if not shutil.which(CHROMIUM):
@@ -46,25 +96,206 @@ def page():
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
-            yield browser.new_page()
+            yield browser
         finally:
             browser.close()
 
 
-def test_dashboard_shows_live_totals_and_updates_without_reload(page, pipeline, stack_settings, ground_truth):
-    outside_requests: list[str] = []
-    origin = f"http://127.0.0.1:{stack_settings.push_port}"
-    page.on("request", lambda req: None if req.url.startswith((origin, "ws://127.0.0.1")) or
-            req.url.startswith("data:") else outside_requests.append(req.url))
-    page.goto(origin + "/")
-    wait_for_text(page, "#conn-state", lambda text: text == "live", timeout=30)
+class Watched:
+    """A page that records every request to another origin and every console error (CSP refusals among them)."""
+
+    def __init__(self, browser, origin: str):
+        self.page = browser.new_page()
+        self.origin = origin
+        self.outside_requests: list[str] = []
+        self.console_errors: list[str] = []
+        self.page.on("request", self._request)
+        self.page.on("console", lambda msg: self.console_errors.append(msg.text) if msg.type == "error" else None)
+        self.page.on("pageerror", lambda exc: self.console_errors.append(str(exc)))
+
+    def _request(self, req) -> None:
+        if not req.url.startswith((self.origin, "ws://127.0.0.1", "data:")):
+            self.outside_requests.append(req.url)
+
+    def open(self) -> None:
+        self.page.goto(self.origin + "/")
+        wait_for_text(self.page, "#conn-state", lambda text: text == "live", timeout=30)
+
+    def assert_clean(self) -> None:
+        assert self.outside_requests == []
+        assert self.console_errors == []
+
+
+@pytest.fixture
+def watched(browser):
+    pages: list[Watched] = []
+
+    def open_page(origin: str) -> Watched:
+        pages.append(Watched(browser, origin))
+        pages[-1].open()
+        return pages[-1]
+
+    yield open_page
+    for w in pages:
+        w.page.close()
+
+
+def test_dashboard_shows_live_totals_and_updates_without_reload(watched, pipeline, stack_settings, ground_truth):
     count, amount = ground_truth.paid_totals()
-    wait_for_text(page, "#orders-count", lambda text: digits(text) == count)
+    w = watched(f"http://127.0.0.1:{stack_settings.push_port}")
+    wait_for_text(w.page, "#orders-count", lambda text: digits(text) == count)
 
     report = pay(stack_settings, 10, seed=21)
     assert report.accepted_orders == 10
     count, amount = ground_truth.paid_totals()
-    wait_for_text(page, "#orders-count", lambda text: digits(text) == count)
-    assert digits(page.text_content("#orders-count")) == count
-    assert digits(page.text_content("#orders-amount")) == amount  # ¥1,234.50 -> 123450 cents
-    assert outside_requests == []
+    wait_for_text(w.page, "#orders-count", lambda text: digits(text) == count)
+    assert digits(w.page.text_content("#orders-count")) == count
+    assert digits(w.page.text_content("#orders-amount")) == amount  # ¥1,234.50 -> 123450 cents
+    w.assert_clean()
+
+
+# --- every traffic panel, fed straight through Redis ---------------------------------------
+
+class Publisher:
+    """Writes envelopes the way the jobs do: INCR the seq, SET the snapshot, PUBLISH the live message."""
+
+    def __init__(self, client: redis.Redis, prefix: str):
+        self.client = client
+        self.prefix = prefix
+
+    def send(self, channel: str, data: dict, live: dict | None = None) -> int:
+        """`data` becomes the snapshot; `live` (default: the same) is what is published."""
+        seq = self.client.incr(channels.seq_key(self.prefix, channel))
+        self.client.set(channels.snapshot_key(self.prefix, channel), encode_envelope(channel, seq, data))
+        self.client.publish(channels.live_channel(self.prefix, channel),
+                            encode_envelope(channel, seq, data if live is None else live))
+        return seq
+
+
+@pytest.fixture(scope="module")
+def injected_dashboard(stack_settings, redis_server):
+    """A push server of its own on the session's Redis, under a key prefix no job writes to."""
+    settings = stack_settings.model_copy(update={"redis_prefix": "dashboard-test", "push_port": free_port()})
+    client = redis.Redis.from_url(settings.redis)
+    with python_service(settings, "push_server_dashboard_test", "push_server", settings.push_port):
+        try:
+            yield f"http://127.0.0.1:{settings.push_port}", Publisher(client, settings.redis_prefix), settings
+        finally:
+            client.close()
+
+
+HOSTILE_TERM = "<script>document.title='owned'</script>"
+HOSTILE_MESSAGE = '5xx share 12% on shop <img src=x onerror="document.title=1">'
+
+
+def test_traffic_panels_show_snapshots_merge_live_minutes_and_raise_alerts(watched, injected_dashboard):
+    origin, publisher, settings = injected_dashboard
+    now = datetime.now(settings.tz)
+    today, tomorrow = now.date().isoformat(), (now + timedelta(days=1)).date().isoformat()
+    this_minute, minute_before = now.strftime("%H:%M"), (now - timedelta(minutes=1)).strftime("%H:%M")
+    if minute_before > this_minute:  # just after midnight: keep both minutes on today
+        this_minute, minute_before = "00:01", "00:00"
+
+    publisher.send("traffic.today", {"date": today, "page_views": 12345, "visitors": 678, "logged_in_users": 90,
+                                     "searches": 4321, "bot_requests": 55})
+    publisher.send("traffic.per_minute", {"date": today, "minutes": {
+        minute_before: {"page_views": 30, "visitors": 12, "requests": 41, "errors": 0},
+        this_minute: {"page_views": 12, "visitors": 5, "requests": 20, "errors": 1}}})
+    terms = [{"term": "oak table", "count": 40}, {"term": HOSTILE_TERM, "count": 7},
+             {"term": "  wool   rug ", "count": 3}, {"term": "椅子", "count": 2}]
+    publisher.send("search.terms.today", {"date": today, "terms": terms})
+    publisher.send("search.terms.recent", {"window_start": (now - timedelta(minutes=10)).isoformat(),
+                                           "window_end": now.isoformat(),
+                                           "terms": [{"term": "wool rug", "count": 2}]})
+    publisher.send("search.products.today", {"date": today, "products": [
+        {"product_id": "p0042", "count": 19, "name": "Oak Table <b>XL</b>"}, {"product_id": "p0007", "count": 4}]})
+    publisher.send("routes.per_minute", {"date": today, "minutes": {
+        minute_before: {"shop": {"requests": 41, "errors": 0, "p50_ms": 3.25, "p95_ms": 18.0}},
+        this_minute: {"shop": {"requests": 20, "errors": 1, "p50_ms": 4.0, "p95_ms": 120.4}}}})
+    publisher.send("alerts", {"alerts": []})
+
+    w = watched(origin)
+    page = w.page
+    # The snapshot of every channel, as sent.
+    wait_for_text(page, "#traffic-page-views", lambda text: text == "12,345")
+    assert digits(page.text_content("#traffic-visitors")) == 678
+    assert digits(page.text_content("#traffic-logged-in")) == 90
+    assert digits(page.text_content("#traffic-searches")) == 4321
+    assert "55 bot requests" in page.text_content("#traffic-bots")
+    assert page.text_content("#traffic-date") == today
+    assert digits(page.text_content("#traffic-hour-views")) == 42
+    assert digits(page.text_content("#traffic-hour-errors")) == 1
+    # Search terms are shoppers' input: shown as text, never markup.
+    assert ranked(page, "terms-today") == [(t["term"], t["count"]) for t in terms]
+    assert page.locator("#terms-today script, #products-today b").count() == 0
+    assert page.title() != "owned"
+    assert ranked(page, "terms-recent") == [("wool rug", 2)]
+    assert re.fullmatch(r"\d\d:\d\d–\d\d:\d\d", page.text_content("#terms-recent-window"))
+    assert ranked(page, "products-today") == [("Oak Table <b>XL</b>", 19), ("p0007", 4)]
+    assert page.locator("#products-today li.item .sub").all_text_contents() == ["p0042"]
+    assert route_row(page, "shop") == {"requests": "20", "errors": "1", "p50": "4.0 ms", "p95": "120 ms",
+                                       "requests-5m": "61", "errors-5m": "1", "error-rate": "1.6%",
+                                       "status": "errors"}
+    assert page.text_content("#routes-asof").startswith(f"latest minute {this_minute}")
+    assert page.is_hidden("#alert-banner") and page.is_hidden("#alerts-pending")
+
+    # Live: a new total; a per-minute message with only the minute that changed is merged into the day.
+    publisher.send("traffic.today", {"date": today, "page_views": 12400, "visitors": 680, "logged_in_users": 91,
+                                     "searches": 4330, "bot_requests": 55})
+    wait_for_text(page, "#traffic-page-views", lambda text: text == "12,400")
+    changed = {this_minute: {"page_views": 20, "visitors": 8, "requests": 30, "errors": 3}}
+    publisher.send("traffic.per_minute", {"date": today, "minutes": {
+        minute_before: {"page_views": 30, "visitors": 12, "requests": 41, "errors": 0}, **changed}},
+        live={"date": today, "minutes": changed})
+    wait_for_text(page, "#traffic-hour-views", lambda text: digits(text) == 50)  # 30 kept + 20 new
+    assert digits(page.text_content("#traffic-hour-errors")) == 3
+    # A live route message for one route of a minute leaves the minute's other routes alone.
+    publisher.send("routes.per_minute", {"date": today, "minutes": {this_minute: {
+        "shop": {"requests": 20, "errors": 1, "p50_ms": 4.0, "p95_ms": 120.4},
+        "order_center": {"requests": 4, "errors": 4, "p50_ms": 250.0, "p95_ms": 900.0}}}},
+        live={"date": today, "minutes": {this_minute: {
+            "order_center": {"requests": 4, "errors": 4, "p50_ms": 250.0, "p95_ms": 900.0}}}})
+    wait_until(lambda: route_row(page, "order_center").get("status") == "failing", "order_center failing", page=page)
+    assert route_row(page, "shop")["requests-5m"] == "61"
+    assert [row.get_attribute("data-route") for row in page.locator("#routes-body tr").all()] == [
+        "order_center", "shop"]
+    publisher.send("search.terms.recent", {"window_start": now.isoformat(), "window_end": now.isoformat(),
+                                           "terms": []})
+    wait_until(lambda: page.text_content("#terms-recent li.empty"), "an empty recent list", page=page)
+
+    # Alerts: a pending rule is only a quiet chip; a firing one raises the banner; an empty list clears both.
+    pending = {"rule": "gateway_5xx_share", "state": "pending", "since": now.isoformat(), "value": 0.12,
+               "baseline": None, "message": HOSTILE_MESSAGE}
+    publisher.send("alerts", {"alerts": [pending]})
+    page.wait_for_selector("#alerts-pending", state="visible", timeout=30_000)
+    assert page.text_content("#alerts-pending") == "1 pending"
+    assert page.is_hidden("#alert-banner")
+    publisher.send("alerts", {"alerts": [dict(pending, state="firing"),
+                                         {"rule": "orders_drop", "state": "pending", "since": now.isoformat(),
+                                          "value": 3, "baseline": 40, "message": "orders down 92%"}]})
+    page.wait_for_selector("#alert-banner", state="visible", timeout=30_000)
+    assert page.locator("#alert-list .alert-message").all_text_contents() == [HOSTILE_MESSAGE]
+    assert page.locator("#alert-list img").count() == 0
+    assert "gateway_5xx_share" in page.text_content("#alert-list .alert-meta")
+    assert page.text_content("#alert-title") == "Alert firing"
+    assert page.text_content("#alerts-pending") == "1 pending"
+    publisher.send("alerts", {"alerts": []})
+    page.wait_for_selector("#alert-banner", state="hidden", timeout=30_000)
+    assert page.is_hidden("#alerts-pending")
+
+    # A message of a new day replaces the day: yesterday's minutes leave the chart.
+    publisher.send("traffic.per_minute", {"date": tomorrow, "minutes": {
+        "00:00": {"page_views": 7, "visitors": 7, "requests": 9, "errors": 0}}})
+    wait_for_text(page, "#traffic-hour-views", lambda text: digits(text) == 7)
+    publisher.send("traffic.today", {"date": tomorrow, "page_views": 7, "visitors": 7, "logged_in_users": 0,
+                                     "searches": 0, "bot_requests": 0})
+    wait_for_text(page, "#traffic-date", lambda text: text == tomorrow)
+    assert digits(page.text_content("#traffic-page-views")) == 7
+
+    # A reload starts from the snapshots and shows the same.
+    page.reload()
+    wait_for_text(page, "#conn-state", lambda text: text == "live", timeout=30)
+    wait_for_text(page, "#traffic-page-views", lambda text: digits(text) == 7)
+    assert page.is_hidden("#alert-banner")
+    assert wait_until(lambda: ranked(page, "terms-today"), "terms after a reload", page=page)[1] == (HOSTILE_TERM, 7)
+    w.assert_clean()

@@ -2,9 +2,9 @@
 and every request it made is a `gateway` event.
 
 Real processes on the session's Kafka: payment provider, demo shop, gateway and
-order service; the shop hands each checkout to the provider, whose signed
-notify goes back through the gateway to the order service, whose relay
-publishes the paid order.
+order service (the session fixture `shop_behind_gateway`); the shop hands each
+checkout to the provider, whose signed notify goes back through the gateway to
+the order service, whose relay publishes the paid order.
 """
 from __future__ import annotations
 
@@ -16,20 +16,8 @@ from kafka import KafkaConsumer, TopicPartition
 
 from producers.traffic import TrafficConfig, TrafficSimulator
 from rtdash.contracts import GatewayRequest, OrderPaid, from_json
-from rtdash.stack import python_service
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def shop_behind_gateway(stack_settings, order_service):
-    with python_service(stack_settings, "payment_provider", "producers.provider",
-                        stack_settings.payment_provider_port) as provider, \
-            python_service(stack_settings, "shop", "producers.shop", stack_settings.shop_port, ready_timeout=90,
-                           args=["--users", "50"]) as shop, \
-            python_service(stack_settings, "gateway", "producers.gateway", stack_settings.gateway_port,
-                           health_path="/_gateway/healthz") as gateway:
-        yield provider, shop, gateway
 
 
 def end_offsets(settings, topic: str) -> dict:
