@@ -179,7 +179,8 @@
     for (let g = 0; g <= 4; g++) {
       const v = (max * g) / 4;
       nodes.push(svg("line", { class: g ? "grid" : "axis", x1: left, x2: W - right, y1: y(v), y2: y(v) }));
-      nodes.push(svg("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end" }, Number.isInteger(v) ? v : v.toFixed(1)));
+      const label = Number.isInteger(v) ? v : v.toFixed(1);
+      nodes.push(svg("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end" }, label));
     }
     slots.forEach((s, i) => {
       const x = left + i * step;
@@ -453,7 +454,8 @@
   };
 
   function onEnvelope(env) {
-    if (!env || typeof env.channel !== "string" || !Number.isInteger(env.seq) || !env.data || typeof env.data !== "object") return;
+    if (!env || typeof env.channel !== "string" || !Number.isInteger(env.seq)) return;
+    if (!env.data || typeof env.data !== "object") return;
     const last = state.seq[env.channel];
     if (last !== undefined && env.seq <= last) return; // stale or repeated
     state.seq[env.channel] = env.seq;
