@@ -357,6 +357,8 @@ def local_stack(settings: Settings) -> list[Service]:
         redis_service(settings),
         python_service(settings, "order_service", "producers.order_service", settings.order_service_port),
         python_service(settings, "payment_provider", "producers.provider", settings.payment_provider_port),
+        python_service(settings, "sms_gateway", "producers.sms_gateway", settings.sms_gateway_port),
+        python_service(settings, "notifier", "producers.notifier", settings.notifier_health_port),
         python_service(settings, "shop", "producers.shop", settings.shop_port, ready_timeout=90),
         # Its clients are local (the traffic simulator sends each synthetic visitor's address in
         # X-Forwarded-For): trust loopback, unless RTDASH_TRUSTED_PROXIES says otherwise (even empty).

@@ -1,0 +1,204 @@
+"""The notifier's consumer thread: read `orders`, send one confirmation per order, commit what the gateway answered.
+
+kafka-python's consumer blocks, so it runs on a thread of its own; the event
+loop only serves /healthz, which reads `NotifierStatus`.
+
+The records of each batch `poll` returns are handled one by one, in partition
+order. A record that is not an OrderPaid is logged and skipped. Otherwise its
+confirmation goes to the SMS gateway with the order id as idempotency key and
+is retried, with pauses doubling from 0.2 s to 10 s, for as long as the gateway
+is unavailable: never dropped, never a busy loop. Only once the gateway has
+answered does the record count as acknowledged. Acknowledged offsets are
+committed after each batch, when an outage begins, and at stop. A message the
+gateway refuses (4xx) would be refused again: it is logged as rejected and
+skipped.
+
+A rebalance (another notifier joining the group, or an outage longer than the
+consumer's max.poll.interval.ms) can make a commit fail: the records since the
+last commit are read again, and the gateway recognises their keys.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from rtdash.contracts import OrderPaid, from_json
+
+from .sms import Delivery, GatewayUnavailable, MessageRejected, confirmation
+
+log = logging.getLogger("rtdash.notifier")
+
+
+class Backoff:
+    """Pauses that double from `first_s` up to `max_s`; `reset` after a success."""
+
+    def __init__(self, first_s: float = 0.2, max_s: float = 10.0):
+        self.first_s = first_s
+        self.max_s = max_s
+        self._next = first_s
+
+    def pause(self) -> float:
+        pause, self._next = self._next, min(self.max_s, self._next * 2)
+        return pause
+
+    def reset(self) -> None:
+        self._next = self.first_s
+
+
+@dataclass
+class NotifierStatus:
+    """What /healthz shows; written by the consumer thread only."""
+
+    state: str = "starting"     # starting, consuming, waiting for kafka, waiting for the sms gateway, stopped, failed
+    partitions: list[str] = field(default_factory=list)
+    committed: dict[str, int] = field(default_factory=dict)   # "topic:partition" -> next offset to read
+    sent: int = 0               # messages the gateway recorded
+    duplicates: int = 0         # messages the gateway had already (an event read twice)
+    rejected: int = 0           # messages the gateway refused
+    bad_records: int = 0        # records that are not an OrderPaid
+    last_error: str | None = None
+
+
+class ConfirmationSender:
+    """Sends one SMS per paid order from `topic`, committing offsets only after the gateway answered."""
+
+    def __init__(self, connect: Callable[[], Any], send: Callable[[str, str, str], Delivery], *, topic: str,
+                 to: str, max_records: int = 100, backoff: Backoff | None = None, commit_timeout_ms: int = 10_000,
+                 on_exit: Callable[[], None] = lambda: None):
+        self.connect = connect        # returns a KafkaConsumer in the notifier's group, not yet subscribed
+        self.send = send              # (to, text, idempotency key) -> Delivery
+        self.topic = topic
+        self.to = to
+        self.max_records = max_records
+        self.backoff = backoff or Backoff()
+        self.commit_timeout_ms = commit_timeout_ms
+        self.on_exit = on_exit
+        self.status = NotifierStatus()
+        self._acked: dict[TopicPartition, int] = {}   # next offset per partition, acknowledged, not committed
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="notifier-consumer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop after the message in flight; commits what the gateway acknowledged."""
+        self._stopping.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("consumer thread still busy after %.0fs", timeout)
+
+    @property
+    def running(self) -> bool:
+        return self.status.state not in ("stopped", "failed")
+
+    def _main(self) -> None:
+        try:
+            self.run()
+        except Exception as exc:  # noqa: BLE001 - reported in /healthz and ends the service
+            self.status.state = "failed"
+            self.status.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("notifier consumer failed")
+        finally:
+            self.on_exit()
+
+    def run(self) -> None:
+        """The consumer loop on the calling thread, until `stop`."""
+        consumer = self._connect()
+        if consumer is None:
+            self.status.state = "stopped"
+            return
+        consumer.subscribe([self.topic])
+        self.status.state = "consuming"
+        try:
+            while not self._stopping.is_set():
+                batch = consumer.poll(timeout_ms=500, max_records=self.max_records)
+                self.status.partitions = sorted(f"{tp.topic}:{tp.partition}" for tp in consumer.assignment())
+                for partition, records in batch.items():
+                    for record in records:
+                        if not self._deliver(consumer, record):
+                            return
+                        self._acked[partition] = record.offset + 1
+                self._commit(consumer)
+        finally:
+            self._commit(consumer)
+            consumer.close(autocommit=False)
+            self.status.state = "stopped"
+
+    def _connect(self) -> Any:
+        backoff = Backoff(self.backoff.first_s, self.backoff.max_s)
+        while not self._stopping.is_set():
+            try:
+                return self.connect()
+            except KafkaError as exc:
+                self._note_unavailable("waiting for kafka", exc, backoff.pause())
+        return None
+
+    def _deliver(self, consumer: Any, record: Any) -> bool:
+        """Send the confirmation of one record; False if stopped before the gateway took it."""
+        try:
+            event = from_json(OrderPaid, record.value)
+        except (ValueError, TypeError) as exc:
+            self.status.bad_records += 1
+            log.warning("record %s:%d:%d is not an OrderPaid, skipped: %s", record.topic, record.partition,
+                        record.offset, exc)
+            return True
+        text, outage = confirmation(event), False
+        while not self._stopping.is_set():
+            try:
+                delivery = self.send(self.to, text, event.order_id)
+            except MessageRejected as exc:
+                self.status.rejected += 1
+                self.status.last_error = f"order {event.order_id}: {exc}"
+                log.error("the sms gateway refused the confirmation of order %s, skipped: %s", event.order_id, exc)
+                return True
+            except GatewayUnavailable as exc:
+                if not outage:
+                    outage = True
+                    self._commit(consumer)
+                self._note_unavailable("waiting for the sms gateway", exc, self.backoff.pause(),
+                                       f"order {event.order_id}")
+                continue
+            self.backoff.reset()
+            self.status.state = "consuming"
+            if delivery is Delivery.SENT:
+                self.status.sent += 1
+                log.info("confirmation of order %s sent to %s", event.order_id, self.to)
+            else:
+                self.status.duplicates += 1
+                log.info("confirmation of order %s was sent before; the gateway kept one", event.order_id)
+            return True
+        return False
+
+    def _note_unavailable(self, state: str, exc: Exception, pause: float, what: str = "") -> None:
+        self.status.state = state
+        self.status.last_error = f"{type(exc).__name__}: {exc}"
+        log.warning("%s (%s)%s; retrying in %.1fs", state, exc, f", {what} waits" if what else "", pause)
+        self._stopping.wait(pause)
+
+    def _commit(self, consumer: Any) -> None:
+        """Commit the acknowledged offsets; on failure the records come again (the gateway keeps one each)."""
+        pending = dict(self._acked)
+        if not pending:
+            return
+        try:
+            consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in pending.items()},
+                            timeout_ms=self.commit_timeout_ms)
+        except CommitFailedError as exc:
+            self._acked.clear()
+            log.warning("offsets not committed, the group rebalanced (%s): records since the last commit "
+                        "will be read again", exc)
+            return
+        except KafkaError as exc:
+            self.status.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("offsets not committed yet (%s); trying again with the next commit", exc)
+            return
+        self._acked.clear()
+        self.status.committed = {**self.status.committed,
+                                 **{f"{tp.topic}:{tp.partition}": offset for tp, offset in pending.items()}}

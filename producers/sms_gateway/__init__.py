@@ -1,0 +1,1 @@
+"""SMS gateway simulator: records the text messages it is asked to send (``python -m producers.sms_gateway``)."""
