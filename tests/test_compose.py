@@ -46,8 +46,10 @@ def command_option(service: dict, option: str) -> str:
 
 
 def test_compose_runs_every_python_service_of_the_local_stack(compose, defaults):
-    stack_modules = {service.argv[2] for service in local_stack(defaults) if service.argv[1:2] == ["-m"]}
-    assert set(python_modules(compose).values()) == stack_modules
+    """The same services under the same names (`_` written `-`), each running the same module."""
+    stack = {service.name.replace("_", "-"): service.argv[2] for service in local_stack(defaults)
+             if service.argv[1:2] == ["-m"]}
+    assert python_modules(compose) == stack
 
 
 def test_kafka_init_creates_the_topics_of_the_local_stack(compose, defaults):
@@ -63,6 +65,7 @@ def test_published_ports_are_the_default_ports(compose, defaults):
     assert ports["gateway"] == [f"127.0.0.1:{defaults.gateway_port}:{defaults.gateway_port}"]
     assert ports["order-service"] == [f"127.0.0.1:{defaults.order_service_port}:{defaults.order_service_port}"]
     assert ports["push-server"] == [f"127.0.0.1:{defaults.push_port}:{defaults.push_port}"]
+    assert ports["sms-gateway"] == [f"127.0.0.1:{defaults.sms_gateway_port}:{defaults.sms_gateway_port}"]
 
 
 def test_services_reach_each_other_by_compose_name(compose, defaults):
@@ -77,6 +80,11 @@ def test_services_reach_each_other_by_compose_name(compose, defaults):
     assert command_option(shop, "--notify-url") == f"http://gateway:{defaults.gateway_port}{NOTIFY_PATH}"
     # The order service creates the provider's key pair; the provider starts once it is healthy.
     assert services["payment-provider"]["depends_on"]["order-service"]["condition"] == "service_healthy"
+    notifier = services["notifier"]
+    assert command_option(notifier, "--sms-gateway-url") == f"http://sms-gateway:{defaults.sms_gateway_port}"
+    assert notifier["depends_on"] == {"kafka-init": {"condition": "service_completed_successfully"},
+                                      "sms-gateway": {"condition": "service_healthy"}}
+    assert str(defaults.sms_gateway_port) in services["sms-gateway"]["healthcheck"]["test"][-1]
 
 
 def test_the_image_holds_every_package_the_services_run(compose):
