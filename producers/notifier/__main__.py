@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 
 from kafka import KafkaConsumer
 
@@ -34,12 +35,20 @@ log = logging.getLogger("rtdash.notifier")
 GROUP = "rtdash-notifier"
 
 
+def phone_number(text: str) -> str:
+    """An E.164 number, checked here: the gateway would refuse every message to a malformed one."""
+    if not re.fullmatch(r"\+[1-9][0-9]{6,14}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an E.164 number (+ and 7-15 digits)")
+    return text
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m producers.notifier", description=__doc__.split("\n")[0])
     parser.add_argument("--group", default=GROUP, help="Kafka consumer group")
     parser.add_argument("--instance-id", default="notifier-1", help="static member id, one per notifier of the group")
     parser.add_argument("--sms-gateway-url", default=None, help="base URL of the SMS gateway")
-    parser.add_argument("--to", default=DEMO_RECIPIENT, help="recipient of the confirmations (E.164)")
+    parser.add_argument("--to", type=phone_number, default=DEMO_RECIPIENT,
+                        help="recipient of the confirmations (E.164, e.g. +8613800000000)")
     parser.add_argument("--max-records", type=int, default=100, help="records per poll (and per commit) at most")
     return parser.parse_args(argv)
 
@@ -47,7 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def kafka_consumer(settings: Settings, args: argparse.Namespace) -> KafkaConsumer:
     return KafkaConsumer(bootstrap_servers=settings.kafka_servers, group_id=args.group,
                          group_instance_id=args.instance_id, client_id="rtdash-notifier", enable_auto_commit=False,
-                         auto_offset_reset="earliest", max_poll_records=args.max_records)
+                         auto_offset_reset="earliest", max_poll_records=args.max_records,
+                         bootstrap_timeout_ms=5000)
 
 
 async def main(settings: Settings | None = None, args: argparse.Namespace | None = None) -> None:
@@ -63,9 +73,9 @@ async def main(settings: Settings | None = None, args: argparse.Namespace | None
     sender = ConfirmationSender(lambda: kafka_consumer(settings, args),
                                 SmsClient(gateway_url).send, topic=settings.orders_topic, to=args.to,
                                 max_records=args.max_records, on_exit=consumer_ended)
-    sender.start()
     server = make_app(settings, sender=sender, group=args.group).listen(
         settings.notifier_health_port, address=settings.bind_host)
+    sender.start()
     log.info("notifier reading %s as group %s from %s, sending to %s (health http://%s:%d/healthz)",
              settings.orders_topic, args.group, settings.kafka_servers, gateway_url, settings.bind_host,
              settings.notifier_health_port)
@@ -74,8 +84,9 @@ async def main(settings: Settings | None = None, args: argparse.Namespace | None
     server.stop()
     await loop.run_in_executor(None, sender.stop)
     status = sender.status
-    log.info("notifier stopped (%s: %d sent, %d duplicates, %d rejected, %d bad records)", status.state,
-             status.sent, status.duplicates, status.rejected, status.bad_records)
+    log.info("notifier stopped%s: %d sent, %d duplicates, %d rejected, %d bad records",
+             " after its consumer failed" if status.state == "failed" else "", status.sent, status.duplicates,
+             status.rejected, status.bad_records)
     if status.state == "failed":
         raise SystemExit(1)
 

@@ -114,9 +114,9 @@ class ConfirmationSender:
         if consumer is None:
             self.status.state = "stopped"
             return
-        consumer.subscribe([self.topic])
-        self.status.state = "consuming"
         try:
+            consumer.subscribe([self.topic])
+            self.status.state = "consuming"
             while not self._stopping.is_set():
                 batch = consumer.poll(timeout_ms=500, max_records=self.max_records)
                 self.status.partitions = sorted(f"{tp.topic}:{tp.partition}" for tp in consumer.assignment())
