@@ -61,6 +61,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from jobs.checkpoint import CheckpointLog, resume_offsets
+from jobs.dead_letters import write_dead_letters
 from jobs.redis_sink import MinuteTotal, OrdersSink
 from jobs.service import QuerySpec, run_job
 from jobs.spark import KAFKA_SOURCE_OPTIONS
@@ -176,17 +177,6 @@ def minute_totals(orders: Iterable[tuple]) -> tuple[list[MinuteTotal], int]:
     return [MinuteTotal(day, minute, count, amount) for (day, minute), (count, amount) in totals.items()], invalid
 
 
-def dead_letters(orders: DataFrame) -> DataFrame:
-    """Invalid records as Kafka sink rows: original key and value, reason in headers."""
-    return orders.filter(~F.col("valid")).select(
-        "key", "value",
-        F.array(
-            F.struct(F.lit("rtdash.error").alias("key"), F.col("reason").cast("binary").alias("value")),
-            F.struct(F.lit("rtdash.source").alias("key"),
-                     F.concat_ws(":", "topic", "partition", "offset").cast("binary").alias("value")),
-        ).alias("headers"))
-
-
 class BatchWriter:
     """foreachBatch: one action per batch, dead letters only when there are some.
 
@@ -204,9 +194,7 @@ class BatchWriter:
         started = time.perf_counter()
         minutes, bad = minute_totals(batch.select(*TOTALS_COLUMNS).collect())
         if bad:
-            (dead_letters(batch).write.format("kafka")
-             .option("kafka.bootstrap.servers", self.settings.kafka_servers)
-             .option("topic", self.settings.orders_dlq_topic).save())
+            write_dead_letters(batch, self.settings.kafka_servers, self.settings.orders_dlq_topic)
         today = datetime.now(self.settings.tz).date().isoformat()
         applied = self.sink.apply(self.checkpoint.batch(batch_id), today, minutes)
         log.info("batch %d: %d orders, %d dead letters, %s in %.0f ms", batch_id,

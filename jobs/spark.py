@@ -46,6 +46,10 @@ def build_session(settings: Settings, app_name: str, *, ui: bool = False) -> Spa
     apply and the ones of the settings are not used.
     """
     builder = SparkSession.builder.appName(app_name)
+    if "PYSPARK_GATEWAY_PORT" not in os.environ and settings.spark_master.startswith("local"):
+        # Read by the JVM pyspark is about to launch: without it Spark looks up the hostname, and
+        # when that resolves to a loopback address it takes the machine's other interface instead.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit
         builder = (builder.master(settings.spark_master)
                    .config("spark.jars", ",".join(connector_jars(settings.jars)))

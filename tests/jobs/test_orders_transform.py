@@ -7,7 +7,8 @@ import pytest
 from pyspark.sql import Row
 from pyspark.testing import assertDataFrameEqual
 
-from jobs.orders import TOTALS_COLUMNS, dead_letters, minute_totals, transform
+from jobs.dead_letters import dead_letters
+from jobs.orders import TOTALS_COLUMNS, minute_totals, transform
 from jobs.redis_sink import MinuteTotal
 from rtdash.contracts import OrderPaid, to_json
 
