@@ -209,8 +209,8 @@ def main() -> None:
             asyncio.run(measure_rate(settings, 20, args.warmup))  # not reported
         for rate in args.rates:
             results[f"end to end, {rate:g} orders/s"] = asyncio.run(measure_rate(settings, rate, args.seconds))
-        job = next(s for s in stack.services if s.name == "orders_job")
-        job.stop()  # the floor query gets the CPU the orders job had
+        job = next(s for s in stack.services if s.name == "spark_jobs")
+        job.stop()  # the floor query gets the CPU the Spark application had
         results["Spark floor (trivial Kafka -> Redis query)"] = measure_floor(settings, args.floor_records, 20)
     finally:
         with console.status("stopping the local stack"):

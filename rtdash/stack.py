@@ -365,7 +365,8 @@ def local_stack(settings: Settings) -> list[Service]:
         python_service(settings if "trusted_proxies" in settings.model_fields_set
                        else settings.model_copy(update={"trusted_proxies": ["127.0.0.1", "::1"]}),
                        "gateway", "producers.gateway", settings.gateway_port, health_path="/_gateway/healthz"),
-        python_service(settings, "orders_job", "jobs.orders", settings.jobs_health_port, ready_timeout=180),
+        # one Spark application: the orders, traffic and alert queries (jobs/__main__.py)
+        python_service(settings, "spark_jobs", "jobs", settings.jobs_health_port, ready_timeout=180),
         python_service(settings, "push_server", "push_server", settings.push_port),
     ]
 

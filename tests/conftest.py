@@ -95,6 +95,18 @@ def orders_query(spark, stack_settings, kafka, redis_server):
 
 
 @pytest.fixture(scope="session")
+def traffic_query(spark, stack_settings, kafka, redis_server):
+    """The traffic query on the session's `gateway` topic, publishing under the session's prefix."""
+    from jobs.traffic import start
+
+    query = start(spark, stack_settings)
+    try:
+        yield query
+    finally:
+        query.stop()
+
+
+@pytest.fixture(scope="session")
 def pipeline(order_service, push_server, orders_query):
     return order_service, push_server, orders_query
 
