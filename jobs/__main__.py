@@ -15,8 +15,7 @@ from jobs.service import QuerySpec, run_job
 def specs() -> list[QuerySpec]:
     from jobs import alerts, traffic
 
-    return [QuerySpec("orders", orders.start), QuerySpec("traffic", traffic.start),
-            QuerySpec("alerts", alerts.start)]
+    return [QuerySpec("orders", orders.start), traffic.SPEC, QuerySpec("alerts", alerts.start)]
 
 
 if __name__ == "__main__":

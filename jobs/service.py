@@ -28,7 +28,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from pyspark.sql import SparkSession
@@ -50,6 +50,8 @@ class QuerySpec:
 
     name: str
     start: Callable[[SparkSession, Settings], StreamingQuery]
+    # Figures of the query's own for its health entry (e.g. the traffic job's late events).
+    figures: Callable[[Settings], dict] | None = None
 
 
 @dataclass
@@ -60,7 +62,6 @@ class QueryState:
     query: StreamingQuery | None = None
     restarts: int = 0
     last_error: str | None = None
-    extra: Callable[[], dict] | None = field(default=None, repr=False)
 
     def health(self) -> dict:
         query = self.query
@@ -101,6 +102,12 @@ class JobRunner:
 
     def health(self) -> dict:
         queries = {name: state.health() for name, state in self.states.items()}
+        for spec in self.specs:
+            if spec.figures is not None:
+                try:
+                    queries[spec.name].update(spec.figures(self.settings))
+                except Exception as exc:  # noqa: BLE001 - e.g. Redis down: the health says so, not a 500
+                    queries[spec.name]["figures_error"] = str(exc)
         healthy = all(q["active"] for q in queries.values())
         return {"status": "ok" if healthy else "starting", "service": "spark_jobs", "active": healthy,
                 "queries": queries}

@@ -299,8 +299,22 @@ def start(spark: SparkSession, settings: Settings) -> StreamingQuery:
     return writer.start()
 
 
+def health_figures(settings: Settings) -> dict:
+    """The traffic query's entry in /healthz: its event-time clock and the late events not counted."""
+    client = redis.Redis.from_url(settings.redis, socket_timeout=2)
+    try:
+        clock, late = client.mget(f"{settings.redis_prefix}:traffic:clock", f"{settings.redis_prefix}:traffic:late")
+    finally:
+        client.close()
+    return {"clock": datetime.fromtimestamp(int(clock) / 1000, timezone.utc).isoformat() if clock else None,
+            "late_events": int(late or 0)}
+
+
+SPEC = QuerySpec("traffic", start, health_figures)
+
+
 def main() -> None:
-    run_job([QuerySpec("traffic", start)], app_name="rtdash-traffic", description=__doc__)
+    run_job([SPEC], app_name="rtdash-traffic", description=__doc__)
 
 
 if __name__ == "__main__":
