@@ -30,3 +30,11 @@ def test_checkpoints_use_the_local_file_manager_unless_one_is_configured(spark, 
 def test_local_mode_runs_the_parallel_collector(spark):
     beans = spark._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
     assert {bean.getName() for bean in beans} == {"PS Scavenge", "PS MarkSweep"}
+
+
+def test_the_driver_binds_and_advertises_the_loopback(spark):
+    conf = spark.sparkContext.getConf()
+    assert conf.get("spark.driver.host") == "127.0.0.1"
+    assert conf.get("spark.driver.bindAddress") == "127.0.0.1"
+    # what the driver's block manager tells executors to connect to
+    assert spark._jsc.sc().env().blockManager().blockManagerId().host() == "127.0.0.1"
