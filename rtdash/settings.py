@@ -88,6 +88,23 @@ class Settings(BaseSettings):
     # Days (of event time) the per-day traffic figures are kept in Redis; minute detail is kept for today.
     traffic_keep_days: int = Field(default=8, gt=0)
     alerts_topic: str = "alerts"
+    # --- alerts (jobs/alerts.py): Grafana-style rules over the per-minute series in Redis ---
+    # Rules evaluated (comma list of orders_drop, gateway_5xx_share); empty evaluates none.
+    alert_rules: str = "orders_drop,gateway_5xx_share"
+    # How often the rules are evaluated (the alerts query's processing-time trigger).
+    alerts_eval_seconds: float = Field(default=60, gt=0)
+    # orders_drop: paid orders in the trailing window against the window before it; fires when the
+    # drop share is at least the threshold while the earlier window had at least min_volume orders.
+    alert_orders_window_minutes: int = Field(default=60, gt=0)
+    alert_orders_drop_threshold: float = Field(default=0.5, gt=0, le=1)
+    alert_orders_min_volume: int = Field(default=20, gt=0)
+    alert_orders_pending_seconds: float = Field(default=300, ge=0)
+    # gateway_5xx_share: share of non-bot gateway requests answered 5xx in the trailing window; fires
+    # above the threshold when the window had at least min_requests requests.
+    alert_5xx_window_minutes: int = Field(default=5, gt=0)
+    alert_5xx_threshold: float = Field(default=0.05, ge=0, lt=1)
+    alert_5xx_min_requests: int = Field(default=20, gt=0)
+    alert_5xx_pending_seconds: float = Field(default=60, ge=0)
 
     # --- gateway (issue: API gateway) ---
     gateway_topic: str = "gateway"
