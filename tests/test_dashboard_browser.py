@@ -299,3 +299,145 @@ def test_traffic_panels_show_snapshots_merge_live_minutes_and_raise_alerts(watch
     assert page.is_hidden("#alert-banner")
     assert wait_until(lambda: ranked(page, "terms-today"), "terms after a reload", page=page)[1] == (HOSTILE_TERM, 7)
     w.assert_clean()
+
+
+# --- shoppers through the gateway, counted by the traffic job --------------------------------
+
+def snapshot(client: redis.Redis, prefix: str, channel: str) -> dict | None:
+    raw = client.get(channels.snapshot_key(prefix, channel))
+    return json.loads(raw)["data"] if raw else None
+
+
+def gateway_partitions(consumer, settings) -> list:
+    from kafka import TopicPartition
+
+    topic = settings.gateway_topic
+    return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+
+
+def gateway_end_offsets(settings) -> dict:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, group_id=None)
+    try:
+        return consumer.end_offsets(gateway_partitions(consumer, settings))
+    finally:
+        consumer.close()
+
+
+def gateway_log(settings, since: dict, want, timeout: float = 60) -> list[bytes]:
+    """The whole `gateway` topic, read to its end once `want(values of the records after since)` holds."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers, enable_auto_commit=False, group_id=None)
+    try:
+        partitions = gateway_partitions(consumer, settings)
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        records: list = []
+        deadline = time.monotonic() + timeout
+        while True:
+            for batch in consumer.poll(timeout_ms=500).values():
+                records += batch
+            end = consumer.end_offsets(partitions)
+            after = [r.value for r in records if r.offset >= since[TopicPartition(r.topic, r.partition)]]
+            if all(consumer.position(p) >= end[p] for p in partitions) and want(after):
+                return [r.value for r in records]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"gateway topic: {len(after)} records of this run after {timeout:.0f}s")
+    finally:
+        consumer.close()
+
+
+def shown_traffic(page) -> dict:
+    return {name: digits(page.text_content(f"#traffic-{element}")) for name, element in (
+        ("page_views", "page-views"), ("visitors", "visitors"), ("logged_in_users", "logged-in"),
+        ("searches", "searches"))}
+
+
+def test_simulated_shoppers_appear_on_the_dashboard_as_the_traffic_job_counts_them(
+        watched, push_server, shop_behind_gateway, traffic_query, stack_settings):
+    from producers.traffic import TrafficConfig, TrafficSimulator
+    from rtdash.contracts import GatewayRequest, from_json
+    from traffic_model import Expected
+
+    settings, prefix = stack_settings, stack_settings.redis_prefix
+    client = redis.Redis.from_url(settings.redis)
+    try:
+        traffic_query.processAllAvailable()  # whatever earlier tests sent is counted: a steady start
+        before = (snapshot(client, prefix, "traffic.today") or {}).get("page_views", 0)
+        since = gateway_end_offsets(settings)
+        w = watched(f"http://127.0.0.1:{settings.push_port}")
+        page = w.page
+
+        config = TrafficConfig(users=40, rate=3, duration=20, seed=11, think_time=0.2, bot_share=0.1,
+                               logged_in_share=0.4, accounts=50, view_rate=0.8, cart_rate=0.3, pay_rate=0.6)
+        simulator = TrafficSimulator(f"http://127.0.0.1:{settings.gateway_port}", config)
+        outcome: dict = {}
+        runner = threading.Thread(target=lambda: outcome.setdefault("report", asyncio.run(simulator.run())),
+                                  name="traffic-simulator")
+        runner.start()
+        try:
+            # While shoppers are still arriving, the page's figures move.
+            while runner.is_alive() and digits(page.text_content("#traffic-page-views")) <= before:
+                page.wait_for_timeout(100)
+            seen_while_running = runner.is_alive()
+        finally:
+            runner.join(120)
+        assert not runner.is_alive() and "report" in outcome
+        assert seen_while_running, "no page view reached the dashboard while the simulator ran"
+        report = outcome["report"]
+        assert report.errors == 0 and report.statuses.get("5xx", 0) == 0, report.summary()
+
+        # The job catches up with every request the run made, then the page must show its snapshot...
+        sent = sum(report.requests.values())
+        log = gateway_log(settings, since, lambda values: sum(
+            from_json(GatewayRequest, v).route == "shop" for v in values) >= sent)
+        traffic_query.processAllAvailable()
+        today = snapshot(client, prefix, "traffic.today")
+        wait_until(lambda: shown_traffic(page) == {k: today[k] for k in shown_traffic(page)},
+                   f"the page showing {today}", page=page)
+        assert page.text_content("#traffic-date") == today["date"]
+        assert f"{today['bot_requests']:,} bot requests" in page.text_content("#traffic-bots")
+
+        # ... which is what the whole gateway log makes of today, recomputed offline ...
+        expected = Expected(settings.tz, settings.traffic_lateness_seconds)
+        expected.add_phase(log)
+        truth = expected.traffic_today()
+        for name in ("visitors", "logged_in_users"):  # approximate distinct counts, within 2%
+            assert today[name] == pytest.approx(truth.pop(name), rel=0.02, abs=1), name
+        assert {k: v for k, v in today.items() if k in truth} == truth
+
+        # ... and at least every page view the simulator knows it got: GETs of shoppers answered below 400.
+        failed = sum(n for status, n in report.statuses.items() if status not in ("2xx", "3xx"))
+        assert today["page_views"] - before >= report.requests["search"] + report.requests["view"] - failed > 0
+
+        # Search terms and products: the page's lists are the job's, and the run's favourite term is in them.
+        terms_today = snapshot(client, prefix, "search.terms.today")
+        assert terms_today["terms"] == expected.search_terms_today()["terms"]
+        wait_until(lambda: ranked(page, "terms-today") == [(t["term"], t["count"]) for t in terms_today["terms"]],
+                   "today's terms on the page", page=page)
+        favourite = report.searches.most_common(1)[0][0]
+        assert favourite in [label for label, _ in ranked(page, "terms-today")]
+        recent = snapshot(client, prefix, "search.terms.recent")
+        wait_until(lambda: ranked(page, "terms-recent") == [(t["term"], t["count"]) for t in recent["terms"]],
+                   "recent terms on the page", page=page)
+        assert favourite in [label for label, _ in ranked(page, "terms-recent")]
+        products = snapshot(client, prefix, "search.products.today")
+        assert [(p["product_id"], p["count"]) for p in products["products"]] == [
+            (p["product_id"], p["count"]) for p in expected.search_products_today()["products"]]
+        wait_until(lambda: ranked(page, "products-today") == [(p.get("name") or p["product_id"], p["count"])
+                                                              for p in products["products"]],
+                   "products on the page", page=page)
+
+        # Route health: the shop's row shows the latest minute of the routes as the job stored them.
+        def shop_row_is_stored() -> bool:
+            minutes = snapshot(client, prefix, "routes.per_minute")["minutes"]
+            stored = minutes[max(minutes)].get("shop", {}).get("requests", 0)
+            return route_row(page, "shop").get("requests") == f"{stored:,}"
+
+        wait_until(shop_row_is_stored, "the shop's latest minute on the page", page=page)
+        assert route_row(page, "shop")["status"] in ("healthy", "errors")
+        w.assert_clean()
+    finally:
+        client.close()
