@@ -223,8 +223,9 @@ def facts(events: DataFrame) -> DataFrame:
     c = F.col
     counted = c("reason").isNull() & ~c("late")
     human = counted & ~c("bot")
+    searched = human & c("term").isNotNull()
     as_int = lambda flag: flag.cast("int")  # noqa: E731
-    fixed = F.array(
+    each = F.array(
         F.when(c("reason").isNotNull(), _fact("invalid")),
         F.when(c("reason").isNull() & c("late"), _fact("late", date=c("date"))),
         F.when(counted, _fact("minute", date=c("date"), minute=c("minute"), n=as_int(~c("bot")),
@@ -236,13 +237,16 @@ def facts(events: DataFrame) -> DataFrame:
         F.when(human & c("page_view"), _fact("visitor", date=c("date"), minute=c("minute"),
                                              name=c("visitor_id"))),
         F.when(human & c("user_id").isNotNull(), _fact("user", date=c("date"), name=c("user_id"))),
-        F.when(human & c("term").isNotNull(), _fact("term", date=c("date"), minute=c("minute"), name=c("term"))))
-    product_ids = F.array_distinct(F.filter(c("product_ids"), lambda product: product.isNotNull()))
-    products = F.transform(F.when(human & c("term").isNotNull(), product_ids),
-                           lambda product: _fact("product", date=c("date"), name=product))
-    all_facts = F.concat(F.filter(fixed, lambda fact: fact.isNotNull()),
-                         F.coalesce(products, F.slice(fixed, 1, 0)))  # an empty array of facts
-    return events.select(F.explode(all_facts).alias("f")).select("f.*")
+        F.when(searched, _fact("term", date=c("date"), minute=c("minute"), name=c("term"))),
+        F.when(searched, _fact("product", date=c("date"))))  # one per product of the results, below
+    # No lambda functions (filter, transform) here: Spark runs a plan node holding one without code
+    # generation, and every event passes this one several times (BENCHMARKS.md).
+    exploded = (events.select(F.explode(each).alias("f"), F.array_distinct(c("product_ids")).alias("products"))
+                .where(c("f").isNotNull()))
+    split = exploded.select("f", F.explode_outer(F.when(c("f.kind") == "product", c("products"))).alias("product"))
+    return (split.where((c("f.kind") != "product") | c("product").isNotNull())
+            .select(*[(F.coalesce(c("product"), c("f.name")) if col == "name" else c(f"f.{col}")).alias(col)
+                      for col in FIGURE_COLUMNS]))
 
 
 def figures(fact_rows: DataFrame) -> DataFrame:
