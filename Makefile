@@ -60,6 +60,8 @@ bench: setup
 	$(PY) -m bench.notify_throughput
 	$(PY) -m bench.e2e_latency
 	$(PY) -m bench.gateway_overhead
+	$(PY) -m bench.traffic_throughput
+	$(PY) -m bench.traffic_freshness
 
 clean: down
 	rm -rf .rtdash
