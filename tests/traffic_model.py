@@ -30,14 +30,16 @@ class Expected:
     counted: list = field(default_factory=list)  # (GatewayRequest, bot)
 
     def add_phase(self, values: list[bytes]) -> None:
-        late_before = None if self.clock is None else self.clock - timedelta(seconds=self.lateness_s)
+        # late: the event's minute starts more than the lateness before the clock's minute
+        late_before = None if self.clock is None else (
+            self.clock.replace(second=0, microsecond=0) - timedelta(seconds=self.lateness_s))
         newest = self.clock
         for value in values:
             event = self._valid(value)
             if event is None:
                 self.invalid += 1
                 continue
-            if late_before is not None and event.started_at < late_before:
+            if late_before is not None and event.started_at.replace(second=0, microsecond=0) < late_before:
                 self.late += 1
                 continue
             self.counted.append((event, is_bot(event.user_agent, event.bot)))

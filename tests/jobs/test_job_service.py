@@ -55,3 +55,27 @@ def test_queries_run_side_by_side_and_a_failed_start_is_retried(spark, job_setti
 
 def health_after_stop(runner: JobRunner) -> bool:
     return runner.health()["active"] is False
+
+
+def test_each_query_runs_its_batches_in_the_scheduler_pool_of_its_name(spark, job_settings):
+    pools: list[str | None] = []
+
+    def start(spark, settings):
+        def record(batch, _batch_id):
+            pools.append(batch.sparkSession.sparkContext.getLocalProperty("spark.scheduler.pool"))
+        return (spark.readStream.format("rate").option("rowsPerSecond", 5).load()
+                .writeStream.foreachBatch(record).queryName("svc_orders").start())
+
+    runner = JobRunner(spark, job_settings, [QuerySpec("orders", start)])
+    runner.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(pools) < 2:
+            assert time.monotonic() < deadline, pools
+            time.sleep(0.2)
+    finally:
+        runner.stop()
+    assert set(pools) == {"orders"}
+    orders_pool = spark._jsc.sc().getPoolForName("orders").get()
+    assert (orders_pool.weight(), orders_pool.minShare()) == (8, 2)  # from jobs/fairscheduler.xml
+    assert spark.sparkContext.getConf().get("spark.scheduler.mode") == "FAIR"

@@ -13,7 +13,6 @@ from rtdash.contracts import GatewayRequest, to_json
 from rtdash.traffic_rules import normalise_search_term
 
 AT = datetime(2026, 3, 1, 10, 0, 5, tzinfo=timezone.utc)
-NOW_MS = int(datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc).timestamp() * 1000)
 RECORD_SCHEMA = "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
 
 
@@ -24,8 +23,8 @@ def request(**fields) -> bytes:
     return to_json(GatewayRequest(**(base | fields)))
 
 
-def records(spark, values: list[bytes]):
-    rows = [(b"k", v, "gateway", 0, i, AT) for i, v in enumerate(values)]
+def records(spark, values: list[bytes], written_at: datetime = AT + timedelta(minutes=2)):
+    rows = [(b"k", v, "gateway", 0, i, written_at) for i, v in enumerate(values)]
     return spark.createDataFrame(rows, RECORD_SCHEMA)
 
 
@@ -46,7 +45,7 @@ def test_page_views_bots_and_logged_in_users_follow_the_design_rules(spark, job_
               request(status=404, user_id="u2"),                    # 404: neither
               request(path="/order_center/order/alipay/callback"),  # notify: not a page view
               request(status=503, path="/products/1")]              # 5xx: an error, not a page view
-    out = classify(records(spark, values), settings=job_settings, clock_ms=None, now_ms=NOW_MS)
+    out = classify(records(spark, values), settings=job_settings)
     assertDataFrameEqual(out.select("offset", "bot", "page_view", "error", "user_id"), [
         (0, False, True, False, None), (1, True, False, False, None), (2, True, False, False, None),
         (3, True, False, False, None), (4, False, False, False, "u1"), (5, False, True, False, None),
@@ -61,7 +60,7 @@ def test_a_batch_becomes_its_figures(spark, job_settings):
               request(visitor_id="v3", user_agent="crawler", search_term="lamp"),   # a bot's search is no search
               request(status=502, total_ms=0.0, started_at=AT + timedelta(minutes=1)),
               b"{broken"]
-    out = transform(records(spark, values), settings=job_settings, clock_ms=None, now_ms=NOW_MS)
+    out = transform(records(spark, values), settings=job_settings, clock_ms=None)
     by_kind = {}
     for r in out.collect():
         by_kind.setdefault(r.kind, []).append(r)
@@ -81,12 +80,21 @@ def test_a_batch_becomes_its_figures(spark, job_settings):
 
 
 def test_events_later_than_the_lateness_are_counted_as_late_only(spark, job_settings):
-    clock = AT + timedelta(minutes=30)
+    """Late: the event's minute starts more than the lateness (300 s) before the clock's minute."""
+    clock = AT + timedelta(minutes=30)            # 10:30:05; its minute 10:30, the bound 10:25:00
     clock_ms = int(clock.timestamp() * 1000)
-    values = [request(started_at=clock - timedelta(seconds=job_settings.traffic_lateness_seconds - 1)),
-              request(started_at=clock - timedelta(seconds=job_settings.traffic_lateness_seconds + 1)),
+    values = [request(started_at=AT + timedelta(minutes=25)),                     # 10:25:05, counts
+              request(started_at=AT + timedelta(minutes=24, seconds=54)),         # 10:24:59, late
               request(started_at=clock - timedelta(days=1), user_agent="Googlebot")]
-    out = transform(records(spark, values), settings=job_settings, clock_ms=clock_ms, now_ms=NOW_MS)
+    out = transform(records(spark, values, written_at=clock), settings=job_settings, clock_ms=clock_ms)
     rows = {(r.kind, r.date): r.n for r in out.collect()}
     assert rows[("late", "2026-03-01")] == 1 and rows[("late", "2026-02-28")] == 1
     assert rows[("minute", "2026-03-01")] == 1
+
+
+def test_an_event_starting_after_its_record_was_written_is_out_of_range(spark, job_settings):
+    written = AT + timedelta(minutes=2)
+    limit = timedelta(seconds=job_settings.traffic_max_future_seconds)
+    values = [request(started_at=written + limit), request(started_at=written + limit + timedelta(seconds=1))]
+    out = classify(records(spark, values, written_at=written), settings=job_settings)
+    assert [r.reason for r in out.orderBy("offset").collect()] == [None, "started_at is in the future"]
