@@ -8,7 +8,28 @@ job; at least once (a replayed batch may repeat them).
 """
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, functions as F
+from functools import reduce
+
+from pyspark.sql import Column, DataFrame, functions as F
+
+from rtdash.contracts import required_fields
+
+
+def reason(event_type: type, parsed: Column, *checks: tuple[Column, str]) -> Column:
+    """Why a record parsed (from_json) as `event_type` is unusable, or null: the first failing check.
+
+    The contract's checks come first: a record that is not a JSON object of the
+    type, then each required field missing or of the wrong type; then `checks`,
+    the job's own (value ranges), as (condition that makes it bad, reason).
+    """
+    fields = required_fields(event_type)
+    name = event_type.__name__
+    every = [(parsed.isNull() | F.coalesce(*[parsed[f].cast("string") for f in fields]).isNull(),
+              f"not a JSON {name} object")]
+    every += [(parsed[f].isNull(), f"missing or mistyped field {f}") for f in fields]
+    every += list(checks)
+    first, *rest = every
+    return reduce(lambda acc, check: acc.when(*check), rest, F.when(*first))
 
 
 def dead_letters(records: DataFrame) -> DataFrame:

@@ -54,18 +54,17 @@ import logging
 import time
 from collections.abc import Iterable
 from datetime import datetime
-from functools import reduce
 
 import redis
 from pyspark.sql import Column, DataFrame, SparkSession, functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from jobs.checkpoint import CheckpointLog, resume_offsets
-from jobs.dead_letters import write_dead_letters
+from jobs.dead_letters import reason, write_dead_letters
 from jobs.redis_sink import MinuteTotal, OrdersSink
 from jobs.service import QuerySpec, run_job
 from jobs.spark import KAFKA_SOURCE_OPTIONS
-from rtdash.contracts import OrderPaid, required_fields, spark_schema
+from rtdash.contracts import OrderPaid, spark_schema
 from rtdash.payments import MAX_AMOUNT_CENTS
 from rtdash.settings import Settings
 
@@ -106,14 +105,9 @@ def read_orders(spark: SparkSession, settings: Settings, starting_offsets: str =
 
 def invalid_reason(order: Column) -> Column:
     """Why a parsed record is not a usable OrderPaid, or null when it is."""
-    fields = required_fields(OrderPaid)
-    checks = [(order.isNull() | F.coalesce(*[order[name].cast("string") for name in fields]).isNull(),
-               "not a JSON OrderPaid object")]
-    checks += [(order[name].isNull(), f"missing or mistyped field {name}") for name in fields]
-    checks += [(order["amount_cents"] <= 0, "amount_cents must be positive"),
-               (order["amount_cents"] > MAX_AMOUNT_CENTS, f"amount_cents out of range (over {MAX_AMOUNT_CENTS})")]
-    first, *rest = checks
-    return reduce(lambda acc, check: acc.when(*check), rest, F.when(*first))
+    return reason(OrderPaid, order,
+                  (order["amount_cents"] <= 0, "amount_cents must be positive"),
+                  (order["amount_cents"] > MAX_AMOUNT_CENTS, f"amount_cents out of range (over {MAX_AMOUNT_CENTS})"))
 
 
 def transform(records: DataFrame, *, settings: Settings) -> DataFrame:

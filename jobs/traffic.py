@@ -57,18 +57,17 @@ import logging
 import math
 import time
 from datetime import datetime, timezone
-from functools import reduce
 
 import redis
 from pyspark.sql import Column, DataFrame, SparkSession, functions as F, types as T
 from pyspark.sql.streaming import StreamingQuery
 
 from jobs.checkpoint import CheckpointLog, resume_offsets
-from jobs.dead_letters import write_dead_letters
+from jobs.dead_letters import reason, write_dead_letters
 from jobs.service import QuerySpec, run_job
 from jobs.spark import KAFKA_SOURCE_OPTIONS
-from jobs.traffic_sink import TrafficSink
-from rtdash.contracts import GatewayRequest, required_fields, spark_schema
+from jobs.traffic_sink import GAMMA, TrafficSink
+from rtdash.contracts import GatewayRequest, spark_schema
 from rtdash.traffic_rules import BOT_USER_AGENT, ORDER_CENTER_PREFIX
 from rtdash.settings import Settings
 
@@ -77,11 +76,7 @@ log = logging.getLogger("rtdash.jobs.traffic")
 QUERY_NAME = "traffic"
 # A request longer than a day is not a measurement: out of range.
 MAX_TOTAL_MS = 86_400_000.0
-# DDSketch: bucket i holds values in (GAMMA^(i-1), GAMMA^i]; any value in it is within ALPHA of
-# the bucket's representative 2 GAMMA^i / (GAMMA + 1).
-ALPHA = 0.01
-GAMMA = (1 + ALPHA) / (1 - ALPHA)
-MIN_MS = 0.001  # smaller values (0 included) share the bucket of this one
+MIN_MS = 0.001  # smaller latencies (0 included) share the DDSketch bucket of this one
 _LN_GAMMA = math.log(GAMMA)
 
 
@@ -134,17 +129,12 @@ def invalid_reason(e: Column, written_at: Column, max_future_s: int) -> Column:
     replay judges a record as its first reading did, and the expression stays
     the same from batch to batch (Spark compiles it once).
     """
-    fields = required_fields(GatewayRequest)
-    checks = [(e.isNull() | F.coalesce(*[e[name].cast("string") for name in fields]).isNull(),
-               "not a JSON GatewayRequest object")]
-    checks += [(e[name].isNull(), f"missing or mistyped field {name}") for name in fields]
-    checks += [(~e["status"].between(100, 599), "status out of range (100-599)"),
-               (F.isnan(e["total_ms"]) | ~e["total_ms"].between(0, MAX_TOTAL_MS),
-                f"total_ms out of range (0-{MAX_TOTAL_MS:.0f})"),
-               (F.unix_millis(e["started_at"]) > F.unix_millis(written_at) + F.lit(max_future_s * 1000),
-                "started_at is in the future")]
-    first, *rest = checks
-    return reduce(lambda acc, check: acc.when(*check), rest, F.when(*first))
+    return reason(
+        GatewayRequest, e,
+        (~e["status"].between(100, 599), "status out of range (100-599)"),
+        (F.isnan(e["total_ms"]) | ~e["total_ms"].between(0, MAX_TOTAL_MS), f"total_ms out of range (0-{MAX_TOTAL_MS:.0f})"),
+        (F.unix_millis(e["started_at"]) > F.unix_millis(written_at) + F.lit(max_future_s * 1000),
+         "started_at is in the future"))
 
 
 def normalised_term(term: Column) -> Column:

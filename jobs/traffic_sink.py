@@ -43,6 +43,10 @@ from jobs.checkpoint import Batch, guard_key, load_script
 from rtdash.channels import TRAFFIC_CHANNELS, live_channel, seq_key, snapshot_key
 from rtdash.settings import Settings
 
+# DDSketch: bucket i holds latencies in (GAMMA^(i-1), GAMMA^i] (the job computes i); a percentile
+# is read as the bucket's representative 2 GAMMA^i / (GAMMA + 1), within ALPHA of any value in it.
+ALPHA = 0.01
+GAMMA = (1 + ALPHA) / (1 - ALPHA)
 RECENT_MINUTES = 10
 TOP_TODAY = 20
 TOP_RECENT = 10
@@ -58,13 +62,10 @@ class Applied:
 class TrafficSink:
     """Merges batches of one traffic query into Redis; safe to call again with a batch it has seen."""
 
-    def __init__(self, client: redis.Redis, settings: Settings, query: str, gamma: float | None = None):
-        from jobs.traffic import GAMMA
-
+    def __init__(self, client: redis.Redis, settings: Settings, query: str):
         self.client = client
         self.settings = settings
         self.prefix = settings.redis_prefix
-        self.gamma = gamma or GAMMA
         self._script = client.register_script(load_script("traffic"))
         self._keys = [guard_key(self.prefix, query)] + [
             key(self.prefix, channel) for channel in TRAFFIC_CHANNELS
@@ -100,7 +101,7 @@ class TrafficSink:
         payload.update(self._today(clock) if clock else {"today": ""})
         applied = self._script(keys=self._keys, args=[
             batch.query_id, str(batch.batch_id), batch.offsets, self.prefix, self.settings.traffic_keep_days * 86400,
-            json.dumps(payload, separators=(",", ":"), ensure_ascii=False), repr(self.gamma), *TRAFFIC_CHANNELS])
+            json.dumps(payload, separators=(",", ":"), ensure_ascii=False), repr(GAMMA), *TRAFFIC_CHANNELS])
         counted = sum(r["n"] + r["bots"] for r in by_kind["minute"])
         return Applied(bool(applied), counted, payload["late"])
 

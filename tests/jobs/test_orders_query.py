@@ -10,7 +10,6 @@ import redis
 from pyspark.sql import Row
 
 from jobs.orders import start, transform, write_orders
-from jobs.checkpoint import Batch
 from jobs.redis_sink import OrdersSink
 from jobs.service import QueryState
 from rtdash.channels import ORDERS_PER_MINUTE, ORDERS_TODAY, snapshot_key
