@@ -20,7 +20,6 @@ import re
 import shutil
 import threading
 import time
-from collections import Counter
 from datetime import datetime, timedelta
 
 import pytest
