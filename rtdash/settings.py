@@ -78,14 +78,15 @@ class Settings(BaseSettings):
     dedupe_watermark: str = "1 hour"
 
     # --- traffic job (jobs/traffic.py) ---
-    # How late (event time, behind the newest event seen) a gateway event may be and still count;
-    # later ones are counted as late in the job's health and metrics, not in the figures.
+    # How far before the minute of the traffic job's clock (the newest started_at counted) an event's
+    # minute may start and the event still count; later ones are counted as late, not in the figures.
     traffic_lateness_seconds: int = Field(default=300, ge=0)
-    # An event more than this ahead of the job's clock is out of range and goes to the dead letters.
+    # An event starting more than this after its Kafka record was written is out of range (dead letter).
     traffic_max_future_seconds: int = Field(default=300, ge=0)
     # Kafka records one traffic micro-batch takes at most (a backlog is caught up in batches of this size).
     spark_max_gateway_events_per_batch: int = Field(default=500_000, gt=0)
-    # Days (of event time) the per-day traffic figures are kept in Redis; minute detail is kept for today.
+    # Days (of event time) the per-day traffic figures are kept in Redis; minute detail goes once its
+    # day, the recent-terms window and the lateness are over.
     traffic_keep_days: int = Field(default=8, gt=0)
     alerts_topic: str = "alerts"
     # --- alerts (jobs/alerts.py): Grafana-style rules over the per-minute series in Redis ---
