@@ -57,6 +57,7 @@ import logging
 import math
 import time
 from datetime import datetime, timezone
+from functools import reduce
 
 import redis
 from pyspark.sql import Column, DataFrame, SparkSession, functions as F, types as T
@@ -68,7 +69,7 @@ from jobs.service import QuerySpec, run_job
 from jobs.spark import KAFKA_SOURCE_OPTIONS
 from jobs.traffic_sink import GAMMA, TrafficSink
 from rtdash.contracts import GatewayRequest, spark_schema
-from rtdash.traffic_rules import BOT_USER_AGENT, ORDER_CENTER_PREFIX
+from rtdash.traffic_rules import BOT_WORDS, ORDER_CENTER_PREFIX
 from rtdash.settings import Settings
 
 log = logging.getLogger("rtdash.jobs.traffic")
@@ -166,7 +167,10 @@ def classify(records: DataFrame, *, settings: Settings) -> DataFrame:
     checked = parsed.withColumn("reason", invalid_reason(e, F.col("timestamp"),
                                                          settings.traffic_max_future_seconds))
     started_ms = F.unix_millis(e["started_at"])
-    bot = F.coalesce(e["bot"], F.lit(False)) | F.coalesce(e["user_agent"].rlike(BOT_USER_AGENT), F.lit(False))
+    agent = F.lower(e["user_agent"])
+    bot = F.coalesce(e["bot"], F.lit(False)) | F.coalesce(
+        reduce(lambda any_, word: any_ | agent.contains(word), BOT_WORDS[1:], agent.contains(BOT_WORDS[0])),
+        F.lit(False))
     page_view = (~bot & (e["method"] == "GET") & e["status"].between(200, 399)
                  & ~e["path"].startswith(ORDER_CENTER_PREFIX))
     return checked.select(

@@ -21,8 +21,10 @@ from __future__ import annotations
 import re
 import unicodedata
 
-# Java and Python read this pattern alike (Spark's rlike is java.util.regex).
+# Java and Python read this pattern alike (Spark's rlike is java.util.regex). The same rule as
+# words contained in the lower-cased User-Agent, which the traffic job checks without a regex.
 BOT_USER_AGENT = r"(?i)bot|crawl|spider|slurp"
+BOT_WORDS = ("bot", "crawl", "spider", "slurp")
 ORDER_CENTER_PREFIX = "/order_center/"
 
 _BOT = re.compile(BOT_USER_AGENT)
