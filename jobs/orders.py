@@ -63,7 +63,7 @@ from jobs.checkpoint import CheckpointLog, resume_offsets
 from jobs.dead_letters import reason, write_dead_letters
 from jobs.redis_sink import MinuteTotal, OrdersSink
 from jobs.service import QuerySpec, run_job
-from jobs.spark import KAFKA_SOURCE_OPTIONS
+from jobs.spark import read_topic
 from rtdash.contracts import OrderPaid, spark_schema
 from rtdash.payments import MAX_AMOUNT_CENTS
 from rtdash.settings import Settings
@@ -90,17 +90,8 @@ def checkpoint_location(settings: Settings) -> str:
 
 def read_orders(spark: SparkSession, settings: Settings, starting_offsets: str = "earliest") -> DataFrame:
     """The `orders` topic as a stream of Kafka records (from `starting_offsets` when there is no checkpoint)."""
-    return (spark.readStream.format("kafka")
-            .option("kafka.bootstrap.servers", settings.kafka_servers)
-            .option("subscribe", settings.orders_topic)
-            .option("startingOffsets", starting_offsets)
-            .option("failOnDataLoss", "false")
-            .option("maxOffsetsPerTrigger", str(settings.spark_max_orders_per_batch))
-            # A broker outage must not kill the query: keep asking for offsets until it is back.
-            .option("fetchOffset.numRetries", "1000000")
-            .option("fetchOffset.retryIntervalMs", "1000")
-            .options(**KAFKA_SOURCE_OPTIONS)
-            .load())
+    return read_topic(spark, settings, settings.orders_topic, max_per_batch=settings.spark_max_orders_per_batch,
+                      starting_offsets=starting_offsets)
 
 
 def invalid_reason(order: Column) -> Column:

@@ -5,7 +5,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from rtdash.settings import Settings
 
@@ -25,6 +25,26 @@ LOCAL_CHECKPOINT_FILE_MANAGER = \
 # fetch.max.wait.ms (500 by default) before answering. At a few orders per second that wait
 # was half of every batch: 496 ms per batch, against 233 ms with 20 ms (BENCHMARKS.md).
 KAFKA_SOURCE_OPTIONS = {"kafka.fetch.max.wait.ms": "20"}
+
+
+def read_topic(spark: SparkSession, settings: Settings, topic: str, *, max_per_batch: int,
+               starting_offsets: str = "earliest", **options: str) -> DataFrame:
+    """`topic` as a stream of Kafka records, with what every rtdash job's source needs.
+
+    `starting_offsets` applies only when the query has no checkpoint yet;
+    `options` are the job's own (e.g. minPartitions).
+    """
+    return (spark.readStream.format("kafka")
+            .option("kafka.bootstrap.servers", settings.kafka_servers)
+            .option("subscribe", topic)
+            .option("startingOffsets", starting_offsets)
+            .option("failOnDataLoss", "false")
+            .option("maxOffsetsPerTrigger", str(max_per_batch))
+            # A broker outage must not kill the query: keep asking for offsets until it is back.
+            .option("fetchOffset.numRetries", "1000000")
+            .option("fetchOffset.retryIntervalMs", "1000")
+            .options(**KAFKA_SOURCE_OPTIONS, **options)
+            .load())
 
 
 def connector_jars(root: Path) -> list[str]:

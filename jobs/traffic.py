@@ -66,7 +66,7 @@ from pyspark.sql.streaming import StreamingQuery
 from jobs.checkpoint import CheckpointLog, resume_offsets
 from jobs.dead_letters import reason, write_dead_letters
 from jobs.service import QuerySpec, run_job
-from jobs.spark import KAFKA_SOURCE_OPTIONS
+from jobs.spark import read_topic
 from jobs.traffic_sink import GAMMA, TrafficSink
 from rtdash.contracts import GatewayRequest, spark_schema
 from rtdash.traffic_rules import BOT_WORDS, ORDER_CENTER_PREFIX
@@ -107,19 +107,11 @@ def parse_schema() -> T.StructType:
 
 def read_gateway(spark: SparkSession, settings: Settings, starting_offsets: str = "earliest") -> DataFrame:
     """The `gateway` topic as a stream of Kafka records."""
-    return (spark.readStream.format("kafka")
-            .option("kafka.bootstrap.servers", settings.kafka_servers)
-            .option("subscribe", settings.gateway_topic)
-            .option("startingOffsets", starting_offsets)
-            .option("failOnDataLoss", "false")
-            .option("maxOffsetsPerTrigger", str(settings.spark_max_gateway_events_per_batch))
-            # One Spark task per core even when the topic has fewer partitions (the local stack's has
-            # one): Spark splits each partition's offset range, and every core parses.
-            .option("minPartitions", str(spark.sparkContext.defaultParallelism))
-            .option("fetchOffset.numRetries", "1000000")
-            .option("fetchOffset.retryIntervalMs", "1000")
-            .options(**KAFKA_SOURCE_OPTIONS)
-            .load())
+    return read_topic(spark, settings, settings.gateway_topic,
+                      max_per_batch=settings.spark_max_gateway_events_per_batch, starting_offsets=starting_offsets,
+                      # One Spark task per core even when the topic has fewer partitions (the local stack's
+                      # has one): Spark splits each partition's offset range, and every core parses.
+                      minPartitions=str(spark.sparkContext.defaultParallelism))
 
 
 def invalid_reason(e: Column, written_at: Column, max_future_s: int) -> Column:
