@@ -17,7 +17,6 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import tornado.web
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -26,6 +25,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from producers.payment_provider import FORM, NOTIFY_PATH, notify_body, notify_params
 from rtdash.payments import MAX_AMOUNT_CENTS, format_amount
 from rtdash.settings import Settings
+from rtdash.web import JsonHandler
 
 log = logging.getLogger("rtdash.provider")
 
@@ -135,18 +135,10 @@ class Notifier:
             self._client = None
 
 
-class ProviderHandler(tornado.web.RequestHandler):
+class ProviderHandler(JsonHandler):
     def initialize(self, *, settings: Settings, notifier: Notifier) -> None:
         self.cfg = settings
         self.notifier = notifier
-
-    def set_default_headers(self) -> None:
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        message = exc.log_message if isinstance(exc, tornado.web.HTTPError) and exc.log_message else self._reason
-        self.finish({"error": message})
 
 
 class PayHandler(ProviderHandler):

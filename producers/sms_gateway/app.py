@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rtdash.contracts import format_ts
 from rtdash.settings import Settings
+from rtdash.web import JsonHandler
 
 log = logging.getLogger("rtdash.sms_gateway")
 
@@ -107,17 +108,9 @@ class MessageLog:
                  f" ({torn} unreadable lines skipped)" if torn else "")
 
 
-class GatewayHandler(tornado.web.RequestHandler):
+class GatewayHandler(JsonHandler):
     def initialize(self, *, messages: MessageLog) -> None:
         self.messages = messages
-
-    def set_default_headers(self) -> None:
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        message = exc.log_message if isinstance(exc, tornado.web.HTTPError) and exc.log_message else self._reason
-        self.finish({"error": message})
 
 
 class MessagesHandler(GatewayHandler):
