@@ -23,10 +23,11 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .kafka_admin import ensure_topics, kafka_ready, pipeline_topics as stack_topics  # noqa: F401
 from .settings import Settings
 
 log = logging.getLogger("rtdash.stack")
@@ -260,55 +261,6 @@ def java() -> str:
     if not found:
         raise StackError("java not found: install a JDK 17 or newer (apt-get install openjdk-17-jre-headless)")
     return found
-
-
-def kafka_ready(bootstrap: str) -> bool:
-    """The broker answers metadata requests (not just an open port)."""
-    host, port = bootstrap.split(",")[0].rsplit(":", 1)
-    if not port_open(host, int(port)):
-        return False
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000,
-                                 client_id="rtdash-health")
-    except (KafkaError, OSError, ValueError):
-        return False
-    try:
-        admin.list_topics()
-        return True
-    except (KafkaError, OSError):
-        return False
-    finally:
-        admin.close()
-
-
-def stack_topics(settings: Settings) -> list[str]:
-    """The topics the local stack creates at start (docker-compose.yml's kafka-init creates the same)."""
-    return [settings.orders_topic, settings.orders_dlq_topic, settings.gateway_topic, settings.gateway_dlq_topic,
-            settings.alerts_topic]
-
-
-def ensure_topics(settings: Settings, topics: Iterable[str] | None = None) -> list[str]:
-    """Create the rtdash topics that do not exist yet (by default `stack_topics`); returns the ones created."""
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    wanted = list(topics or stack_topics(settings))
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="rtdash-topics")
-    try:
-        missing = [t for t in wanted if t not in set(admin.list_topics())]
-        created = []
-        for topic in missing:
-            try:
-                admin.create_topics([NewTopic(topic, settings.orders_topic_partitions, 1)])
-                created.append(topic)
-            except TopicAlreadyExistsError:
-                pass
-        return created
-    finally:
-        admin.close()
 
 
 # --- Redis -----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import sys
 from rtdash.logs import setup_logging
 from rtdash.service import until_stopped
 from rtdash.settings import Settings
-from rtdash.stack import ensure_topics
+from rtdash.kafka_admin import ensure_topics
 
 from .proxy import DEFAULT_MAX_BODY_BYTES, HEALTH_PATH, make_app
 from .publisher import KafkaPublisher
