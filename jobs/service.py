@@ -34,14 +34,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
+from rtdash.retry import retrying
 from rtdash.settings import Settings
 
 log = logging.getLogger("rtdash.jobs")
 
+# Pauses before restarting a failed query: doubling from the first to the largest.
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
-# A query that ran this long before failing has a new failure: its backoff starts over.
+# A query that ran this long before failing has a new failure: its pauses start over.
 BACKOFF_RESET_AFTER_S = 60.0
+# How often a supervisor looks at its query.
+WATCH_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,10 @@ class QueryState:
                   "last_input_rows": progress["numInputRows"] if progress else None,
                   "last_batch_ms": progress["durationMs"].get("triggerExecution") if progress else None}
         return report
+
+
+class QueryFailed(Exception):
+    """A query stopped with an error, or could not start, soon after it was started."""
 
 
 class JobRunner:
@@ -113,34 +121,53 @@ class JobRunner:
                 "queries": queries}
 
     def _supervise(self, spec: QuerySpec) -> None:
-        """Run one query until stopped; restart it from its checkpoint when it fails or cannot start."""
+        """Run one query until stopped; restart it from its checkpoint when it fails or cannot start.
+
+        A query that keeps failing soon after each start waits longer before each restart
+        (BACKOFF_FIRST_S doubling up to BACKOFF_MAX_S); one that ran BACKOFF_RESET_AFTER_S before
+        failing has failed anew, and its pauses start over. Stopping the runner ends a pause.
+        """
         state = self.states[spec.name]
-        backoff = BACKOFF_FIRST_S
         # The query's jobs run in the scheduler pool of its name (jobs/fairscheduler.xml): the
         # property is the thread's, and Spark's stream thread inherits it from the one starting it.
         self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", spec.name)
-        while not self._stop.is_set():
-            started = time.monotonic()
+        while True:
             try:
-                state.query = spec.start(self.spark, self.settings)
-            except Exception as exc:  # noqa: BLE001 - e.g. Redis not up yet: retry like a failed query
-                state.last_error = f"cannot start: {exc}"
-            else:
-                log.info("query %s started", state.query.name)
-                while not self._stop.is_set() and state.query.isActive:
-                    self._stop.wait(0.5)  # supervision only; the data path is Spark's own
-                if self._stop.is_set():
-                    _stop_query(state.query)
-                    return
-                error = state.query.exception()
-                state.last_error = str(error) if error else "query stopped"
-            state.restarts += 1
-            if time.monotonic() - started > BACKOFF_RESET_AFTER_S:
-                backoff = BACKOFF_FIRST_S
-            log.error("query %s failed, restarting from its checkpoint in %.0fs: %s", spec.name, backoff,
-                      (state.last_error or "").splitlines()[0] if state.last_error else "")
-            self._stop.wait(backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX_S)
+                for attempt in retrying(first_s=BACKOFF_FIRST_S, max_s=BACKOFF_MAX_S, stop=self._stop,
+                                        on=QueryFailed, log=log, what=f"query {spec.name}"):
+                    with attempt:
+                        self._run(spec, state)
+            except QueryFailed:
+                return  # it failed as the runner stopped
+            # Stopped, or the query ran long enough before it failed: a new series of restarts.
+            if self._stop.wait(BACKOFF_FIRST_S):
+                return
+
+    def _run(self, spec: QuerySpec, state: QueryState) -> None:
+        """Start the query and watch it: returns once the runner stops, or once the query failed after
+        running BACKOFF_RESET_AFTER_S; raises QueryFailed when it failed sooner or could not start."""
+        if self._stop.is_set():
+            return
+        started = time.monotonic()
+        try:
+            state.query = spec.start(self.spark, self.settings)
+        except Exception as exc:  # noqa: BLE001 - e.g. Redis not up yet: retry like a failed query
+            state.last_error = f"cannot start: {exc}"
+        else:
+            log.info("query %s started", state.query.name)
+            while not self._stop.is_set() and state.query.isActive:
+                self._stop.wait(WATCH_S)  # supervision only; the data path is Spark's own
+            if self._stop.is_set():
+                _stop_query(state.query)
+                return
+            error = state.query.exception()
+            state.last_error = str(error) if error else "query stopped"
+        state.restarts += 1
+        failure = (state.last_error or "").partition("\n")[0]
+        if time.monotonic() - started < BACKOFF_RESET_AFTER_S:
+            raise QueryFailed(failure)
+        log.error("query %s failed, restarting from its checkpoint in %.0fs: %s", spec.name, BACKOFF_FIRST_S,
+                  failure)
 
 
 def _stop_query(query: StreamingQuery) -> None:
