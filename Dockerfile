@@ -10,6 +10,7 @@ COPY rtdash rtdash
 COPY jobs jobs
 COPY producers producers
 COPY push_server push_server
+COPY stack stack
 COPY .jars/spark .jars/spark
 RUN pip install --no-cache-dir .
 ENV RTDASH_HOME=/data RTDASH_BIND_HOST=0.0.0.0 RTDASH_JARS_DIR=/app/.jars

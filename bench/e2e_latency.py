@@ -47,7 +47,10 @@ from producers.payment_provider import PaymentSimulator
 from rtdash.channels import ORDERS_TODAY
 from rtdash.payments import load_private_key
 from rtdash.settings import Settings
-from rtdash.stack import Service, Stack, ensure_topics, free_port, local_stack
+from rtdash.kafka_admin import ensure_topics
+from stack.runner import Service, Stack
+from stack.services import local_stack
+from stack.testing import free_port
 
 console = Console()
 

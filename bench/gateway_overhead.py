@@ -35,7 +35,11 @@ from pathlib import Path
 from bench import loadgen
 from producers.shop.catalogue import generate_catalogue
 from rtdash.settings import Settings
-from rtdash.stack import ensure_topics, free_port, http_ok, kafka_service, python_service
+from rtdash.kafka_admin import ensure_topics
+from stack.kafka import kafka_service
+from stack.probes import http_ok
+from stack.services import python_service
+from stack.testing import free_port
 
 WORDS = ["cast iron", "skillet", "rustic", "steel", "lamp", "wooden", "chair", "cotton", "shirt", "granite",
          "ceramic", "mug", "leather", "bag", "copper", "kettle", "oak", "table", "wool", "blanket"]

@@ -57,8 +57,13 @@ from rich.table import Table
 
 from bench import loadgen
 from producers.order_service.app import NOTIFY_PATH
-from rtdash.stack import Service, ensure_topics, free_port, http_ok, kafka_service, proc_stat, python_service
+from rtdash.kafka_admin import ensure_topics
 from rtdash.settings import Settings
+from stack.kafka import kafka_service
+from stack.probes import http_ok
+from stack.runner import Service
+from stack.services import python_service
+from stack.testing import children, cpu_seconds, free_port
 
 console = Console(width=None if Console().is_terminal else 150)
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,24 +121,6 @@ def listening_pids(ports: set[int]) -> list[str]:
     out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
     return [line for line in out.splitlines()
             if any(line.split()[3].endswith(f":{p}") for p in ports if len(line.split()) > 3)]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (all its threads), from /proc."""
-    fields = proc_stat(pid)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def children(pid: int) -> list[int]:
-    """The processes whose parent is `pid` (the order service's store process)."""
-    out = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            if int(proc_stat(int(entry.name))[1]) == pid:
-                out.append(int(entry.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
 
 
 class CpuMeter:

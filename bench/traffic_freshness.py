@@ -52,7 +52,9 @@ from tornado.websocket import websocket_connect
 from bench.e2e_latency import measure_rate, percentiles
 from rtdash.channels import TRAFFIC_TODAY, snapshot_key
 from rtdash.settings import Settings
-from rtdash.stack import Stack, free_port, local_stack
+from stack.runner import Stack
+from stack.services import local_stack
+from stack.testing import free_port
 
 console = Console()
 TRAFFIC_TARGET_MS = 2000

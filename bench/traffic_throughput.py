@@ -65,7 +65,10 @@ from rtdash.contracts import GatewayRequest
 from producers.traffic import daily_curve
 from rtdash.channels import TRAFFIC_PER_MINUTE, TRAFFIC_TODAY, snapshot_key
 from rtdash.settings import Settings
-from rtdash.stack import ensure_topics, free_port, kafka_service, redis_service
+from rtdash.kafka_admin import ensure_topics
+from stack.kafka import kafka_service
+from stack.services import redis_service
+from stack.testing import free_port
 
 console = Console()
 TARGET_RATE = 80_000

@@ -11,7 +11,10 @@ import pytest
 
 from rtdash.settings import Settings
 from producers.order_service.store import OrderStore, make_engine
-from rtdash.stack import Service, ensure_topics, free_port, kafka_service, python_service, redis_service
+from stack.kafka import kafka_service
+from stack.runner import Service
+from stack.services import python_service, redis_service
+from stack.testing import free_port
 
 
 @pytest.fixture(scope="session")
@@ -28,8 +31,8 @@ def stack_settings(tmp_path_factory) -> Settings:
 
 @pytest.fixture(scope="session")
 def kafka(stack_settings) -> Service:
+    """The broker, with the pipeline's topics created (its on_ready hook)."""
     with kafka_service(stack_settings) as service:
-        ensure_topics(stack_settings)
         yield service
 
 

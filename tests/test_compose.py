@@ -14,7 +14,8 @@ import yaml
 
 from producers.order_service.app import NOTIFY_PATH
 from rtdash.settings import PROJECT_ROOT, Settings
-from rtdash.stack import local_stack, stack_topics
+from rtdash.kafka_admin import pipeline_topics
+from stack.services import local_stack
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_kafka_init_creates_the_topics_of_the_local_stack(compose, defaults):
     loop = re.search(r"for t in ([^;]+);", script)
     assert loop, "kafka-init no longer loops over its topics"
     topics = shlex.split(loop.group(1))
-    assert sorted(topics) == sorted(stack_topics(defaults))
+    assert sorted(topics) == sorted(pipeline_topics(defaults))
 
 
 def test_published_ports_are_the_default_ports(compose, defaults):

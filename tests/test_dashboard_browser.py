@@ -28,7 +28,8 @@ import redis
 from paying import pay
 from push_server.protocol import encode_envelope
 from rtdash import channels
-from rtdash.stack import free_port, python_service
+from stack.services import python_service
+from stack.testing import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from kafka import KafkaConsumer
 
 from producers.order_service.relay import OutboxRelay, Wakeup
 from producers.order_service.store import OrderStore, epoch_ms, make_engine, outbox
-from rtdash.stack import ensure_topics
+from rtdash.kafka_admin import ensure_topics
 
 
 def test_wakeup_never_blocks_and_folds_posts_into_one():

@@ -19,7 +19,7 @@ from producers.order_service.store_process import StoreProcess, StoreUnavailable
 from producers.payment_provider import notify_params
 from rtdash.payments import ensure_provider_keys, load_private_key, signed
 from rtdash.settings import Settings
-from rtdash.stack import free_port
+from stack.testing import free_port
 
 PAID_AT = datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)
 

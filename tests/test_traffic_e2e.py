@@ -79,7 +79,7 @@ def out_of_range(rng: random.Random) -> list[bytes]:
 
 @pytest.fixture
 def traffic_settings(stack_settings, redis_server, kafka, tmp_path):
-    from rtdash.stack import ensure_topics
+    from rtdash.kafka_admin import ensure_topics
 
     settings = stack_settings.model_copy(update={
         "gateway_topic": "gateway.e2e", "gateway_dlq_topic": "gateway.e2e.dlq", "redis_prefix": "traffice2e",

@@ -24,7 +24,7 @@ import tornado.web
 from producers.gateway.proxy import make_app
 from producers.gateway.publisher import MemoryPublisher
 from rtdash.settings import Settings
-from rtdash.stack import free_port
+from stack.testing import free_port
 
 BIG = 5 * 1024 * 1024
 

@@ -10,7 +10,7 @@ from kafka import KafkaConsumer
 
 from producers.gateway.publisher import KafkaPublisher
 from rtdash.contracts import GatewayRequest, from_json
-from rtdash.stack import ensure_topics
+from rtdash.kafka_admin import ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ import pytest
 from producers.gateway.events import EventBuilder, VisitorIds
 from producers.traffic import TrafficConfig, TrafficSimulator
 from rtdash.settings import Settings
-from rtdash.stack import local_stack
+from stack.services import local_stack
 from rtdash.traffic_rules import is_bot
 
 

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from rtdash.settings import Settings
-from rtdash.stack import free_port
+from stack.testing import free_port
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ def test_rules_fire_resolve_and_survive_a_restart_with_short_windows(spark, kafk
     query keeps both firing without announcing them again; fixed series resolve both."""
     from kafka import KafkaConsumer
 
-    from rtdash.stack import ensure_topics
+    from rtdash.kafka_admin import ensure_topics
 
     job = stack_settings.model_copy(update={
         "redis_url": jobs_redis, "redis_prefix": PREFIX, "home": tmp_path, "alerts_topic": "alerts.jobtest",

@@ -11,7 +11,7 @@ import pytest
 from jobs.alerts import AlertState, AlertStore, Evaluation, OrdersDrop, Reading, Window, deliver, evaluate, rules_from
 from rtdash.channels import ALERTS, live_channel, seq_key, snapshot_key
 from rtdash.settings import Settings
-from rtdash.stack import free_port
+from stack.testing import free_port
 
 PREFIX = "t"
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)

@@ -16,7 +16,9 @@ from kafka import KafkaProducer
 from rtdash.channels import TRAFFIC_TODAY, snapshot_key
 from rtdash.contracts import GatewayRequest, to_json
 from rtdash.settings import PROJECT_ROOT
-from rtdash.stack import Service, ensure_topics, free_port
+from rtdash.kafka_admin import ensure_topics
+from stack.runner import Service
+from stack.testing import free_port
 
 pytestmark = pytest.mark.integration
 

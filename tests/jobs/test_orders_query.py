@@ -75,7 +75,7 @@ def test_kafka_query_dead_letters_bad_records_and_counts_each_order_once(spark, 
     """
     from kafka import KafkaConsumer, KafkaProducer
 
-    from rtdash.stack import ensure_topics
+    from rtdash.kafka_admin import ensure_topics
 
     job = stack_settings.model_copy(update={
         "orders_topic": "orders.jobtest", "orders_dlq_topic": "orders.jobtest.dlq", "redis_url": jobs_redis,

@@ -11,12 +11,12 @@ from kafka.errors import KafkaTimeoutError
 from kafka.structs import TopicPartition
 from tornado.testing import AsyncHTTPTestCase
 
-from producers.notifier.consumer import Backoff, ConfirmationSender
+from producers.notifier.consumer import ConfirmationSender
 from producers.notifier.sms import Delivery, GatewayUnavailable, MessageRejected, SmsClient, confirmation
 from producers.sms_gateway.app import MessageLog, make_app
 from rtdash.contracts import OrderPaid, to_json
 from rtdash.settings import Settings
-from rtdash.stack import free_port
+from stack.testing import free_port
 
 P0 = TopicPartition("orders", 0)
 TO = "+8613800000000"
@@ -89,7 +89,7 @@ class Gateway:
 
 def sender_for(consumer, gateway, **kwargs) -> ConfirmationSender:
     return ConfirmationSender(lambda: consumer, gateway.send, topic="orders", to=TO,
-                              backoff=Backoff(0.01, 0.02), **kwargs)
+                              pauses_s=(0.01, 0.02), **kwargs)
 
 
 def run_until_drained(sender: ConfirmationSender, consumer: ScriptedConsumer) -> None:
@@ -164,7 +164,7 @@ def test_waits_for_kafka_at_start():
             raise KafkaTimeoutError("Unable to bootstrap")
         return consumer
 
-    sender = ConfirmationSender(connect, gateway.send, topic="orders", to=TO, backoff=Backoff(0.01, 0.02))
+    sender = ConfirmationSender(connect, gateway.send, topic="orders", to=TO, pauses_s=(0.01, 0.02))
     run_until_drained(sender, consumer)
     assert len(attempts) == 3 and sender.status.sent == 1
 
@@ -182,13 +182,6 @@ def test_a_failing_consumer_commits_what_was_acknowledged_and_ends_the_service()
     assert ended.wait(10)
     assert sender.status.state == "failed" and "broken" in sender.status.last_error and not sender.running
     assert consumer.commits == [{0: 1}] and consumer.closed
-
-
-def test_backoff_doubles_up_to_its_bound_and_resets():
-    backoff = Backoff(0.2, 1.0)
-    assert [backoff.pause() for _ in range(5)] == [0.2, 0.4, 0.8, 1.0, 1.0]
-    backoff.reset()
-    assert backoff.pause() == 0.2
 
 
 class SmsClientTest(AsyncHTTPTestCase):

@@ -22,7 +22,9 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from rtdash.contracts import OrderPaid, to_json
 from rtdash.payments import format_amount
-from rtdash.stack import ensure_topics, free_port, python_service
+from rtdash.kafka_admin import ensure_topics
+from stack.services import python_service
+from stack.testing import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -33,7 +33,7 @@ from producers.shop.store import ShopStore
 from rtdash.settings import Settings
 
 from served_apps import ServedApps
-from rtdash.stack import free_port
+from stack.testing import free_port
 
 PROVIDER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 ROOT = Path(__file__).resolve().parents[2]

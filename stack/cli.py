@@ -41,7 +41,8 @@ def main(log_level: str) -> None:
 
 
 def _start_stack(settings: Settings):
-    from rtdash.stack import Stack, StackError, local_stack
+    from stack.runner import Stack, StackError
+    from stack.services import local_stack
 
     stack = Stack(settings, local_stack(settings))
     try:
@@ -124,7 +125,7 @@ def demo(rate: float, users: int, payments: float) -> None:
 @main.command()
 def down() -> None:
     """Stop the stack that `rtdash up` or `rtdash demo` started."""
-    from rtdash.stack import stop_running_stack
+    from stack.runner import stop_running_stack
 
     stopped = stop_running_stack(_settings())
     console.print("stopped " + ", ".join(stopped) if stopped else "no stack running")
@@ -133,7 +134,8 @@ def down() -> None:
 @main.command()
 def status() -> None:
     """Show each service of the local stack and whether it answers its health check."""
-    from rtdash.stack import local_stack, read_state
+    from stack.runner import read_state
+    from stack.services import local_stack
 
     settings = _settings()
     state = read_state(settings) or {"services": {}}

@@ -1,15 +1,19 @@
-"""The stack runner: services start in order, report health, and leave nothing behind."""
+"""The stack runner: services start in order, get ready, and leave nothing behind."""
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
 from rtdash.settings import Settings
-from rtdash.stack import Service, Stack, StackError, free_port, http_ok, port_open, read_state, stop_running_stack
+from stack.probes import http_ok, port_open
+from stack.runner import Service, Stack, StackError, group_alive, pid_alive, read_state, stop_process_group, \
+    stop_running_stack
+from stack.testing import free_port
 
 
 def http_service(settings: Settings, name: str, port: int, *, ignore_term: bool = False) -> Service:
@@ -72,9 +76,9 @@ def test_down_from_another_process_stops_the_runner_and_its_services(settings, t
     runner_code = (
         "import signal, threading, sys\n"
         "from rtdash.settings import Settings\n"
-        "from rtdash.stack import Stack\n"
+        "from stack.runner import Stack\n"
         "sys.path.insert(0, %r)\n"
-        "from test_stack import http_service\n"
+        "from test_runner import http_service\n"
         "s = Settings(_env_file=None, home=%r)\n"
         "stack = Stack(s, [http_service(s, 'web', %d)])\n"
         "stop = threading.Event()\n"
@@ -92,3 +96,73 @@ def test_down_from_another_process_stops_the_runner_and_its_services(settings, t
         if runner.poll() is None:
             runner.send_signal(signal.SIGKILL)
             runner.wait()
+
+
+class FakeService(Service):
+    """A service without a process: healthy from its second check on; records what happens to it."""
+
+    def __init__(self, settings: Settings, name: str, events: list[str], on_ready=None):
+        self.checks = 0
+        super().__init__(name, [], settings.logs_dir / f"{name}.log", health=self._health,
+                         on_ready=on_ready or (lambda: events.append(f"{name} ready")), ready_timeout=5)
+        self.events = events
+
+    def _health(self) -> bool:
+        self.checks += 1
+        if self.checks < 2:
+            return False
+        self.events.append(f"{self.name} healthy")
+        return True
+
+    def start(self) -> None:
+        self.events.append(f"start {self.name}")
+        self.process = SimpleNamespace(pid=os.getpid(), poll=lambda: None)
+
+    def stop(self) -> None:
+        self.events.append(f"stop {self.name}")
+        self.process = None
+
+
+def test_start_runs_each_services_on_ready_once_after_it_is_healthy(settings):
+    """Whatever its name: a service called "kafka" gets no special treatment, only its own hook."""
+    events: list[str] = []
+    stack = Stack(settings, [FakeService(settings, "kafka", events), FakeService(settings, "web", events)])
+    stack.start()
+    assert events == ["start kafka", "kafka healthy", "kafka ready", "start web", "web healthy", "web ready"]
+    stack.stop()
+    assert events[-2:] == ["stop web", "stop kafka"]
+
+
+def test_a_failing_on_ready_fails_start_and_stops_what_started(settings):
+    events: list[str] = []
+
+    def refuse() -> None:
+        raise StackError("topics not created")
+
+    stack = Stack(settings, [FakeService(settings, "first", events),
+                             FakeService(settings, "second", events, on_ready=refuse),
+                             FakeService(settings, "third", events)])
+    with pytest.raises(StackError, match="topics not created"):
+        stack.start()
+    assert events == ["start first", "first healthy", "first ready", "start second", "second healthy",
+                      "stop second", "stop first"]
+    assert read_state(settings) is None
+
+
+def test_a_zombie_is_gone_but_a_live_member_keeps_its_group_alive():
+    """The group's leader exits (unreaped) while the child it started runs on in the same group."""
+    leader = subprocess.Popen([sys.executable, "-c", "import subprocess; "
+                               "print(subprocess.Popen(['sleep', '60']).pid, flush=True)"],
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        child = int(leader.stdout.readline())
+        os.waitid(os.P_PID, leader.pid, os.WEXITED | os.WNOWAIT)   # exited, left a zombie
+        assert not pid_alive(leader.pid)
+        assert pid_alive(child) and group_alive(leader.pid)
+        stop_process_group(leader.pid, 10)
+        assert not group_alive(leader.pid)
+        assert not pid_alive(child)
+    finally:
+        if group_alive(leader.pid):
+            os.killpg(leader.pid, signal.SIGKILL)
+        leader.wait()
