@@ -9,6 +9,10 @@ drift.
 Timestamps travel as ISO-8601 strings in UTC with millisecond precision
 (``2026-11-26T17:54:54.123Z``), a format Spark's JSON reader parses into
 TimestampType without options. Money travels as integer cents (fen).
+
+Python readers (the notifier, tests) parse an event with `from_json`: pydantic
+validates the JSON against the same dataclass, strictly (a wrong type is an
+error, never converted).
 """
 from __future__ import annotations
 
@@ -17,9 +21,25 @@ import functools
 import json
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BeforeValidator, TypeAdapter, ValidationError
+
+
+def _timestamp(value: Any) -> datetime:
+    """A timestamp is an ISO-8601 string, parsed as `parse_ts` does (pydantic alone would take epoch seconds)."""
+    if isinstance(value, str):
+        try:
+            return parse_ts(value)
+        except ValueError:
+            pass
+    raise ValueError("not an ISO-8601 timestamp such as 2026-11-26T17:54:54.123Z")
+
+
+# A datetime on the wire: what `format_ts` writes and Spark's TimestampType reads.
+Timestamp = Annotated[datetime, BeforeValidator(_timestamp)]
 
 
 @dataclass(frozen=True)
@@ -32,13 +52,13 @@ class OrderPaid:
 
     topic: ClassVar[str] = "orders"
 
-    order_id: str          # the shop's out_trade_no
-    trade_no: str          # the payment provider's transaction id
-    amount_cents: int      # total_amount in fen
-    paid_at: datetime      # gmt_payment, as UTC
-    trade_status: str      # TRADE_SUCCESS or TRADE_FINISHED
-    notify_id: str         # id of the notify that paid it
-    recorded_at: datetime  # when the order service stored it
+    order_id: str           # the shop's out_trade_no
+    trade_no: str           # the payment provider's transaction id
+    amount_cents: int       # total_amount in fen
+    paid_at: Timestamp      # gmt_payment, as UTC
+    trade_status: str       # TRADE_SUCCESS or TRADE_FINISHED
+    notify_id: str          # id of the notify that paid it
+    recorded_at: Timestamp  # when the order service stored it
 
     def key(self) -> bytes:
         return self.order_id.encode()
@@ -58,7 +78,7 @@ class GatewayRequest:
     topic: ClassVar[str] = "gateway"
 
     request_id: str
-    started_at: datetime
+    started_at: Timestamp
     method: str
     path: str
     route: str                      # route table name, "" when no route matched
@@ -100,13 +120,15 @@ class AlertStateChanged:
 
     topic: ClassVar[str] = "alerts"
 
-    rule: str              # e.g. "orders_drop", "gateway_5xx_share"
-    state: str             # "pending", "firing" or "resolved"
-    since: datetime        # when the rule entered this state
-    value: float           # the rule's value at this evaluation
-    baseline: float | None  # what it was compared with (the earlier hour for orders_drop), if anything
-    message: str           # one line for people
-    evaluated_at: datetime
+    rule: str               # e.g. "orders_drop", "gateway_5xx_share"
+    state: str              # "pending", "firing" or "resolved"
+    since: Timestamp        # when the rule entered this state
+    value: float            # the rule's value at this evaluation
+    # What it was compared with (the earlier hour for orders_drop), if anything; may be missing like every
+    # optional field (a keyword-only default, so the wire order of the fields stays as written).
+    baseline: float | None = field(default=None, kw_only=True)
+    message: str            # one line for people
+    evaluated_at: Timestamp
 
     def key(self) -> bytes:
         return self.rule.encode()
@@ -121,6 +143,7 @@ def format_ts(value: datetime) -> str:
 
 
 def parse_ts(text: str) -> datetime:
+    """The datetime of a wire timestamp; ValueError if `text` is not ISO-8601."""
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
@@ -143,36 +166,31 @@ def to_json(event: Any) -> bytes:
 
 
 def from_json(cls: type, payload: bytes | str) -> Any:
-    """Parse and check one event; raises ValueError naming what is wrong."""
+    """Parse and check one event of type `cls`; raises ValueError naming each field that is wrong.
+
+    Strict: an integer field refuses "12", 12.5 and true; a string field refuses 12; a
+    timestamp is an ISO-8601 string; a number field takes an integer. Fields `cls` does not
+    have are ignored (a reader keeps working when a writer adds one); a field with a default
+    (every optional one) may be missing.
+    """
     try:
-        raw = json.loads(payload)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"not JSON: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ValueError("event must be a JSON object")
-    hints = typing.get_type_hints(cls)
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        base, optional = _unwrap(hints[f.name])
-        value = raw.get(f.name)
-        if value is None:
-            if not optional:
-                raise ValueError(f"missing field {f.name!r}")
-            values[f.name] = None
-            continue
-        if base is datetime:
-            value = parse_ts(str(value))
-        elif base is int and (not isinstance(value, int) or isinstance(value, bool)):
-            raise ValueError(f"field {f.name!r} must be an integer")
-        elif base is float and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-            raise ValueError(f"field {f.name!r} must be a number")
-        elif base is str and not isinstance(value, str):
-            raise ValueError(f"field {f.name!r} must be a string")
-        values[f.name] = value
-    return cls(**values)
+        return _validator(cls).validate_json(payload, strict=True)
+    except ValidationError as exc:
+        raise ValueError(describe(exc, whole=cls.__name__)) from None
+
+
+@functools.cache
+def _validator(cls: type) -> TypeAdapter:
+    return TypeAdapter(cls)
+
+
+def describe(exc: ValidationError, *, whole: str) -> str:
+    """One line naming each problem, e.g. ``to: Field required; text: ...`` (`whole` names the input itself)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or whole}: {e['msg']}" for e in exc.errors())
 
 
 def required_fields(cls: type) -> list[str]:
+    """The fields every event of `cls` carries (those not Optional): what the jobs' dead-letter check tests."""
     hints = typing.get_type_hints(cls)
     return [f.name for f in dataclasses.fields(cls) if not _unwrap(hints[f.name])[1]]
 

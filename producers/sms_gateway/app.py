@@ -28,7 +28,7 @@ from typing import Any
 import tornado.web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rtdash.contracts import format_ts
+from rtdash.contracts import describe, format_ts
 from rtdash.settings import Settings
 from rtdash.web import JsonHandler
 
@@ -45,11 +45,6 @@ class MessageRequest(BaseModel):
     to: str = Field(pattern=r"^\+[1-9][0-9]{6,14}$", description="recipient, E.164 (+ and 7-15 digits)")
     text: str = Field(min_length=1, max_length=1000)
     idempotency_key: str = Field(min_length=1, max_length=128, pattern=r"^\S+$")
-
-
-def describe(exc: ValidationError) -> str:
-    """One line naming each problem, e.g. ``to: Field required; text: ...``."""
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
 
 
 class MessageLog:
@@ -118,7 +113,7 @@ class MessagesHandler(GatewayHandler):
         try:
             request = MessageRequest.model_validate_json(self.request.body)
         except ValidationError as exc:
-            raise tornado.web.HTTPError(400, describe(exc)) from None
+            raise tornado.web.HTTPError(400, describe(exc, whole="body")) from None
         message, new = self.messages.record(request)
         if new:
             log.info("message %d to %s recorded (key %s)", message["id"], message["to"], message["idempotency_key"])
