@@ -6,8 +6,9 @@ loop only serves /healthz, which reads `NotifierStatus`.
 The records of each batch `poll` returns are handled one by one, in partition
 order. A record that is not an OrderPaid is logged and skipped. Otherwise its
 confirmation goes to the SMS gateway with the order id as idempotency key and
-is retried, with pauses doubling from 0.2 s to 10 s, for as long as the gateway
-is unavailable: never dropped, never a busy loop. Only once the gateway has
+is retried (`rtdash.retry`, pauses doubling from 0.2 s to 10 s) for as long as
+the gateway is unavailable and the notifier runs: never dropped, never a busy
+loop; Kafka is waited for at start the same way. Only once the gateway has
 answered does the record count as acknowledged. Acknowledged offsets are
 committed after each batch, when an outage begins, and at stop. A message the
 gateway refuses (4xx) would be refused again: it is logged as rejected and
@@ -29,26 +30,11 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from rtdash.contracts import OrderPaid, from_json
+from rtdash.retry import retrying
 
 from .sms import Delivery, GatewayUnavailable, MessageRejected, confirmation
 
 log = logging.getLogger("rtdash.notifier")
-
-
-class Backoff:
-    """Pauses that double from `first_s` up to `max_s`; `reset` after a success."""
-
-    def __init__(self, first_s: float = 0.2, max_s: float = 10.0):
-        self.first_s = first_s
-        self.max_s = max_s
-        self._next = first_s
-
-    def pause(self) -> float:
-        pause, self._next = self._next, min(self.max_s, self._next * 2)
-        return pause
-
-    def reset(self) -> None:
-        self._next = self.first_s
 
 
 @dataclass
@@ -69,14 +55,14 @@ class ConfirmationSender:
     """Sends one SMS per paid order from `topic`, committing offsets only after the gateway answered."""
 
     def __init__(self, connect: Callable[[], Any], send: Callable[[str, str, str], Delivery], *, topic: str,
-                 to: str, max_records: int = 100, backoff: Backoff | None = None, commit_timeout_ms: int = 10_000,
-                 on_exit: Callable[[], None] = lambda: None):
+                 to: str, max_records: int = 100, pauses_s: tuple[float, float] = (0.2, 10.0),
+                 commit_timeout_ms: int = 10_000, on_exit: Callable[[], None] = lambda: None):
         self.connect = connect        # returns a KafkaConsumer in the notifier's group, not yet subscribed
         self.send = send              # (to, text, idempotency key) -> Delivery
         self.topic = topic
         self.to = to
         self.max_records = max_records
-        self.backoff = backoff or Backoff()
+        self.pauses_s = pauses_s      # (first, longest) pause while Kafka or the gateway is unavailable
         self.commit_timeout_ms = commit_timeout_ms
         self.on_exit = on_exit
         self.status = NotifierStatus()
@@ -131,56 +117,81 @@ class ConfirmationSender:
             consumer.close(autocommit=False)
             self.status.state = "stopped"
 
+    def _retrying(self, on: type[Exception], what: str):
+        """Attempts until one succeeds or the notifier stops; a stop ends the pause at once."""
+        first_s, max_s = self.pauses_s
+        return retrying(first_s=first_s, max_s=max_s, stop=self._stopping, on=on, log=log, what=what)
+
     def _connect(self) -> Any:
-        backoff = Backoff(self.backoff.first_s, self.backoff.max_s)
-        while not self._stopping.is_set():
-            try:
-                return self.connect()
-            except KafkaError as exc:
-                self._note_unavailable("waiting for kafka", exc, backoff.pause())
+        """The consumer, once Kafka answers; None if the notifier stopped first."""
+        try:
+            for attempt in self._retrying(KafkaError, "connecting to kafka"):
+                with attempt:
+                    if self._stopping.is_set():
+                        return None
+                    try:
+                        return self.connect()
+                    except KafkaError as exc:
+                        self._note_unavailable("waiting for kafka", exc)
+                        raise
+        except KafkaError:       # the notifier stopped while Kafka was unavailable
+            pass
         return None
 
     def _deliver(self, consumer: Any, record: Any) -> bool:
         """Send the confirmation of one record; False if stopped before the gateway took it."""
         try:
             event = from_json(OrderPaid, record.value)
-        except (ValueError, TypeError) as exc:
+        except ValueError as exc:
             self.status.bad_records += 1
             log.warning("record %s:%d:%d is not an OrderPaid, skipped: %s", record.topic, record.partition,
                         record.offset, exc)
             return True
-        text, outage = confirmation(event), False
-        while not self._stopping.is_set():
-            try:
-                delivery = self.send(self.to, text, event.order_id)
-            except MessageRejected as exc:
-                self.status.rejected += 1
-                self.status.last_error = f"order {event.order_id}: {exc}"
-                log.error("the sms gateway refused the confirmation of order %s, skipped: %s", event.order_id, exc)
-                return True
-            except GatewayUnavailable as exc:
-                if not outage:
-                    outage = True
-                    self._commit(consumer)
-                self._note_unavailable("waiting for the sms gateway", exc, self.backoff.pause(),
-                                       f"order {event.order_id}")
-                continue
-            self.backoff.reset()
-            self.status.state = "consuming"
-            if delivery is Delivery.SENT:
-                self.status.sent += 1
-                log.info("confirmation of order %s sent to %s", event.order_id, self.to)
-            else:
-                self.status.duplicates += 1
-                log.info("confirmation of order %s was sent before; the gateway kept one", event.order_id)
+        try:
+            delivery = self._send(consumer, event)
+        except MessageRejected as exc:
+            self.status.rejected += 1
+            self.status.last_error = f"order {event.order_id}: {exc}"
+            log.error("the sms gateway refused the confirmation of order %s, skipped: %s", event.order_id, exc)
             return True
-        return False
+        if delivery is None:
+            return False
+        self.status.state = "consuming"
+        if delivery is Delivery.SENT:
+            self.status.sent += 1
+            log.info("confirmation of order %s sent to %s", event.order_id, self.to)
+        else:
+            self.status.duplicates += 1
+            log.info("confirmation of order %s was sent before; the gateway kept one", event.order_id)
+        return True
 
-    def _note_unavailable(self, state: str, exc: Exception, pause: float, what: str = "") -> None:
+    def _send(self, consumer: Any, event: OrderPaid) -> Delivery | None:
+        """The gateway's answer for `event`, retried while it is unavailable; None if the notifier stopped first.
+
+        When an outage begins, the offsets acknowledged before it are committed: a
+        notifier killed during a long outage reads again from the waiting record on.
+        """
+        text, outage = confirmation(event), False
+        try:
+            for attempt in self._retrying(GatewayUnavailable, f"sending the confirmation of order {event.order_id}"):
+                with attempt:
+                    if self._stopping.is_set():
+                        return None
+                    try:
+                        return self.send(self.to, text, event.order_id)
+                    except GatewayUnavailable as exc:
+                        if not outage:
+                            outage = True
+                            self._commit(consumer)
+                        self._note_unavailable("waiting for the sms gateway", exc)
+                        raise
+        except GatewayUnavailable:   # the notifier stopped during the outage
+            pass
+        return None
+
+    def _note_unavailable(self, state: str, exc: Exception) -> None:
         self.status.state = state
         self.status.last_error = f"{type(exc).__name__}: {exc}"
-        log.warning("%s (%s)%s; retrying in %.1fs", state, exc, f", {what} waits" if what else "", pause)
-        self._stopping.wait(pause)
 
     def _commit(self, consumer: Any) -> None:
         """Commit the acknowledged offsets; on failure the records come again (the gateway keeps one each)."""
