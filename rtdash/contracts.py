@@ -101,7 +101,7 @@ class GatewayRequest:
     result_product_ids: list[str] | None = None  # product ids a search returned
     product_id: str | None = None           # product of a product page
     extras: dict[str, str] | None = None
-    # True when the gateway recognised a crawler (BOT_USER_AGENT); absent in events of older gateways,
+    # True when the gateway recognised a crawler (rtdash.traffic_rules.is_bot); absent in events of older gateways,
     # so the traffic job applies the same User-Agent rule itself too.
     bot: bool | None = None
 

@@ -13,9 +13,12 @@ from functools import cached_property
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from typing import Annotated
+
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing import Annotated
+
+from rtdash.traffic_rules import ORDER_CENTER_PREFIX
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,8 +91,9 @@ class Settings(BaseSettings):
     # Days (of event time) the per-day traffic figures are kept in Redis; minute detail goes once its
     # day, the recent-terms window and the lateness are over.
     traffic_keep_days: int = Field(default=8, gt=0)
-    alerts_topic: str = "alerts"
+
     # --- alerts (jobs/alerts.py): Grafana-style rules over the per-minute series in Redis ---
+    alerts_topic: str = "alerts"
     # Rules evaluated (comma list of orders_drop, gateway_5xx_share); empty evaluates none.
     alert_rules: str = "orders_drop,gateway_5xx_share"
     # How often the rules are evaluated (the alerts query's processing-time trigger).
@@ -107,7 +111,7 @@ class Settings(BaseSettings):
     alert_5xx_min_requests: int = Field(default=20, gt=0)
     alert_5xx_pending_seconds: float = Field(default=60, ge=0)
 
-    # --- gateway (issue: API gateway) ---
+    # --- gateway (producers/gateway) ---
     gateway_topic: str = "gateway"
     gateway_dlq_topic: str = "gateway.dlq"
     # Route table: "name=/prefix=http://host:port" entries separated by commas; empty means
@@ -186,7 +190,7 @@ class Settings(BaseSettings):
                     raise ValueError(f"bad gateway route {entry!r}: use name=/prefix=http://host:port")
                 table.append((parts[0], parts[1], parts[2].rstrip("/")))
         else:
-            table = [("order_center", "/order_center/", f"http://127.0.0.1:{self.order_service_port}"),
+            table = [("order_center", ORDER_CENTER_PREFIX, f"http://127.0.0.1:{self.order_service_port}"),
                      ("shop", "/", f"http://127.0.0.1:{self.shop_port}")]
         return sorted(table, key=lambda route: len(route[1]), reverse=True)
 
