@@ -55,6 +55,35 @@ def test_an_asserting_check_holds_once_it_raises_nothing():
     assert clock.slept == [1, 1]
 
 
+def test_none_from_a_predicate_means_not_yet():
+    clock = FakeClock()
+    store: dict = {}
+
+    def fetch():
+        if len(clock.slept) == 2:
+            store["key"] = "value"
+        return store.get("key")
+
+    assert eventually(fetch, timeout=5, interval=1, clock=clock, sleep=clock.sleep) == "value"
+    assert clock.slept == [1, 1]
+    with pytest.raises(AssertionError, match="last value: None"):
+        eventually(lambda: {}.get("key"), timeout=1, interval=0.5, clock=clock, sleep=clock.sleep)
+
+
+def test_asserts_count_also_when_pytest_did_not_rewrite_them():
+    state = {"ready": False}
+    namespace = {"state": state}
+    exec(compile("def check():\n    assert state['ready'], 'not ready'\n", "<plain>", "exec"), namespace)
+    clock = FakeClock()
+
+    def sleep(seconds):
+        clock.sleep(seconds)
+        state["ready"] = True
+
+    assert eventually(namespace["check"], timeout=5, interval=1, clock=clock, sleep=sleep) is None
+    assert clock.slept == [1]
+
+
 def test_times_out_with_what_and_the_last_value():
     clock = FakeClock()
     with pytest.raises(AssertionError) as failed:

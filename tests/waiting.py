@@ -4,18 +4,18 @@
 fails the test with what was last seen when it does not hold in time. A check
 is either
 
-* a predicate, returning a truthy value once the condition holds (that value
-  is returned, so a check can fetch what the test goes on to use), or
-* a block of asserts, which holds when it raises no AssertionError (and
-  returns None).
+* a predicate (a lambda, or a function without asserts), which holds once it
+  returns a truthy value; that value is returned, so a check can fetch what
+  the test goes on to use. None, False, 0 and empty values mean "not yet", so
+  ``lambda: store.get(key)`` waits for the key; or
+* a function with assert statements, which holds once it raises no
+  AssertionError (returning None, or a truthy value).
 
-So a check that returns None holds: to wait for a value to appear, compare it
-(``lambda: store.get(key) is not None``) or return the value only when it is
-there. False, 0 and empty values mean "not yet". Any exception other than
-AssertionError is a real error and ends the wait at once.
+Any exception other than AssertionError is a real error and ends the wait at
+once (raise one to give up early, e.g. when the process under test exited).
 
     from waiting import eventually
-    count = eventually(lambda: health()["clients"] == 1, what="the client is counted")
+    state = eventually(lambda: health(port), what="the push server answers")
 
 `eventually_async` is the same for async tests; its check may be a plain
 function or return an awaitable (an ``async def``).
@@ -23,6 +23,7 @@ function or return an awaitable (an ``async def``).
 from __future__ import annotations
 
 import asyncio
+import dis
 import inspect
 import time
 from collections.abc import Awaitable, Callable
@@ -35,12 +36,22 @@ __all__ = ["eventually", "eventually_async"]
 _NOT_YET = object()
 
 
+def _asserts(check: Callable) -> bool:
+    """Whether `check`'s own code has an assert statement (plain, or as pytest rewrites it)."""
+    code = getattr(check, "__code__", None)
+    if code is None:
+        return False
+    return "AssertionError" in code.co_names or any(
+        instruction.opname == "LOAD_ASSERTION_ERROR" for instruction in dis.get_instructions(code))
+
+
 class _Attempts:
     """The outcome of each call of a check, and the failure message when time runs out."""
 
-    def __init__(self, what: str, timeout: float) -> None:
+    def __init__(self, check: Callable, what: str, timeout: float) -> None:
         if timeout < 0:
             raise ValueError(f"timeout must not be negative, not {timeout}")
+        self.none_holds = _asserts(check)
         self.what = what
         self.timeout = timeout
         self.calls = 0
@@ -50,7 +61,7 @@ class _Attempts:
     def seen(self, value: Any) -> Any:
         """The value if the condition holds, else `_NOT_YET` (remembering the value)."""
         self.calls += 1
-        if value is None or value:
+        if value or (value is None and self.none_holds):
             return value
         self.last_error, self.last_value = None, value
         return _NOT_YET
@@ -80,7 +91,7 @@ def eventually(check: Callable[[], T], *, timeout: float = 30.0, interval: float
     The check runs at least once, and once more at the deadline. `clock` and
     `sleep` are for tests of this helper (a fake clock).
     """
-    attempts = _Attempts(what, timeout)
+    attempts = _Attempts(check, what, timeout)
     deadline = clock() + timeout
     while True:
         try:
@@ -100,7 +111,7 @@ async def eventually_async(check: Callable[[], T | Awaitable[T]], *, timeout: fl
                            clock: Callable[[], float] = time.monotonic,
                            sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> T:
     """`eventually` for async tests: waits with `asyncio.sleep`, so the loop keeps serving meanwhile."""
-    attempts = _Attempts(what, timeout)
+    attempts = _Attempts(check, what, timeout)
     deadline = clock() + timeout
     while True:
         try:
