@@ -5,14 +5,23 @@ Server -> client: an envelope ``{"channel": str, "seq": int, "data": {...}}``;
 can ignore anything not newer than what it has. Client -> server: optionally
 ``{"subscribe": ["orders.today", ...]}`` to choose channels (default: all);
 each newly subscribed channel's snapshot is sent first.
+
+Both directions' incoming JSON (envelopes read from Redis, messages from
+browsers) is checked by a pydantic model; whatever breaks the shape raises
+`ProtocolError` with one clear sentence per kind of mistake, and the caller
+drops the message (Redis) or closes the socket with code 1003 (browser).
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 MAX_CLIENT_MESSAGE_BYTES = 4096
 MAX_CHANNELS = 64
+MAX_CHANNEL_NAME = 128
 
 
 class ProtocolError(ValueError):
@@ -26,6 +35,55 @@ class Envelope:
     text: str  # the exact JSON sent to clients, encoded once for every subscriber
 
 
+class EnvelopeMessage(BaseModel):
+    """An envelope as the jobs write it: exactly these three fields, types as they are (no coercion)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    channel: Annotated[str, StringConstraints(min_length=1)]
+    seq: Annotated[int, Field(ge=0)]
+    data: dict[str, Any]
+
+
+class SubscribeMessage(BaseModel):
+    """What a browser may send: the channels it wants, at most MAX_CHANNELS names."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    subscribe: Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_CHANNEL_NAME)]],
+                         Field(max_length=MAX_CHANNELS)]
+
+
+_ENVELOPE_ERRORS = {
+    "": "envelope must have exactly channel, seq and data",
+    "channel": "channel must be a non-empty string",
+    "seq": "seq must be a non-negative integer",
+    "data": "data must be an object",
+}
+_SUBSCRIBE_ERRORS = {
+    "": 'expected {"subscribe": [channel, ...]}',
+    "subscribe": f"subscribe takes a list of at most {MAX_CHANNELS} channel names "
+                 f"of 1 to {MAX_CHANNEL_NAME} characters",
+}
+
+
+Message = TypeVar("Message", bound=BaseModel)
+
+
+def _validated(model: type[Message], raw: str | bytes, errors: dict[str, str], what: str) -> Message:
+    """`raw` parsed and checked by `model`, or the ProtocolError naming the first thing wrong."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "json_invalid":
+            raise ProtocolError(f"{what} is not JSON ({first['msg'].removeprefix('Invalid JSON: ')})") from None
+        field = str(first["loc"][0]) if first["loc"] else ""
+        if first["type"] in ("missing", "extra_forbidden") or field not in errors:
+            field = ""
+        raise ProtocolError(errors[field]) from None
+
+
 def encode_envelope(channel: str, seq: int, data: dict) -> str:
     """The JSON text of an envelope (what the jobs write to Redis), checked like an incoming one."""
     return parse_envelope(json.dumps({"channel": channel, "seq": seq, "data": data},
@@ -33,34 +91,12 @@ def encode_envelope(channel: str, seq: int, data: dict) -> str:
 
 
 def parse_envelope(raw: str | bytes) -> Envelope:
-    """Check an envelope coming from Redis (snapshot key or pub/sub)."""
-    try:
-        message = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"envelope is not JSON: {exc}") from exc
-    if not isinstance(message, dict) or set(message) != {"channel", "seq", "data"}:
-        raise ProtocolError("envelope must have exactly channel, seq and data")
-    channel, seq, data = message["channel"], message["seq"], message["data"]
-    if not isinstance(channel, str) or not channel:
-        raise ProtocolError("channel must be a non-empty string")
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-        raise ProtocolError("seq must be a non-negative integer")
-    if not isinstance(data, dict):
-        raise ProtocolError("data must be an object")
+    """Check an envelope coming from Redis (snapshot key or pub/sub); its text is kept as it came."""
+    message = _validated(EnvelopeMessage, raw, _ENVELOPE_ERRORS, "envelope")
     text = raw.decode() if isinstance(raw, bytes) else raw
-    return Envelope(channel, seq, text)
+    return Envelope(message.channel, message.seq, text)
 
 
 def parse_client_message(raw: str | bytes) -> list[str]:
     """The channels a client asks for with {"subscribe": [...]}."""
-    try:
-        message = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError("message is not JSON") from exc
-    if not isinstance(message, dict) or set(message) != {"subscribe"}:
-        raise ProtocolError('expected {"subscribe": [channel, ...]}')
-    channels = message["subscribe"]
-    if (not isinstance(channels, list) or len(channels) > MAX_CHANNELS
-            or not all(isinstance(c, str) and 0 < len(c) <= 128 for c in channels)):
-        raise ProtocolError(f"subscribe takes a list of at most {MAX_CHANNELS} channel names")
-    return channels
+    return _validated(SubscribeMessage, raw, _SUBSCRIBE_ERRORS, "message").subscribe

@@ -29,8 +29,9 @@ def test_envelope_round_trip_keeps_the_exact_text():
     ('{"channel": "a", "seq": true, "data": {}}', "seq"),
     ('{"channel": "a", "seq": "1", "data": {}}', "seq"),
     ('{"channel": "a", "seq": 1, "data": []}', "data"),
+    ('{"channel": "a", "seq": 1, "data": null}', "data"),
 ])
-def test_bad_envelopes_are_refused(raw, reason):
+def test_bad_envelopes_are_refused_saying_why(raw, reason):
     with pytest.raises(ProtocolError, match=reason):
         parse_envelope(raw)
 
@@ -40,10 +41,23 @@ def test_client_subscribe_message():
     assert parse_client_message(b'{"subscribe": []}') == []
 
 
-@pytest.mark.parametrize("raw", [
-    '{"subscribe": "orders.today"}', '{"unsubscribe": []}', "[]", '{"subscribe": [1]}', "hello",
-    '{"subscribe": [""]}', json.dumps({"subscribe": ["c"] * 65}), json.dumps({"subscribe": ["x" * 200]}),
+@pytest.mark.parametrize("raw,reason", [
+    ("hello", r"^message is not JSON \(expected value at line 1 column 1\)$"),
+    (b"\xff\xfe", "^message is not JSON"),
+    ("[]", r'^expected \{"subscribe": \[channel, \.\.\.\]\}$'),
+    ('{"unsubscribe": []}', '^expected {"subscribe"'),
+    ('{"subscribe": [], "also": 1}', '^expected {"subscribe"'),
+    ('{"subscribe": "orders.today"}', "^subscribe takes a list of at most 64 channel names of 1 to 128 characters$"),
+    ('{"subscribe": [1]}', "^subscribe takes a list"),
+    ('{"subscribe": [""]}', "^subscribe takes a list"),
+    (json.dumps({"subscribe": ["c"] * 65}), "^subscribe takes a list"),
+    (json.dumps({"subscribe": ["x" * 129]}), "^subscribe takes a list"),
 ])
-def test_bad_client_messages_are_refused(raw):
-    with pytest.raises(ProtocolError):
+def test_bad_client_messages_are_refused_saying_why(raw, reason):
+    with pytest.raises(ProtocolError, match=reason):
         parse_client_message(raw)
+
+
+def test_client_subscribe_limits_are_inclusive():
+    assert parse_client_message(json.dumps({"subscribe": ["c"] * 64})) == ["c"] * 64
+    assert parse_client_message(json.dumps({"subscribe": ["x" * 128]})) == ["x" * 128]
