@@ -12,9 +12,10 @@ A live envelope may carry only what changed (``orders.per_minute``), so after
 forwarding one the broker reads that channel's snapshot key too: the hub then
 holds the whole state for the next client to join.
 
-If Redis goes away the task retries with capped exponential backoff and
-jitter; the push server keeps serving its page, its clients keep their last
-figures, and `connected` (shown on /healthz) is False meanwhile.
+If Redis goes away the task reconnects after pauses doubling up to a cap
+(for as long as the server runs: `stop` ends it); the push server keeps
+serving its page, its clients keep their last figures, and `connected`
+(shown on /healthz) is False meanwhile.
 """
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ class RedisBroker:
         self.max_backoff = max_backoff
         self.connect_timeout = connect_timeout
         self.connected = False
-        self.reconnects = 0
+        self.reconnects = 0    # connections that worked and were lost
+        self.failures = 0      # failed attempts and lost connections since the last connection that worked
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -78,7 +80,12 @@ class RedisBroker:
             retry=Retry(NoBackoff(), 0))
 
     async def _run(self) -> None:
-        failures = 0
+        """Connect and forward; after any failure, pause and connect again, until `stop` cancels the task.
+
+        The pauses double from `min_backoff` to `max_backoff` while attempts keep failing, each
+        shortened by a random part (so several push servers do not all reconnect at once), and start
+        over after a connection that worked.
+        """
         while True:
             client = self._client()
             try:
@@ -86,19 +93,26 @@ class RedisBroker:
             except (RedisError, OSError) as exc:
                 if self.connected:
                     log.warning("redis connection lost (%s); reconnecting", exc)
-                elif failures == 0:
+                elif self.failures == 0:
                     log.warning("redis unavailable at %s (%s); retrying", self.url, exc)
             except Exception:  # noqa: BLE001 - a bug here must not stop the push server
                 log.exception("redis subscriber failed; restarting it")
             finally:
                 if self.connected:
-                    failures = 0
+                    self.failures = 0
                     self.reconnects += 1
                 self.connected = False
                 await client.aclose()
-            delay = min(self.max_backoff, self.min_backoff * 2 ** failures)
-            failures += 1
+            delay = self.next_pause()
+            self.failures += 1
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+
+    def next_pause(self) -> float:
+        """The pause after `failures` attempts in a row: `min_backoff` doubled each time, at most `max_backoff`.
+
+        The exponent is capped: an outage of thousands of attempts must not overflow the float.
+        """
+        return min(self.max_backoff, self.min_backoff * 2 ** min(self.failures, 64))
 
     async def _serve(self, client: aioredis.Redis) -> None:
         async with client.pubsub() as pubsub:
