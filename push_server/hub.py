@@ -61,6 +61,10 @@ class Hub:
     def channels(self) -> list[str]:
         return sorted(self._sent)
 
+    def subscriptions(self, subscriber: Subscriber) -> set[str]:
+        """The channels `subscriber` asked for ({ALL} by default); empty once it left."""
+        return set(self._channels_of.get(subscriber, ()))
+
     def latest(self, channel: str) -> Envelope | None:
         """The latest snapshot of `channel` (what a joining session starts from)."""
         return self._snapshot.get(channel)

@@ -14,6 +14,7 @@ from push_server.broker import MemoryBroker
 from push_server.hub import Hub
 from push_server.session import CLOSE_TOO_SLOW
 from rtdash.settings import Settings
+from waiting import eventually_async
 
 ORIGIN = "http://dash.example:8080"
 
@@ -39,12 +40,9 @@ class PushAppTest(AsyncHTTPTestCase):
         assert message is not None, f"closed with {ws.close_code}"
         return json.loads(message)
 
-    async def until(self, check, timeout: float = 5.0) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not check():
-            assert loop.time() < deadline, "condition not reached in time"
-            await asyncio.sleep(0.01)
+    async def clients(self, count: int) -> None:
+        await eventually_async(lambda: self.hub.clients == count, timeout=5, interval=0.01,
+                               what=f"{count} clients in the hub")
 
     @gen_test
     async def test_snapshot_first_then_live_messages(self):
@@ -79,7 +77,9 @@ class PushAppTest(AsyncHTTPTestCase):
         ws = await self.connect()
         assert {(await self.read(ws))["channel"] for _ in range(2)} == {"orders.today", "orders.per_minute"}
         await ws.write_message(json.dumps({"subscribe": ["orders.per_minute"]}))
-        await asyncio.sleep(0.1)  # the server handles the subscribe on its own turn of the loop
+        # The server handles the subscribe on its own turn of the loop.
+        await eventually_async(lambda: [self.hub.subscriptions(s) for s in self.hub.sessions()]
+                               == [{"orders.per_minute"}], timeout=5, interval=0.01, what="the subscribe handled")
         self.broker.write(envelope("orders.today", 2))
         self.broker.write(envelope("orders.per_minute", 2, minutes={}))
         assert await self.read(ws) == {"channel": "orders.per_minute", "seq": 2, "data": {"minutes": {}}}
@@ -94,9 +94,9 @@ class PushAppTest(AsyncHTTPTestCase):
         assert self.hub.clients == 0
         for allowed in (ORIGIN, "HTTP://Dash.Example:8080/", "https://other.example"):
             ws = await self.connect(origin=allowed)
-            await self.until(lambda: self.hub.clients == 1)
+            await self.clients(1)
             ws.close()
-            await self.until(lambda: self.hub.clients == 0)
+            await self.clients(0)
 
     @gen_test
     async def test_oversized_message_closes_with_1009(self):
@@ -104,14 +104,26 @@ class PushAppTest(AsyncHTTPTestCase):
         await ws.write_message(json.dumps({"subscribe": ["x" * 100] * 12}))   # over 1024 bytes
         assert await ws.read_message() is None
         assert ws.close_code == 1009
-        await self.until(lambda: self.hub.clients == 0)
+        await self.clients(0)
 
     @gen_test
-    async def test_garbage_message_closes_with_1003(self):
-        ws = await self.connect()
-        await ws.write_message("hello")
-        assert await ws.read_message() is None
-        assert ws.close_code == 1003
+    async def test_bad_messages_close_with_1003_saying_why_and_change_nothing(self):
+        self.broker.write(envelope("orders.today", 1, count=1))
+        other = await self.connect()
+        assert (await self.read(other))["seq"] == 1
+        for message, reason in (("hello", "message is not JSON (expected value at line 1 column 1)"),
+                                ('{"subscribe": "orders.today"}', "subscribe takes a list of at most 64"),
+                                ('{"subscribe": [], "unsubscribe": []}', 'expected {"subscribe": [channel, ...]}')):
+            ws = await self.connect()
+            assert (await self.read(ws))["seq"] == 1
+            await ws.write_message(message)
+            assert await ws.read_message() is None
+            assert ws.close_code == 1003 and ws.close_reason.startswith(reason), ws.close_reason
+        await self.clients(1)
+        assert [self.hub.subscriptions(s) for s in self.hub.sessions()] == [{"*"}]
+        self.broker.write(envelope("orders.today", 2, count=2))
+        assert await self.read(other) == {"channel": "orders.today", "seq": 2, "data": {"count": 2}}
+        other.close()
 
     @gen_test(timeout=60)
     async def test_slow_client_is_disconnected_without_blocking_others(self):
@@ -119,7 +131,7 @@ class PushAppTest(AsyncHTTPTestCase):
         # stall, its queue of 8 fills, and it is cut off. The reading client gets every message.
         slow = await self.connect()
         fast = await self.connect()
-        await self.until(lambda: self.hub.clients == 2)
+        await self.clients(2)
         padding = "x" * 200_000
         for seq in range(1, 500):
             self.broker.write(envelope("orders.today", seq, pad=padding))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 
 import pytest
 import redis.asyncio as aioredis
@@ -22,6 +21,7 @@ from push_server.broker_redis import RedisBroker
 from push_server.hub import Hub
 from rtdash.channels import live_channel, snapshot_key
 from rtdash.settings import Settings
+from waiting import eventually_async
 
 PREFIX = "pushtest"
 TODAY, PER_MINUTE = "orders.today", "orders.per_minute"
@@ -43,13 +43,6 @@ async def job_writes(client: aioredis.Redis, snapshot: str, live: str | None = N
         pipe.set(snapshot_key(PREFIX, channel), snapshot)
         pipe.publish(live_channel(PREFIX, channel), live or snapshot)
         await pipe.execute()
-
-
-async def eventually(check, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 class PushServer:
@@ -92,11 +85,6 @@ async def read(ws, timeout: float = 10.0) -> dict:
     return json.loads(message)
 
 
-async def nothing_more(ws, wait: float = 0.3) -> None:
-    with pytest.raises(asyncio.TimeoutError):
-        await asyncio.wait_for(ws.read_message(), wait)
-
-
 def test_snapshots_on_connect_then_live_messages(push_redis):
     async def scenario():
         client = aioredis.Redis.from_url(push_redis.url)
@@ -107,14 +95,14 @@ def test_snapshots_on_connect_then_live_messages(push_redis):
         await client.set(snapshot_key(PREFIX, "mislabelled"), today(99, 99))
         try:
             async with PushServer(push_redis.url) as push:
-                await eventually(lambda: push.broker.connected)
+                await eventually_async(lambda: push.broker.connected, what="the broker connected")
                 health = await push.health()
                 assert health["redis"] == "connected" and health["status"] == "ok"
                 assert health["channels"] == {PER_MINUTE: 2, TODAY: 4}
                 ws = await push.connect()
+                # Only the two valid snapshots: the next envelopes read are the live ones below.
                 assert [await read(ws), await read(ws)] == [json.loads(envelope(PER_MINUTE, 2, full)),
                                                              json.loads(today(4, 2))]
-                await nothing_more(ws)
 
                 live = {"date": "2026-11-26", "minutes": {"10:01": {"count": 1, "amount_cents": 100}}}
                 full["minutes"].update(live["minutes"])
@@ -123,11 +111,11 @@ def test_snapshots_on_connect_then_live_messages(push_redis):
                 assert await read(ws) == json.loads(envelope(PER_MINUTE, 3, live))
                 assert await read(ws) == json.loads(today(5, 3))
                 # Dropped and logged: stale, repeated, not JSON, wrong channel for its pub/sub channel.
+                # Pub/sub keeps their order, so the next envelope read being seq 6 shows none got through.
                 await client.publish(live_channel(PREFIX, TODAY), today(3, 0))
                 await client.publish(live_channel(PREFIX, TODAY), today(5, 0))
                 await client.publish(live_channel(PREFIX, TODAY), "{oops")
                 await client.publish(live_channel(PREFIX, PER_MINUTE), today(50, 0))
-                await nothing_more(ws, 0.5)
                 await job_writes(client, today(6, 4))
                 assert await read(ws) == json.loads(today(6, 4))
 
@@ -150,7 +138,7 @@ def test_lost_pubsub_connection_resubscribes_and_rereads_snapshots(push_redis):
         await client.set(snapshot_key(PREFIX, TODAY), today(1, 1))
         try:
             async with PushServer(push_redis.url) as push:
-                await eventually(lambda: push.broker.connected)
+                await eventually_async(lambda: push.broker.connected, what="the broker connected")
                 ws = await push.connect()
                 assert (await read(ws))["seq"] == 1
                 # Written while the subscriber is away: pub/sub would drop it, the snapshot keeps it.
@@ -158,8 +146,8 @@ def test_lost_pubsub_connection_resubscribes_and_rereads_snapshots(push_redis):
                 killed = await client.client_kill_filter(_type="pubsub")
                 assert killed == 1
                 assert await read(ws) == json.loads(today(2, 5))      # on the same WebSocket
-                assert push.broker.reconnects >= 1
-                await eventually(lambda: push.broker.connected)
+                assert push.broker.reconnects == 1
+                await eventually_async(lambda: push.broker.connected, what="the broker connected")
                 await job_writes(client, today(3, 6))
                 assert (await read(ws))["seq"] == 3
                 ws.close()
@@ -183,13 +171,13 @@ class Dashboard:
             try:
                 ws = await self.push.connect()
             except OSError:
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.1)                    # the page's own pause before reconnecting
                 continue
             while (message := await ws.read_message()) is not None:
                 envelope = json.loads(message)
                 self.latest[envelope["channel"]] = envelope
             self.close_codes.append(ws.close_code)
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)                       # the page's own pause before reconnecting
 
     async def stop(self) -> None:
         self.task.cancel()
@@ -203,19 +191,20 @@ def test_redis_stopped_and_restarted_server_keeps_running_and_clients_get_fresh_
         await job_writes(client, today(4, 4))
         await client.aclose()
         async with PushServer(push_redis.url) as push:
-            await eventually(lambda: push.broker.connected)
+            await eventually_async(lambda: push.broker.connected, what="the broker connected")
             dashboard = Dashboard(push)
             try:
-                await eventually(lambda: dashboard.latest.get(TODAY, {}).get("seq") == 4)
+                await eventually_async(lambda: dashboard.latest.get(TODAY, {}).get("seq") == 4,
+                                       what="the dashboard at seq 4")
 
                 push_redis.stop()
-                await eventually(lambda: not push.broker.connected)
+                await eventually_async(lambda: not push.broker.connected, what="the broker sees Redis gone")
                 health = await push.health()                    # still serving, and says what is wrong
                 assert health["redis"] == "disconnected" and health["status"] == "degraded"
                 assert health["clients"] == 1
                 page = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{push.port}/")
                 assert page.code == 200
-                await asyncio.sleep(1.0)                        # several failed reconnects
+                await eventually_async(lambda: push.broker.failures >= 4, what="several failed reconnects")
                 assert dashboard.close_codes == []              # clients keep their figures meanwhile
 
                 # Redis comes back empty (no persistence), so the job numbers from 1 again: the
@@ -223,13 +212,14 @@ def test_redis_stopped_and_restarted_server_keeps_running_and_clients_get_fresh_
                 push_redis.start()
                 client = aioredis.Redis.from_url(push_redis.url)
                 await job_writes(client, today(1, 9))
-                await eventually(lambda: push.broker.connected)
-                await eventually(lambda: dashboard.latest.get(TODAY, {}).get("data", {}).get("count") == 9)
+                await eventually_async(lambda: push.broker.connected, what="the broker connected")
+                await eventually_async(lambda: dashboard.latest.get(TODAY, {}).get("data", {}).get("count") == 9,
+                                       what="the dashboard showing 9 orders")
                 assert dashboard.close_codes == [1012]
                 assert push.hub.latest(TODAY).seq == 1
 
                 await job_writes(client, today(2, 10))
-                await eventually(lambda: dashboard.latest[TODAY]["seq"] == 2)
+                await eventually_async(lambda: dashboard.latest[TODAY]["seq"] == 2, what="the dashboard at seq 2")
                 assert (await push.health())["redis"] == "connected"
                 await client.aclose()
             finally:
@@ -245,10 +235,19 @@ def test_broker_stops_cleanly_while_redis_is_down():
         hub = Hub()
         broker = RedisBroker(hub, f"redis://127.0.0.1:{port}/0", PREFIX, min_backoff=0.05, max_backoff=0.1)
         await broker.start()
-        await asyncio.sleep(0.5)
-        assert not broker.connected
+        await eventually_async(lambda: broker.failures >= 3, what="failed attempts to connect")
+        assert not broker.connected and broker.reconnects == 0
         await broker.stop()
         others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         assert others == []
 
     asyncio.run(scenario())
+
+
+def test_pauses_double_up_to_the_cap_however_long_redis_stays_away():
+    broker = RedisBroker(Hub(), "redis://127.0.0.1:1/0", PREFIX, min_backoff=0.2, max_backoff=5.0)
+    pauses = []
+    for failures in (0, 1, 2, 3, 4, 5, 5_000):
+        broker.failures = failures
+        pauses.append(broker.next_pause())
+    assert pauses == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]

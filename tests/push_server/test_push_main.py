@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from tornado.testing import bind_unused_port
 from tornado.websocket import websocket_connect
 
 from rtdash.channels import snapshot_key
+from waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,11 +52,13 @@ def test_serves_from_redis_and_stops_on_sigterm(push_redis, tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "push_server"], cwd=tmp_path, env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 20
-        while (state := health(port)) is None or not state["redis_connected"]:
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+        def connected_to_redis() -> dict | bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the push server exited:\n{log.read_text()}")
+            state = health(port)
+            return state if state is not None and state["redis_connected"] else False
+
+        state = eventually(connected_to_redis, timeout=20, interval=0.1, what="the push server connected to Redis")
         assert state["status"] == "ok" and state["clients"] == 0
 
         async def client_sees_shutdown():
