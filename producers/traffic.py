@@ -16,7 +16,8 @@ log in first; a share of sessions are bots crawling product pages. Terms and
 product popularity follow Zipf laws over the shop's own vocabulary and
 catalogue (producers.shop.catalogue, same seed), so searches find things.
 Everything random comes from one seeded generator: the same seed gives the
-same sessions.
+same sessions (with the daily curve, at the same time of day: the simulator
+reads the time from its `clock`).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import math
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from http.cookies import SimpleCookie
@@ -89,6 +91,8 @@ def daily_curve(at: datetime) -> float:
 
 @dataclass
 class TrafficConfig:
+    """How many visitors, how fast sessions arrive, and the funnel's stage probabilities."""
+
     users: int = 200
     rate: float = 5.0                 # sessions per second (mean)
     duration: float = 60.0            # seconds of arrivals
@@ -114,6 +118,8 @@ class TrafficConfig:
 
 @dataclass
 class Visitor:
+    """One synthetic visitor: the same browser, address and (maybe) account in all its sessions."""
+
     number: int
     user_agent: str
     client_ip: str
@@ -124,6 +130,8 @@ class Visitor:
 
 @dataclass
 class TrafficReport:
+    """What a run did and what the shop answered, as the simulator saw it."""
+
     sessions: int = 0
     bot_sessions: int = 0
     requests: Counter = field(default_factory=Counter)      # step -> count
@@ -145,8 +153,15 @@ class TrafficReport:
 
 
 class TrafficSimulator:
-    def __init__(self, base_url: str, config: TrafficConfig, *, max_clients: int = 64):
+    """Runs `config`'s sessions against the shop at `base_url` (the gateway, in the stack).
+
+    `clock` gives the local time the daily curve is read at (the wall clock by default).
+    """
+
+    def __init__(self, base_url: str, config: TrafficConfig, *, max_clients: int = 64,
+                 clock: Callable[[], datetime] = datetime.now):
         config.check()
+        self.clock = clock
         self.base_url = base_url.rstrip("/")
         self.config = config
         self.rng = random.Random(config.seed)
@@ -267,7 +282,7 @@ class TrafficSimulator:
                 at += rng.expovariate(peak)
                 if at >= cfg.duration:
                     break
-                if cfg.daily_curve and rng.random() > cfg.rate * daily_curve(datetime.now()) / peak:
+                if cfg.daily_curve and rng.random() > cfg.rate * daily_curve(self.clock()) / peak:
                     continue  # thinning: keep an arrival with probability rate(t) / peak
                 delay = start + at - time.monotonic()
                 if delay > 0:

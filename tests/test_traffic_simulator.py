@@ -1,10 +1,13 @@
-"""The traffic simulator: Zipf popularity, a shop vocabulary that finds things, reproducible sessions."""
+"""The traffic simulator (producers/traffic.py): Zipf popularity, a shop vocabulary that finds things,
+reproducible sessions, arrivals shaped by the daily curve on the simulator's clock."""
 from __future__ import annotations
 
 import json
 import random
 from collections import Counter
+from datetime import datetime
 
+import pytest
 import tornado.web
 from tornado.testing import AsyncHTTPTestCase, gen_test
 
@@ -25,9 +28,10 @@ def test_every_search_term_matches_some_product():
         assert any(all(word in name for word in term.split()) for name in names), term
 
 
-def test_daily_curve_is_quiet_at_night_and_busy_in_the_evening():
-    from datetime import datetime
-    assert daily_curve(datetime(2026, 1, 1, 20)) > 1.7 > 0.3 > daily_curve(datetime(2026, 1, 1, 8))
+def test_daily_curve_is_quiet_in_the_morning_and_busy_in_the_evening():
+    assert daily_curve(datetime(2026, 1, 1, 20)) == pytest.approx(1.8)
+    assert daily_curve(datetime(2026, 1, 1, 8)) == pytest.approx(0.2)
+    assert daily_curve(datetime(2026, 1, 1, 14)) == pytest.approx(1.0)
 
 
 class FakeShop(tornado.web.RequestHandler):
@@ -61,11 +65,11 @@ class SimulatorAgainstFakeShop(AsyncHTTPTestCase):
         self.log: list = []
         return tornado.web.Application([(r"/(.*)", FakeShop, dict(log=self.log))])
 
-    async def run_once(self, seed: int):
+    async def run_once(self, seed: int, clock=datetime.now, **overrides):
         self.log.clear()
-        config = TrafficConfig(users=20, rate=200, duration=0.5, seed=seed, think_time=0, cart_rate=0.5,
-                               pay_rate=0.8, bot_share=0.1)
-        report = await TrafficSimulator(self.get_url(""), config).run()
+        config = TrafficConfig(**{**dict(users=20, rate=200, duration=0.5, seed=seed, think_time=0, cart_rate=0.5,
+                                         pay_rate=0.8, bot_share=0.1), **overrides})
+        report = await TrafficSimulator(self.get_url(""), config, clock=clock).run()
         return report, sorted(self.log)
 
     @gen_test(timeout=30)
@@ -82,3 +86,13 @@ class SimulatorAgainstFakeShop(AsyncHTTPTestCase):
         assert first.logins > 0
         searched = Counter(path for method, path, _ in log_first if path == "/search")
         assert searched["/search"] == first.requests["search"]
+
+    @gen_test(timeout=30)
+    async def test_the_daily_curve_thins_arrivals_by_the_simulators_clock(self):
+        evening, _ = await self.run_once(seed=5, clock=lambda: datetime(2026, 3, 1, 20, 0), daily_curve=True)
+        morning, _ = await self.run_once(seed=5, clock=lambda: datetime(2026, 3, 1, 8, 0), daily_curve=True)
+        again, _ = await self.run_once(seed=5, clock=lambda: datetime(2026, 3, 1, 8, 0), daily_curve=True)
+        # At 20:00 the curve is at its peak (every arrival kept), at 08:00 a ninth of it (0.2 / 1.8).
+        assert morning.sessions == again.sessions
+        assert evening.sessions > 50
+        assert 0.05 < morning.sessions / evening.sessions < 0.2
