@@ -3,10 +3,10 @@
 Listens on RTDASH_BIND_HOST:RTDASH_GATEWAY_PORT (8000) and proxies by the
 route table RTDASH_GATEWAY_ROUTES (default: /order_center/ to the order
 service, everything else to the demo shop). Events go to the Kafka topic
-RTDASH_GATEWAY_TOPIC (created when missing) through a queue of
-RTDASH_GATEWAY_QUEUE_SIZE events. Health: GET /_gateway/healthz. Stops cleanly
-on SIGTERM/SIGINT: stop accepting, finish open requests, publish what is queued
-(if Kafka takes it within a few seconds).
+RTDASH_GATEWAY_TOPIC (created when missing) through a librdkafka producer whose
+queue holds RTDASH_GATEWAY_QUEUE_SIZE events. Health: GET /_gateway/healthz.
+Stops cleanly on SIGTERM/SIGINT: stop accepting, finish open requests, publish
+what is queued (if Kafka takes it within a few seconds).
 """
 from __future__ import annotations
 
@@ -49,9 +49,10 @@ async def main(settings: Settings | None = None) -> None:
 
 if __name__ == "__main__":
     setup_logging()
-    # The publisher's threads (ours and kafka-python's) share the GIL with the event loop: hand it
-    # back to the loop within 0.5 ms instead of the default 5 ms, so requests never queue behind them.
+    # The publisher's poll thread runs its delivery callbacks under the GIL: hand the GIL back to
+    # the loop within 0.5 ms instead of the default 5 ms, so requests never queue behind them.
     sys.setswitchinterval(0.0005)
-    # kafka-python logs every failed reconnect at ERROR; the publisher logs each outage once itself.
+    # kafka-python (creating the topic) logs every failed connection at ERROR; the publisher logs
+    # each outage once itself.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     asyncio.run(main())

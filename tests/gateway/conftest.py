@@ -13,7 +13,6 @@ import hashlib
 import http.client
 import json
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +24,7 @@ from producers.gateway.proxy import make_app
 from producers.gateway.publisher import MemoryPublisher
 from rtdash.settings import Settings
 from stack.testing import free_port
+from waiting import eventually
 
 BIG = 5 * 1024 * 1024
 
@@ -214,11 +214,8 @@ class GatewayHandle:
 
     def events(self, count: int = 1, timeout: float = 5.0) -> list:
         """The first `count` events (waits: they are published just after the response went out)."""
-        deadline = time.monotonic() + timeout
-        while len(self.publisher.events) < count and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert len(self.publisher.events) >= count, f"only {len(self.publisher.events)} events"
-        return self.publisher.events[:count]
+        return eventually(lambda: len(self.publisher.events) >= count and self.publisher.events[:count],
+                          timeout=timeout, interval=0.01, what=f"{count} published events")
 
     def request(self, method: str, path: str, body: Any = None, headers: dict | None = None,
                 **kwargs) -> tuple[http.client.HTTPResponse, bytes]:

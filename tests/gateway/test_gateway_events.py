@@ -16,6 +16,7 @@ from producers.gateway.mixin import GatewayEventMixin, gateway_events
 from producers.gateway.publisher import MemoryPublisher
 from rtdash.contracts import GatewayRequest, from_json, to_json
 from rtdash.settings import Settings
+from waiting import eventually
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) pytest"
 
@@ -270,12 +271,8 @@ def test_mixin_emits_the_same_event_shape(loop_thread, make_gateway, upstream, t
         gw = make_gateway()
         gw.request("GET", "/search?q=pan", headers={"User-Agent": UA, "Cookie": "c=1"})
         proxied = gw.events()[0]
-        for _ in range(100):
-            if len(publisher.events) >= 3:
-                break
-            import time
-            time.sleep(0.01)
-        search, product, head = publisher.events[:3]
+        search, product, head = eventually(lambda: len(publisher.events) >= 3 and publisher.events[:3],
+                                           timeout=5, interval=0.01, what="the mixin's three events")
     finally:
         async def stop():
             server.stop()
@@ -290,9 +287,13 @@ def test_mixin_emits_the_same_event_shape(loop_thread, make_gateway, upstream, t
     assert search.response_bytes > 20
     assert product.product_id == "P00077" and product.user_id is None
     assert head.response_bytes == 0 and head.method == "HEAD"
-    # Same visitor (same IP, agent, day, secret) and the same set of fields as the proxy's event.
-    assert search.visitor_id == proxied.visitor_id
-    assert [f.name for f in dataclasses.fields(search)] == [f.name for f in dataclasses.fields(proxied)]
+    # The same request described the same way by both: same visitor (same IP, agent, day, secret),
+    # same request fields, the same redacted headers.
+    same = ("method", "path", "route", "query", "status", "search_term", "visitor_id", "user_agent", "referrer",
+            "client_ip", "bot")
+    assert {f: getattr(search, f) for f in same} == {f: getattr(proxied, f) for f in same}
+    assert search.headers["Cookie"] == proxied.headers["Cookie"] == "[redacted]"
+    assert proxied.source == "proxy" and proxied.upstream_ms is not None
     assert from_json(GatewayRequest, to_json(search)) == at_millis(search)
 
 

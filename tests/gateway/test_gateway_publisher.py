@@ -1,9 +1,14 @@
-"""With the real Kafka broker: events arrive on the topic; a broker outage neither slows nor breaks traffic."""
+"""The gateway's Kafka publisher: events arrive on the topic with their content; with Kafka down or gone
+away, requests are served as fast, events beyond the producer's queue are dropped and counted, and
+publishing resumes when Kafka is back."""
 from __future__ import annotations
 
+import json
+import logging
 import statistics
 import time
 import uuid
+from datetime import datetime, timezone
 
 import pytest
 from kafka import KafkaConsumer
@@ -11,8 +16,8 @@ from kafka import KafkaConsumer
 from producers.gateway.publisher import KafkaPublisher
 from rtdash.contracts import GatewayRequest, from_json
 from rtdash.kafka_admin import ensure_topics
-
-pytestmark = pytest.mark.integration
+from stack.testing import free_port
+from waiting import eventually
 
 
 @pytest.fixture
@@ -48,15 +53,7 @@ def consume(settings, request_ids: set[str], timeout: float = 60) -> dict[str, t
     return found
 
 
-def wait_for(predicate, timeout: float = 30, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
+@pytest.mark.integration
 def test_events_arrive_on_the_topic(stack_settings, gateway_topic, make_gateway):
     publisher = make_publisher(stack_settings)
     try:
@@ -76,8 +73,10 @@ def test_events_arrive_on_the_topic(stack_settings, gateway_topic, make_gateway)
         callback = found[ids["login"]][1]
         assert callback.route == "order_center" and callback.method == "POST" and callback.request_bytes == 3
         assert callback.headers["Cookie"] == "[redacted]"
-        wait_for(lambda: publisher.health()["published"] >= 3, what="published count")
-        assert publisher.health()["kafka_connected"] is True
+        health = eventually(lambda: publisher.health()["published"] >= 3 and publisher.health(),
+                            what="3 events counted as published")
+        assert health["published"] == 3 and health["queue_depth"] == 0 and health["dropped"] == 0
+        assert health["kafka_connected"] is True
     finally:
         publisher.stop()
 
@@ -92,47 +91,79 @@ def latency_ms(gw, path: str, n: int) -> list[float]:
     return out
 
 
+@pytest.mark.integration
 def test_broker_outage_keeps_serving_counts_drops_and_recovers(stack_settings, gateway_topic, kafka,
-                                                               make_gateway):
-    publisher = make_publisher(stack_settings, queue_size=20, batch_size=5, send_timeout_s=1.0,
-                               max_backoff_s=1.0)
+                                                               make_gateway, caplog):
+    caplog.set_level(logging.INFO, logger="rtdash.gateway.publisher")
+    publisher = make_publisher(stack_settings, queue_size=50)
     try:
         gw = make_gateway(publisher=publisher)
         first = f"before-{uuid.uuid4().hex[:8]}"
         gw.request("GET", "/echo", headers={"X-Request-Id": first})
         assert first in consume(stack_settings, {first})
         baseline = statistics.median(latency_ms(gw, "/echo", 30))
+        published = eventually(lambda: publisher.health()["queue_depth"] == 0 and publisher.health()["published"],
+                               what="the baseline's events acknowledged")
+        assert published == 31 and publisher.health()["dropped"] == 0    # the queue holds more than 30
 
         kafka.stop()
         try:
-            # Requests go on at full speed; once Kafka has been silent for send_timeout_s the
-            # publisher holds back, the queue fills, and every further event is dropped and counted.
-            during = latency_ms(gw, "/echo", 60)
-            wait_for(lambda: publisher.health()["kafka_connected"] is False, what="kafka_connected false")
-            before = publisher.health()
-            during += latency_ms(gw, "/echo", 100)
+            # Requests go on at full speed; the producer's queue (50) takes the first events of the
+            # outage, and every further event is dropped and counted.
+            eventually(lambda: publisher.health()["kafka_connected"] is False, what="kafka_connected false")
+            during = latency_ms(gw, "/echo", 200)
             health = publisher.health()
             assert statistics.median(during) < baseline * 3 + 5, (baseline, statistics.median(during))
             assert max(during) < 500
-            # Beyond the room left in the queue, and one batch (5) the thread may send to probe Kafka.
-            room = 20 - before["queue_depth"] + 5
-            assert health["dropped"] - before["dropped"] >= 100 - room, (before, health)
-            assert health["queue_depth"] == 20
+            assert health["published"] == published and health["failed"] == 0
+            assert health["queue_depth"] == 50 and health["dropped"] == 200 - 50, health
             health_resp, body = gw.request("GET", "/_gateway/healthz")
-            assert health_resp.status == 200 and b'"dropped"' in body
+            assert health_resp.status == 200 and json.loads(body)["publisher"]["dropped"] == 150
         finally:
             kafka.start()
             kafka.wait_healthy()
 
-        # The queue still holds events from the outage; once Kafka takes them there is room again.
-        wait_for(lambda: publisher.health()["kafka_connected"] and publisher.health()["queue_depth"] == 0,
-                 timeout=60, what=f"publisher to catch up ({publisher.health()})")
-        dropped = publisher.health()["dropped"]
+        # The events queued during the outage go out once Kafka is back; then nothing is dropped.
+        eventually(lambda: publisher.health()["kafka_connected"] and publisher.health()["queue_depth"] == 0,
+                   timeout=60, what="the queued events published")
+        assert publisher.health()["published"] == published + 50
         after = {f"after-{i}-{uuid.uuid4().hex[:8]}" for i in range(3)}
         for rid in after:
             gw.request("GET", "/echo", headers={"X-Request-Id": rid})
         found = consume(stack_settings, after, timeout=90)
         assert set(found) == after
-        assert publisher.health()["dropped"] == dropped          # nothing dropped once Kafka is back
+        assert publisher.health()["dropped"] == 150
+        said = [r.getMessage() for r in caplog.records if r.name == "rtdash.gateway.publisher"]
+        assert sum(m.startswith("kafka unavailable") for m in said) == 1, said     # once per outage
+        assert sum(m.startswith("event queue full") for m in said) == 1, said
+        assert sum(m.startswith("kafka back") for m in said) == 1, said
     finally:
         publisher.stop()
+
+
+def test_kafka_down_publish_never_waits_and_stop_is_bounded(caplog):
+    """No broker at all: the first events queue, the rest are dropped, and stopping does not wait for Kafka."""
+    caplog.set_level(logging.INFO, logger="rtdash.gateway.publisher")
+    publisher = KafkaPublisher(bootstrap_servers=f"127.0.0.1:{free_port()}", topic="gateway", queue_size=5)
+    publisher.start()
+    event = GatewayRequest(request_id="r1", started_at=datetime.now(timezone.utc), method="GET", path="/",
+                           route="shop", query={}, status=200, request_bytes=0, response_bytes=10, total_ms=1.0,
+                           gateway_ms=1.0, visitor_id="v1", source="proxy")
+    try:
+        calls = []
+        for _ in range(50):
+            t0 = time.perf_counter()
+            calls.append(publisher.publish(event))
+            assert time.perf_counter() - t0 < 0.05
+        assert calls == [True] * 5 + [False] * 45
+        eventually(lambda: publisher.health()["last_error"], what="the outage noticed")
+        assert publisher.health() == {"queue_depth": 5, "queue_size": 5, "published": 0, "dropped": 45,
+                                      "failed": 0, "kafka_connected": False,
+                                      "last_error": publisher.health()["last_error"]}
+    finally:
+        t0 = time.monotonic()
+        publisher.stop(timeout=10)
+        assert time.monotonic() - t0 < 2
+    said = [r.getMessage() for r in caplog.records if r.name == "rtdash.gateway.publisher"]
+    assert sorted(m.split(",")[0].split(":")[0] for m in said) == [
+        "5 gateway events left unpublished at stop", "event queue full (5)", "kafka unavailable"], said
