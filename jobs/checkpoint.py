@@ -28,6 +28,13 @@ from importlib import resources
 import redis
 from pyspark.sql import SparkSession
 
+from rtdash.settings import Settings
+
+
+def checkpoint_location(settings: Settings, job: str) -> str:
+    """Where a job's query keeps its checkpoint: <RTDASH_HOME>/checkpoints/<job>, as an absolute path."""
+    return str((settings.checkpoints_dir / job).resolve())
+
 
 def guard_key(prefix: str, query: str) -> str:
     return f"{prefix}:job:{query}:applied"

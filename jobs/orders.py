@@ -17,16 +17,18 @@ Exactly once, end to end: the relay publishes at least once and the dedupe
 stage drops repeated order ids (within RTDASH_DEDUPE_WATERMARK, by Kafka
 timestamp); the checkpoint keeps source offsets and dedupe state; the Redis
 sink applies each batch of the query once (jobs/checkpoint.py), so a batch
-Spark replays after a crash does not count twice, and a query whose checkpoint
-was deleted resumes from the offsets Redis holds. (Spark drops a record whose Kafka timestamp is already
-behind the watermark, i.e. more than RTDASH_DEDUPE_WATERMARK older than the
-newest one seen: keep producer clocks within that.) Redis keys and channel
-shapes: `jobs/redis_sink.py`. Events that are not a valid OrderPaid go to the dead-letter
-topic (RTDASH_ORDERS_DLQ_TOPIC) with their original key and value and headers
-`rtdash.error` (the reason, e.g. "amount_cents must be positive", or out of range:
-over the largest amount a notify can carry, so no sum can overflow in Redis) and
-`rtdash.source` (topic:partition:offset of the original); the job keeps
-running. Dead letters are at least once: a replayed batch may repeat them.
+Spark replays after a crash does not count twice, and a query whose
+checkpoint was deleted resumes from the offsets Redis holds. Spark drops a
+record whose Kafka timestamp is already behind the watermark (more than
+RTDASH_DEDUPE_WATERMARK older than the newest one seen): keep producer clocks
+within that. Redis keys and channel shapes: jobs/orders_sink.py.
+
+Dead letters: events that are not a valid OrderPaid go to
+RTDASH_ORDERS_DLQ_TOPIC with their original key and value and headers
+`rtdash.error` (the reason, e.g. "amount_cents must be positive", or out of
+range: over the largest amount a notify can carry, so no sum can overflow in
+Redis) and `rtdash.source` (topic:partition:offset of the original); the job
+keeps running. Dead letters are at least once: a replayed batch may repeat them.
 
 Usage:
     python -m jobs.orders [--trigger-seconds S]
@@ -41,12 +43,11 @@ Settings (environment, see README): RTDASH_KAFKA_BOOTSTRAP / RTDASH_KAFKA_PORT,
 RTDASH_REDIS_URL, RTDASH_REDIS_PREFIX, RTDASH_ORDERS_TOPIC,
 RTDASH_ORDERS_DLQ_TOPIC, RTDASH_TIMEZONE, RTDASH_SPARK_MASTER,
 RTDASH_SPARK_SHUFFLE_PARTITIONS, RTDASH_SPARK_MAX_ORDERS_PER_BATCH,
-RTDASH_DEDUPE_WATERMARK, RTDASH_HOME
-(checkpoint in <home>/checkpoints/orders), RTDASH_BIND_HOST and
-RTDASH_ORDERS_JOB_HEALTH_PORT (GET /healthz: query status, last batch id, its
-input rows and how long it took, since the batch time is most of the dashboard's
-latency). Under spark-submit its --master and --jars apply. SIGTERM or Ctrl-C
-stops the query and the session.
+RTDASH_DEDUPE_WATERMARK, RTDASH_HOME (checkpoint in <home>/checkpoints/orders),
+RTDASH_BIND_HOST and RTDASH_JOBS_HEALTH_PORT (GET /healthz: query status, last
+batch id, its input rows and how long it took, since the batch time is most of
+the dashboard's latency). Under spark-submit its --master and --jars apply.
+SIGTERM or Ctrl-C stops the query and the session.
 """
 from __future__ import annotations
 
@@ -59,11 +60,11 @@ import redis
 from pyspark.sql import Column, DataFrame, SparkSession, functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from jobs.checkpoint import CheckpointLog, resume_offsets
+from jobs.checkpoint import CheckpointLog, checkpoint_location, resume_offsets
 from jobs.dead_letters import reason, write_dead_letters
-from jobs.redis_sink import MinuteTotal, OrdersSink
+from jobs.orders_sink import MinuteTotal, OrdersSink
 from jobs.service import QuerySpec, run_job
-from jobs.spark import read_topic
+from jobs.spark import read_topic, require_session_zone
 from rtdash.contracts import OrderPaid, spark_schema
 from rtdash.payments import MAX_AMOUNT_CENTS
 from rtdash.settings import Settings
@@ -82,10 +83,6 @@ def query_name(settings: Settings) -> str:
     if (settings.orders_topic, settings.redis_prefix) == ("orders", "rtdash"):
         return QUERY_NAME
     return f"{QUERY_NAME}[{settings.orders_topic}->{settings.redis_prefix}]"
-
-
-def checkpoint_location(settings: Settings) -> str:
-    return str((settings.checkpoints_dir / "orders").resolve())
 
 
 def read_orders(spark: SparkSession, settings: Settings, starting_offsets: str = "earliest") -> DataFrame:
@@ -114,10 +111,7 @@ def transform(records: DataFrame, *, settings: Settings) -> DataFrame:
     Kafka timestamp; Spark refuses that operator on static DataFrames, which
     get the equivalent `dropDuplicates` (tests, backfills).
     """
-    zone = records.sparkSession.conf.get("spark.sql.session.timeZone")
-    if zone != settings.timezone:
-        raise ValueError(f"spark.sql.session.timeZone is {zone!r} but RTDASH_TIMEZONE is "
-                         f"{settings.timezone!r}: days and minutes would be wrong")
+    require_session_zone(records, settings)
     parsed = records.select(
         "key", "value", "topic", "partition", "offset", F.col("timestamp").alias("kafka_ts"),
         F.from_json(F.col("value").cast("string"), spark_schema(OrderPaid)).alias("order"))
@@ -147,8 +141,8 @@ def minute_totals(orders: Iterable[tuple]) -> tuple[list[MinuteTotal], int]:
 
     `orders` are rows of `transform`'s output with TOTALS_COLUMNS, in that
     order. Summed here rather than by a Spark aggregation: a batch holds at
-    most RTDASH_SPARK_MAX_ORDERS_PER_BATCH rows, and the aggregation's shuffle
-    stage cost each batch 75 ms of the dashboard's latency (BENCHMARKS.md).
+    most RTDASH_SPARK_MAX_ORDERS_PER_BATCH rows, and an aggregation's shuffled
+    stage would add to every batch, and so to the dashboard's latency (BENCHMARKS.md).
     """
     totals: dict[tuple[str, str], list[int]] = {}
     invalid = 0
@@ -190,15 +184,14 @@ class BatchWriter:
 def write_orders(orders: DataFrame, settings: Settings, sink: OrdersSink) -> StreamingQuery:
     """Start the streaming write of `transform`'s output: each batch's per-minute totals into `sink`."""
     sink.ensure_today(datetime.now(settings.tz).date().isoformat())  # today's zero before any order
-    checkpoint = checkpoint_location(settings)
-    writer = (orders.writeStream
-              .queryName(query_name(settings))
-              .outputMode("append")
-              .option("checkpointLocation", checkpoint)
-              .foreachBatch(BatchWriter(settings, sink, CheckpointLog(orders.sparkSession, checkpoint))))
-    if settings.spark_trigger_seconds > 0:
-        writer = writer.trigger(processingTime=f"{settings.spark_trigger_seconds} seconds")
-    return writer.start()
+    checkpoint = checkpoint_location(settings, "orders")
+    return (orders.writeStream
+            .queryName(query_name(settings))
+            .outputMode("append")
+            .option("checkpointLocation", checkpoint)
+            .trigger(processingTime=f"{settings.spark_trigger_seconds} seconds")
+            .foreachBatch(BatchWriter(settings, sink, CheckpointLog(orders.sparkSession, checkpoint)))
+            .start())
 
 
 def start(spark: SparkSession, settings: Settings) -> StreamingQuery:

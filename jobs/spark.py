@@ -13,8 +13,8 @@ from rtdash.settings import Settings
 # How Structured Streaming writes its offset, commit and state files. The checkpoints live
 # under RTDASH_HOME, on a local disk with one job per checkpoint: there the plain FileSystem
 # manager's write-then-rename is as safe as Spark's default FileContext manager, and it writes
-# each of a batch's two log files in 13 ms instead of 43 ms. At 43 ms the two were a fifth of a
-# micro-batch, and so of the dashboard's latency (BENCHMARKS.md).
+# a batch's two log files several times faster, which every micro-batch, and so the
+# dashboard's latency, waits for (BENCHMARKS.md).
 CHECKPOINT_FILE_MANAGER = "spark.sql.streaming.checkpointFileManagerClass"
 LOCAL_CHECKPOINT_FILE_MANAGER = \
     "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
@@ -22,8 +22,8 @@ LOCAL_CHECKPOINT_FILE_MANAGER = \
 
 # Options of every Kafka source of the jobs. A micro-batch's task asks the broker for its
 # records; when the topic has nothing more, the broker holds the fetch open for
-# fetch.max.wait.ms (500 by default) before answering. At a few orders per second that wait
-# was half of every batch: 496 ms per batch, against 233 ms with 20 ms (BENCHMARKS.md).
+# fetch.max.wait.ms (500 by default) before answering. At a few orders per second every batch
+# would wait that long: 20 ms keeps the wait a small part of a batch (BENCHMARKS.md).
 KAFKA_SOURCE_OPTIONS = {"kafka.fetch.max.wait.ms": "20"}
 
 
@@ -45,6 +45,14 @@ def read_topic(spark: SparkSession, settings: Settings, topic: str, *, max_per_b
             .option("fetchOffset.retryIntervalMs", "1000")
             .options(**KAFKA_SOURCE_OPTIONS, **options)
             .load())
+
+
+def require_session_zone(records: DataFrame, settings: Settings) -> None:
+    """Refuse a session whose time zone is not RTDASH_TIMEZONE: the jobs take days and minutes from it."""
+    zone = records.sparkSession.conf.get("spark.sql.session.timeZone")
+    if zone != settings.timezone:
+        raise ValueError(f"spark.sql.session.timeZone is {zone!r} but RTDASH_TIMEZONE is "
+                         f"{settings.timezone!r}: days and minutes would be wrong")
 
 
 def connector_jars(root: Path) -> list[str]:

@@ -1,4 +1,4 @@
--- The orders sink (jobs/redis_sink.py): one micro-batch's per-minute totals, all or nothing.
+-- The orders sink (jobs/orders_sink.py): one micro-batch's per-minute totals, all or nothing.
 -- KEYS[2..4]  snapshot key, live channel, seq key of orders.today
 -- KEYS[5..7]  the same of orders.per_minute
 -- ARGV[4] prefix  ARGV[5] today (YYYY-MM-DD)  ARGV[6] ttl seconds

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 
 import pytest
 import redis
 
 from rtdash.settings import Settings
 from stack.testing import free_port
+from waiting import eventually
 
 
 @pytest.fixture(scope="session")
@@ -27,15 +27,16 @@ def jobs_redis(tmp_path_factory) -> str:
     url = f"redis://127.0.0.1:{port}/0"
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + 10
-        while True:
+
+        def answers() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {proc.returncode}")
             try:
-                client.ping()
-                break
+                return client.ping()
             except redis.ConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start on port {port}") from None
-                time.sleep(0.05)
+                return False
+
+        eventually(answers, timeout=10, what=f"redis-server on port {port}")
         client.close()
         yield url
     finally:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import urllib.error
 import urllib.request
 from datetime import datetime, timezone
@@ -11,14 +10,15 @@ from pathlib import Path
 
 import pytest
 import redis
-from kafka import KafkaProducer
 
 from rtdash.channels import TRAFFIC_TODAY, snapshot_key
 from rtdash.contracts import GatewayRequest, to_json
 from rtdash.settings import PROJECT_ROOT
 from rtdash.kafka_admin import ensure_topics
+from rtdash.kafka_producer import make_producer
 from stack.runner import Service
 from stack.testing import free_port
+from waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -38,14 +38,14 @@ def test_traffic_job_runs_alone_under_spark_submit(stack_settings, kafka, redis_
         "gateway_topic": "gateway.submit", "gateway_dlq_topic": "gateway.submit.dlq", "redis_prefix": "submit",
         "home": tmp_path, "jobs_health_port": free_port()})
     ensure_topics(settings, [settings.gateway_topic, settings.gateway_dlq_topic])
-    now = datetime.now(timezone.utc)
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_servers)
+    now = datetime(2026, 3, 1, 10, 0, 5, tzinfo=timezone.utc)   # event time: the traffic job's day is the events'
+    producer = make_producer(settings.kafka_servers, client_id="rtdash-test-jobs-submit")
     for i in range(30):
-        producer.send(settings.gateway_topic, to_json(GatewayRequest(
+        producer.produce(settings.gateway_topic, to_json(GatewayRequest(
             request_id=f"s{i}", started_at=now, method="GET", path="/", route="shop", query={}, status=200,
             request_bytes=0, response_bytes=1, total_ms=3.0, gateway_ms=0.1, visitor_id=f"v{i % 7}",
             source="proxy")))
-    producer.close()
+    assert producer.flush(30) == 0, "Kafka did not acknowledge every event"
 
     jars = ",".join(str(p) for p in sorted((settings.jars / "spark").glob("*.jar")))
     submit = Path(sys.executable).parent / "spark-submit"
@@ -57,16 +57,15 @@ def test_traffic_job_runs_alone_under_spark_submit(stack_settings, kafka, redis_
                                               "PYTHONPATH": str(PROJECT_ROOT)}, ready_timeout=180)
     client = redis.Redis.from_url(settings.redis)
     with job:
-        deadline = time.monotonic() + 120
-        while True:
+        def traffic_today() -> dict | bool:
             snapshot = client.get(snapshot_key(settings.redis_prefix, TRAFFIC_TODAY))
-            if snapshot and json.loads(snapshot)["data"]["page_views"] == 30:
-                break
-            assert time.monotonic() < deadline, f"no traffic.today with 30 page views: {snapshot}"
-            time.sleep(0.2)
+            return snapshot is not None and json.loads(snapshot)["data"]
+
+        today = eventually(lambda: (data := traffic_today()) and data["page_views"] == 30 and data, timeout=120,
+                           what="traffic.today with 30 page views")
         health = healthz(settings.jobs_health_port)
         assert health["queries"]["traffic"]["query"] == "traffic[gateway.submit->submit]"
-        assert json.loads(snapshot)["data"]["visitors"] == 7
+        assert (today["date"], today["visitors"]) == ("2026-03-01", 7)
         process = job.process
         job.stop()
         # SIGTERM reaches the whole group: the Python driver stops its query, spark-submit's JVM

@@ -2,31 +2,24 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from functools import partial
 
 import pytest
 from pyspark.sql import Row
 from pyspark.testing import assertDataFrameEqual
 
+import kafka_records
 from jobs.dead_letters import dead_letters
 from jobs.orders import TOTALS_COLUMNS, minute_totals, transform
-from jobs.redis_sink import MinuteTotal
-from rtdash.contracts import OrderPaid, to_json
+from jobs.orders_sink import MinuteTotal
 
-RECORD_SCHEMA = "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
 T0 = datetime(2026, 11, 26, 15, 59, 30, tzinfo=timezone.utc)
 LATER = datetime(2026, 11, 26, 16, 1, 5, tzinfo=timezone.utc)
+records = partial(kafka_records.records, topic="orders", written_at=T0)
 
 
 def order(order_id: str, cents: int, paid_at: datetime = T0) -> bytes:
-    return to_json(OrderPaid(order_id=order_id, trade_no="T" + order_id, amount_cents=cents, paid_at=paid_at,
-                             trade_status="TRADE_SUCCESS", notify_id="N" + order_id, recorded_at=paid_at))
-
-
-def records(spark, values: list[bytes]):
-    """Kafka-shaped records of topic `orders`, partition 0, offsets 0.. in order."""
-    rows = [Row(key=b"k", value=v, topic="orders", partition=0, offset=i, timestamp=T0)
-            for i, v in enumerate(values)]
-    return spark.createDataFrame(rows, RECORD_SCHEMA)
+    return kafka_records.order(order_id, cents, paid_at)
 
 
 def test_transform_keeps_one_row_per_order_and_flags_bad_records(spark, job_settings):

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from jobs.checkpoint import Batch
-from jobs.redis_sink import MinuteTotal, OrdersSink
+from jobs.orders_sink import MinuteTotal, OrdersSink
 from rtdash.channels import ORDERS_PER_MINUTE, ORDERS_TODAY, live_channel, snapshot_key
 
 PREFIX = "t"
