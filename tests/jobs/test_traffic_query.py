@@ -1,4 +1,4 @@
-"""The traffic query on the real broker and Redis against figures recomputed offline from the same log.
+"""jobs/traffic.py on the real broker and Redis against figures recomputed offline from the same log.
 
 A fixed, seeded gateway event log (term variants, bots by User-Agent and by
 flag, POSTs, 404s, 5xx, payment notifies, late and malformed events) goes into
@@ -17,10 +17,13 @@ from datetime import timedelta
 
 import pytest
 import redis
-from kafka import KafkaConsumer, KafkaProducer
 
+from jobs.checkpoint import checkpoint_location
+from jobs.traffic import start
+from kafka_records import dead_letters
 from rtdash.channels import TRAFFIC_CHANNELS, snapshot_key
 from rtdash.contracts import GatewayRequest, to_json
+from rtdash.kafka_producer import make_producer
 from traffic_model import Expected, utc
 
 pytestmark = pytest.mark.integration
@@ -124,17 +127,15 @@ def assert_figures(shown: dict, expected: Expected) -> None:
 
 
 def test_every_traffic_figure_matches_the_offline_recomputation(spark, traffic_settings):
-    from jobs.traffic import checkpoint_location, start
-
     settings = traffic_settings
     rng = random.Random(20260301)
     expected = Expected(settings.tz, settings.traffic_lateness_seconds)
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_servers)
+    producer = make_producer(settings.kafka_servers, client_id="rtdash-tests")
 
     def run_phase(values: list[bytes]) -> None:
         for value in values:
-            producer.send(settings.gateway_topic, key=b"v", value=value)
-        producer.flush()
+            producer.produce(settings.gateway_topic, key=b"v", value=value)
+        assert producer.flush(30) == 0, "events not acknowledged by Kafka"
         expected.add_phase(values)
         query = start(spark, settings)
         try:
@@ -143,37 +144,31 @@ def test_every_traffic_figure_matches_the_offline_recomputation(spark, traffic_s
             query.stop()
         assert_figures(snapshots(settings), expected)
 
-    try:
-        # 1. two hours of traffic in time order (so no event is late), after a few of the day before
-        times = sorted(START + timedelta(seconds=rng.uniform(-600, 7200)) for _ in range(3000))
-        run_phase([to_json(event(rng, at, i)) for i, at in enumerate(times)] + MALFORMED[:2])
-        assert expected.today == "2026-03-01" and expected.late == 0
+    # 1. two hours of traffic in time order (so no event is late), after a few of the day before
+    times = sorted(START + timedelta(seconds=rng.uniform(-600, 7200)) for _ in range(3000))
+    run_phase([to_json(event(rng, at, i)) for i, at in enumerate(times)] + MALFORMED[:2])
+    assert expected.today == "2026-03-01" and expected.late == 0
 
-        # 2. stragglers at or before the clock: within the lateness they count, beyond it they are late
-        clock = expected.clock
-        stragglers = [clock - timedelta(seconds=rng.uniform(0, 290)) for _ in range(150)]
-        stragglers += [clock - timedelta(seconds=rng.uniform(310, 5000)) for _ in range(40)]
-        stragglers += [clock - timedelta(days=1)]
-        bad = out_of_range(rng)
-        run_phase([to_json(event(rng, at, 10_000 + i)) for i, at in enumerate(stragglers)] + MALFORMED[2:] + bad)
-        assert expected.late > 30 and expected.invalid == 7
-        client = redis.Redis.from_url(settings.redis)
+    # 2. stragglers at or before the clock: within the lateness they count, beyond it they are late
+    clock = expected.clock
+    stragglers = [clock - timedelta(seconds=rng.uniform(0, 290)) for _ in range(150)]
+    stragglers += [clock - timedelta(seconds=rng.uniform(310, 5000)) for _ in range(40)]
+    stragglers += [clock - timedelta(days=1)]
+    bad = out_of_range(rng)
+    run_phase([to_json(event(rng, at, 10_000 + i)) for i, at in enumerate(stragglers)] + MALFORMED[2:] + bad)
+    assert expected.late > 30 and expected.invalid == 7
+    client = redis.Redis.from_url(settings.redis)
+    try:
         assert int(client.get(f"{settings.redis_prefix}:traffic:late")) == expected.late
-
-        # 3. the checkpoint deleted, Redis kept: the new query resumes where the applied batches ended
-        shutil.rmtree(checkpoint_location(settings))
-        later = sorted(clock + timedelta(seconds=rng.uniform(0, 900)) for _ in range(400))
-        run_phase([to_json(event(rng, at, 20_000 + i)) for i, at in enumerate(later)])
+    finally:
         client.close()
-    finally:
-        producer.close()
 
-    consumer = KafkaConsumer(settings.gateway_dlq_topic, bootstrap_servers=settings.kafka_servers,
-                             auto_offset_reset="earliest", consumer_timeout_ms=5000)
-    try:
-        letters = {m.value: dict(m.headers) for m in consumer}
-    finally:
-        consumer.close()
+    # 3. the checkpoint deleted, Redis kept: the new query resumes where the applied batches ended
+    shutil.rmtree(checkpoint_location(settings, "traffic"))
+    later = sorted(clock + timedelta(seconds=rng.uniform(0, 900)) for _ in range(400))
+    run_phase([to_json(event(rng, at, 20_000 + i)) for i, at in enumerate(later)])
+
+    letters = dead_letters(settings.kafka_servers, settings.gateway_dlq_topic)
     assert {value: headers["rtdash.error"] for value, headers in letters.items()} == {
         MALFORMED[0]: b"not a JSON GatewayRequest object", MALFORMED[1]: b"not a JSON GatewayRequest object",
         MALFORMED[2]: b"missing or mistyped field started_at", MALFORMED[3]: b"missing or mistyped field status",
