@@ -1,4 +1,4 @@
--- The alerts sink (jobs/alerts.py): one evaluation of the alert rules, all or nothing.
+-- The alerts sink (jobs/alerts_sink.py): one evaluation of the alert rules, all or nothing.
 -- KEYS[1]     hash rule -> state record (JSON) of the rules pending or firing
 -- KEYS[2]     time of the last evaluation applied (epoch ms)
 -- KEYS[3]     list of state changes (AlertStateChanged JSON) not yet in Kafka

@@ -1,4 +1,4 @@
-"""The alert rules without I/O: readings, Grafana's state machine, windows and ticks."""
+"""jobs/alerts_rules.py: readings, Grafana's state machine, windows and ticks, without I/O."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -6,8 +6,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from jobs.alerts import (AlertState, ErrorShare, OrdersDrop, Reading, Window, channel_data, evaluate, rules_from,
-                         tick)
+from jobs.alerts_rules import (AlertState, ErrorShare, OrdersDrop, Reading, Window, channel_data, evaluate,
+                               rules_from, tick)
 from rtdash.settings import Settings
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)

@@ -1,4 +1,4 @@
-"""The alerts job's Redis side against a real redis-server: series, states, channel, outbox, restarts."""
+"""jobs/alerts_sink.py against a real redis-server: series, states, channel, and the outbox while Kafka is down."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from jobs.alerts import AlertState, AlertStore, Evaluation, OrdersDrop, Reading, Window, deliver, evaluate, rules_from
+from jobs.alerts_rules import AlertState, OrdersDrop, Reading, Window, evaluate
+from jobs.alerts_sink import AlertStore, deliver
 from rtdash.channels import ALERTS, live_channel, seq_key, snapshot_key
 from rtdash.settings import Settings
 from stack.testing import free_port
@@ -78,44 +79,6 @@ def test_apply_stores_states_queues_changes_and_publishes_only_changed_data(stor
     assert snapshot(redis_client) == {"channel": "alerts", "seq": 2, "data": {"alerts": []}}
     assert live() == [snapshot(redis_client)] and store.states() == {}
     assert redis_client.get(seq_key(PREFIX, ALERTS)) == b"2"
-
-
-def test_evaluations_survive_a_restart(redis_client, tmp_path):
-    """Two evaluators on one Redis (a query and its restart): the firing rule neither fires again nor is
-    forgotten, and its state changes wait in the outbox (sending is left out here)."""
-    settings = Settings(_env_file=None, home=tmp_path, redis_prefix=PREFIX, kafka_port=free_port(),
-                        alert_rules="orders_drop", alert_orders_window_minutes=2, alert_orders_min_volume=10,
-                        alert_orders_pending_seconds=60, alerts_eval_seconds=60)
-    day = f"{PREFIX}:orders:minute:2026-11-26:count"
-    redis_client.hset(day, mapping={"11:56": 10, "11:57": 10})     # the earlier window; nothing since
-    clock = [T0.timestamp() + 0.3]
-
-    def evaluation() -> Evaluation:
-        return Evaluation(settings, rules_from(settings), AlertStore(redis_client, PREFIX, ZoneInfo("UTC")),
-                          clock=lambda: clock[0], send=lambda *_: 0)
-
-    first = evaluation()
-    first(None, 0)
-    assert first.store.states()["orders_drop"].state == "pending"
-    clock[0] += 60
-    first(None, 1)
-    assert first.store.states()["orders_drop"] == AlertState(
-        "firing", T0 + MINUTE, 1.0, 10.0,       # 12:01: 11:59-12:00 against 11:57-11:58
-        "0 paid orders in the last 2 min, 10 in the 2 min before: down 100% (alert at a drop of 50%)")
-
-    restarted = evaluation()
-    clock[0] += 60                                              # 12:02: the windows moved on one minute
-    redis_client.hset(day, mapping={"11:58": 10})
-    restarted(None, 0)
-    assert restarted.store.states()["orders_drop"].since == T0 + MINUTE
-    assert [(c["state"], c["since"]) for c in map(json.loads, restarted.store.outbox())] == [
-        ("pending", "2026-11-26T12:00:00.000Z"), ("firing", "2026-11-26T12:01:00.000Z")]
-
-    redis_client.hset(day, mapping={"12:00": 10, "12:01": 10})
-    clock[0] += 60
-    restarted(None, 1)
-    assert restarted.store.states() == {} and snapshot(redis_client)["data"] == {"alerts": []}
-    assert [json.loads(v)["state"] for v in restarted.store.outbox()] == ["pending", "firing", "resolved"]
 
 
 def test_state_changes_wait_in_the_outbox_while_kafka_is_down(store, tmp_path):
