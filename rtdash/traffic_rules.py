@@ -1,10 +1,10 @@
 """What a request means to the dashboard: bots, page views, visitors, searches.
 
 The definitions of DESIGN.md ("Traffic analytics channels"), written once.
-The traffic job (jobs/traffic.py) applies them as Spark expressions on the
+The traffic job (jobs/traffic_events.py) applies them as Spark expressions on the
 JVM; the Python functions here are the same rules for one event, used by the
 gateway (its ``bot`` flag) and by the tests that recompute every figure from
-an event log. Change a rule here and in `jobs/traffic.py` together: the
+an event log. Change a rule here and in `jobs/traffic_events.py` together: the
 end-to-end test compares the two on the same log.
 
 * bot request: the lower-cased User-Agent contains one of BOT_WORDS, or the
