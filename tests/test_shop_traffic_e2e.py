@@ -74,9 +74,10 @@ def test_funnel_orders_are_paid_through_the_gateway_and_every_request_is_an_even
     shopper_events = [e for e in events if e.route == "shop"]
     assert len(shopper_events) == sent
     searches = [e for e in shopper_events if e.path == "/search"]
+    views = [e for e in shopper_events if e.path.startswith("/products/")]
+    assert searches and views            # the all(...) checks below are about some events
     assert sorted(e.search_term for e in searches) == sorted(report.searches.elements())
     assert all(e.result_product_ids for e in searches)
-    views = [e for e in shopper_events if e.path.startswith("/products/")]
     assert all(e.product_id == e.path.rsplit("/", 1)[1] for e in views)
     assert {e.user_id for e in shopper_events if e.user_id} and len({e.visitor_id for e in shopper_events}) > 3
     assert all(e.client_ip is None and e.headers.get("Cookie", "[redacted]") == "[redacted]" for e in events)
