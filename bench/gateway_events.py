@@ -33,9 +33,9 @@ from datetime import datetime, timedelta
 from producers.shop.catalogue import ADJECTIVES, generate_catalogue
 from producers.traffic import BOTS, BROWSERS, Zipf, search_vocabulary
 from rtdash.contracts import GatewayRequest, to_json
+from rtdash.payments import NOTIFY_PATH
 from rtdash.traffic_rules import is_bot, is_page_view, normalise_search_term
 
-NOTIFY_PATH = "/order_center/order/alipay/callback"
 PROVIDER_AGENT = "rtdash-payment-provider/1.0"
 BROWSER_HEADERS = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
                    "Accept-Encoding": "gzip, deflate, br", "Accept-Language": "en-US,en;q=0.9,zh-CN;q=0.8",

@@ -56,7 +56,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from bench import loadgen
-from producers.order_service.app import NOTIFY_PATH
+from rtdash.payments import NOTIFY_PATH
 from rtdash.kafka_admin import ensure_topics
 from rtdash.settings import Settings
 from stack.kafka import kafka_service
@@ -74,7 +74,7 @@ TARGET_RATE, TARGET_P99_MS = 1500, 20.0
 # --- signed notifies (in worker processes: RSA signing is the provider's cost) ----------------
 
 def _sign_chunk(home: str, run_id: str, start: int, count: int) -> list[tuple[str, int, bytes]]:
-    from producers.payment_provider import notify_body, notify_params
+    from rtdash.payments import notify_body, notify_params
     from rtdash.payments import load_private_key
     settings = Settings(_env_file=None, home=Path(home))
     key = load_private_key(settings.keys_dir)

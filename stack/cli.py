@@ -88,7 +88,7 @@ def up() -> None:
               help="Extra signed payment notifies per second, straight to the order service.")
 def demo(rate: float, users: int, payments: float) -> None:
     """The local stack with simulated shoppers (and optionally payments): watch the dashboard live."""
-    from producers.payment_provider import PaymentSimulator
+    from producers.provider.simulator import PaymentSimulator
     from producers.traffic import TrafficConfig, TrafficSimulator
     from rtdash.payments import load_private_key
 
@@ -168,7 +168,7 @@ def simulate() -> None:
 def simulate_payments(rate: float, duration: float | None, count: int | None, duplicate_share: float,
                       seed: int | None, url: str | None) -> None:
     """Act as the payment provider: sign and post notifies, then report what was accepted."""
-    from producers.payment_provider import PaymentSimulator
+    from producers.provider.simulator import PaymentSimulator
     from rtdash.payments import load_private_key
 
     if (duration is None) == (count is None):

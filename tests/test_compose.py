@@ -12,7 +12,7 @@ import shlex
 import pytest
 import yaml
 
-from producers.order_service.app import NOTIFY_PATH
+from rtdash.payments import NOTIFY_PATH
 from rtdash.settings import PROJECT_ROOT, Settings
 from rtdash.kafka_admin import pipeline_topics
 from stack.services import local_stack

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import asyncio
 
-from producers.order_service.intake import Received, Reply
+from producers.order_service.handoff import Received, Reply
 from producers.order_service.writer import GroupWriter
+from waiting import eventually_async
 
 
 def received(n: int) -> Received:
@@ -33,7 +34,7 @@ def test_a_lone_notify_goes_at_once_and_notifies_under_load_gather_into_groups()
         burst = [writer.submit(received(n)) for n in (1, 2, 3)]                   # waiting together: one group
         await asyncio.gather(*burst)
         first = writer.submit(received(4))           # the last group had company: this one waits for more...
-        await asyncio.sleep(0.1)
+        await eventually_async(writer._queue.empty, what="the writer took the notify and gathers")
         second = writer.submit(received(5))          # ...and this one joins it
         replies = await asyncio.gather(first, second)
         await writer.stop()

@@ -1,25 +1,32 @@
-"""The payment notify endpoint: idempotency, conflicts and refusals write nothing wrong."""
+"""The order service in one process: the notify endpoint and the store (idempotency, conflicts, refusals).
+
+The store process is left out here: the intake runs on a thread
+(order_service_in_thread.py); tests/test_store_process.py covers the pipe.
+"""
 from __future__ import annotations
 
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from urllib.parse import urlencode
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy.exc import IntegrityError
 from tornado.testing import AsyncHTTPTestCase
 
-from producers.order_service.app import NOTIFY_PATH, make_app
-from producers.order_service.relay import OutboxRelay
-from producers.order_service.store import OrderStore, Outcome, make_engine
-from producers.payment_provider import notify_params
+from producers.order_service.store import STORE_ATTEMPTS, ConcurrentWrites, OrderStore, Outcome, SchemaMismatch
 from rtdash.contracts import OrderPaid, from_json
-from rtdash.payments import signed
+from rtdash.database import make_engine
+from rtdash.payments import FORM_TYPE, NOTIFY_PATH, PaymentNotify, notify_params, signed
 from rtdash.settings import Settings
+
+from order_service_in_thread import in_thread_app
 
 PROVIDER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 FORGER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+FORM = {"Content-Type": FORM_TYPE}
+PAID_AT = datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)
 
 
 class NotifyEndpointTest(AsyncHTTPTestCase):
@@ -27,9 +34,7 @@ class NotifyEndpointTest(AsyncHTTPTestCase):
         self.settings = Settings(home=self.tmp, _env_file=None)
         self.store = OrderStore(make_engine(f"sqlite:///{self.tmp}/orders.db"), topic="orders")
         self.db = ThreadPoolExecutor(1)
-        relay = OutboxRelay(self.store, bootstrap_servers="127.0.0.1:1")  # never started here
-        return make_app(self.settings, store=self.store, db=self.db, relay=relay,
-                        public_key=PROVIDER_KEY.public_key())
+        return in_thread_app(self.settings, self.store, self.db, PROVIDER_KEY.public_key())
 
     @pytest.fixture(autouse=True)
     def _tmp(self, tmp_path):
@@ -40,8 +45,7 @@ class NotifyEndpointTest(AsyncHTTPTestCase):
         self.db.shutdown()
 
     def params(self, order_id="ORDER1", cents=12345, **extra):
-        params = notify_params(order_id, cents, settings=self.settings,
-                               paid_at=datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc))
+        params = notify_params(order_id, cents, settings=self.settings, paid_at=PAID_AT)
         return {**params, **extra}
 
     def post(self, body, headers=FORM):
@@ -59,7 +63,7 @@ class NotifyEndpointTest(AsyncHTTPTestCase):
         (row,) = self.store.pending()
         event = from_json(OrderPaid, row.payload)
         assert (row.topic, row.key, event.order_id, event.amount_cents) == ("orders", b"ORDER1", "ORDER1", 12345)
-        assert event.paid_at == datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)
+        assert event.paid_at == PAID_AT
 
     def test_duplicate_notify_answers_success_and_changes_nothing(self):
         body = signed(self.params(), PROVIDER_KEY)
@@ -127,46 +131,71 @@ class NotifyEndpointTest(AsyncHTTPTestCase):
         resp = self.fetch("/healthz")
         assert resp.code == 200
         assert b'"outbox_pending": 1' in resp.body
+        assert b'"kafka_connected": false' in resp.body
 
 
-def test_group_commit_matches_one_by_one(tmp_path):
-    """A batch with repeats and conflicts gets the outcomes one-by-one calls would give."""
-    from rtdash.payments import PaymentNotify
+def paid(order_id: str, cents: int) -> PaymentNotify:
+    return PaymentNotify(order_id, "T" + order_id, cents, "TRADE_SUCCESS", PAID_AT, "N" + order_id)
+
+
+def test_group_commit_gives_the_outcomes_of_one_by_one_commits(tmp_path):
+    """A group with repeats and conflicts gets the outcomes one-by-one commits would give."""
     store = OrderStore(make_engine(f"sqlite:///{tmp_path}/orders.db"), topic="orders")
-    paid = datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)
-
-    def notify(order_id, cents):
-        return PaymentNotify(order_id, "T" + order_id, cents, "TRADE_SUCCESS", paid, "N" + order_id)
-
-    assert store.record_paid(notify("A", 100)) is Outcome.PAID
-    outcomes = store.record_paid_many([notify("A", 100), notify("B", 200), notify("B", 200), notify("B", 999),
-                                       notify("A", 5), notify("C", 300)])
+    assert store.record_paid_many([paid("A", 100)]) == [Outcome.PAID]
+    outcomes = store.record_paid_many([paid("A", 100), paid("B", 200), paid("B", 200), paid("B", 999),
+                                       paid("A", 5), paid("C", 300)])
     assert outcomes == [Outcome.DUPLICATE, Outcome.PAID, Outcome.DUPLICATE, Outcome.CONFLICT, Outcome.CONFLICT,
                         Outcome.PAID]
     assert store.paid_totals() == (3, 600)
     assert [row.key for row in store.pending()] == [b"A", b"B", b"C"]
 
 
-def test_store_keeps_times_as_epoch_milliseconds(tmp_path):
-    import sqlite3
+class AnotherWriterFirst:
+    """Stands in for the orders INSERT: fails `times` times as if another writer had just stored the rows."""
 
-    from rtdash.payments import PaymentNotify
+    def __init__(self, insert, times: int):
+        self.insert, self.times, self.calls = insert, times, []
+
+    def __call__(self, conn, rows):
+        self.calls.append(len(rows))
+        if len(self.calls) <= self.times:
+            raise IntegrityError("INSERT INTO orders", {}, Exception("UNIQUE constraint failed: orders.order_id"))
+        self.insert(conn, rows)
+
+
+def test_a_group_that_keeps_meeting_a_concurrent_writer_is_refused_after_a_bound(tmp_path):
+    """Another writer storing the same orders: the group is stored again, at most STORE_ATTEMPTS times in all."""
+    woken: list[int] = []
+    store = OrderStore(make_engine(f"sqlite:///{tmp_path}/orders.db"), topic="orders",
+                       on_outbox_write=lambda: woken.append(1))
+    insert = store._insert_orders.run
+    store._insert_orders.run = twice = AnotherWriterFirst(insert, times=2)
+    assert store.record_paid_many([paid("A", 100)]) == [Outcome.PAID]       # the third attempt goes through
+    assert twice.calls == [1, 1, 1] and woken == [1]
+
+    store._insert_orders.run = always = AnotherWriterFirst(insert, times=STORE_ATTEMPTS)
+    with pytest.raises(ConcurrentWrites, match="2 paid orders not stored: each of 3 attempts"):
+        store.record_paid_many([paid("B", 200), paid("C", 300)])
+    assert always.calls == [2, 2, 2] and woken == [1]
+    assert store.paid_totals() == (1, 100) and store.pending_count() == 1   # nothing of the refused group
+
+
+def test_store_keeps_times_as_epoch_milliseconds(tmp_path):
     store = OrderStore(make_engine(f"sqlite:///{tmp_path}/orders.db"), topic="orders")
-    paid = datetime(2026, 11, 26, 10, 0, 0, 250000, tzinfo=timezone.utc)
-    store.record_paid(PaymentNotify(out_trade_no="A", trade_no="TA", amount_cents=100, trade_status="TRADE_SUCCESS",
-                                    paid_at=paid, notify_id="NA"))
+    paid_at = datetime(2026, 11, 26, 10, 0, 0, 250000, tzinfo=timezone.utc)
+    before = datetime.now(timezone.utc)
+    store.record_paid_many([PaymentNotify(out_trade_no="A", trade_no="TA", amount_cents=100,
+                                          trade_status="TRADE_SUCCESS", paid_at=paid_at, notify_id="NA")])
+    after = datetime.now(timezone.utc)
     with sqlite3.connect(tmp_path / "orders.db") as db:
         (paid_ms, recorded_ms), = db.execute("SELECT paid_at_ms, recorded_at_ms FROM orders")
         (created_ms, published), = db.execute("SELECT created_at_ms, published_at_ms FROM outbox")
     assert paid_ms == 1_795_687_200_250   # 2026-11-26T10:00:00.250Z
-    assert abs(recorded_ms - datetime.now(timezone.utc).timestamp() * 1000) < 60_000
+    assert int(before.timestamp() * 1000) <= recorded_ms <= int(after.timestamp() * 1000) + 1
     assert (created_ms, published) == (recorded_ms, None)
 
 
 def test_database_of_another_layout_is_refused_with_the_reason(tmp_path):
-    import sqlite3
-
-    from producers.order_service.store import SchemaMismatch
     with sqlite3.connect(tmp_path / "orders.db") as db:
         db.execute("CREATE TABLE orders (order_id VARCHAR(64) PRIMARY KEY, trade_no VARCHAR(64), "
                    "amount_cents BIGINT, trade_status VARCHAR(32), paid_at DATETIME, notify_id VARCHAR(64), "

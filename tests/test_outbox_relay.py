@@ -4,7 +4,8 @@ The relay marks what Kafka acknowledged in one write every `mark_interval_s`
 (or when the outbox goes quiet) and reads past rows it sent but has not
 marked yet; these tests check that this bookkeeping neither loses a row (a row
 that commits late with a lower id, as with several writers on PostgreSQL) nor
-leaves acknowledged rows unmarked.
+leaves acknowledged rows unmarked. One test has no broker at all: the relay
+keeps the rows and tries again until it is stopped.
 """
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ import pytest
 from kafka import KafkaConsumer
 
 from producers.order_service.relay import OutboxRelay, Wakeup
-from producers.order_service.store import OrderStore, epoch_ms, make_engine, outbox
+from producers.order_service.store import OrderStore, epoch_ms, outbox
+from rtdash.database import make_engine
 from rtdash.kafka_admin import ensure_topics
+from stack.testing import free_port
+from waiting import eventually
 
 
 def test_wakeup_never_blocks_and_folds_posts_into_one():
@@ -32,14 +36,6 @@ def test_wakeup_never_blocks_and_folds_posts_into_one():
     assert wake.wait(0.01) is False      # ...and they are used up
     threading.Timer(0.05, wake.set).start()
     assert wake.wait(5) is True          # a post from another thread wakes a waiter
-
-
-def eventually(check, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 def add_rows(store: OrderStore, topic: str, keys: list[str], ids: list[int] | None = None) -> None:
@@ -67,6 +63,24 @@ def keys_in(settings, topic: str, expected: int) -> list[str]:
     return seen
 
 
+def test_relay_keeps_the_rows_while_kafka_is_down_and_stops_at_once(tmp_path):
+    store = OrderStore(make_engine(f"sqlite:///{tmp_path}/orders.db"), topic="orders")
+    relay = OutboxRelay(store, bootstrap_servers=f"127.0.0.1:{free_port()}")   # nothing listens there
+    relay.send_timeout_s = 0.5                 # a batch fails after half a second, not ten
+    store.on_outbox_write = relay.wake
+    add_rows(store, "orders", ["A", "B"])
+    relay.start()
+    try:
+        eventually(lambda: relay.status.last_error, timeout=30, what="the relay reports the failed publishing")
+        assert not relay.status.kafka_connected and relay.status.published == 0
+        assert store.pending_count() == 2      # the rows wait in the outbox
+    finally:
+        started = time.monotonic()
+        relay.stop()
+    assert time.monotonic() - started < relay.max_backoff_s   # a pause between attempts ends with the stop
+    assert store.pending_count() == 2
+
+
 @pytest.fixture()
 def start_relay(tmp_path, stack_settings, kafka):
     """Start a relay (with the given mark interval) over a fresh outbox and a topic of its own."""
@@ -89,7 +103,7 @@ def start_relay(tmp_path, stack_settings, kafka):
 
 def test_relay_connects_before_the_first_order_waits_for_it(start_relay):
     store, relay, _ = start_relay(mark_interval_s=0.3)
-    eventually(lambda: relay.status.kafka_connected, timeout=10)
+    eventually(lambda: relay.status.kafka_connected, timeout=10, what="the relay connected to Kafka")
     assert relay.status.published == 0 and store.pending_count() == 0
 
 
@@ -98,7 +112,7 @@ def test_relay_publishes_each_row_once_and_marks_them_when_quiet(start_relay, st
     keys = [f"K{i:04d}" for i in range(1200)]          # more than one read (batch 500)
     for start in range(0, len(keys), 100):
         add_rows(store, topic, keys[start:start + 100])
-    eventually(lambda: store.pending_count() == 0)
+    eventually(lambda: store.pending_count() == 0, what="every row marked published")
     assert relay.status.published == len(keys)
     assert sorted(keys_in(stack_settings, topic, len(keys))) == keys
 
@@ -106,10 +120,10 @@ def test_relay_publishes_each_row_once_and_marks_them_when_quiet(start_relay, st
 def test_relay_picks_up_a_row_that_committed_late_with_a_lower_id(start_relay, stack_settings):
     store, relay, topic = start_relay(mark_interval_s=2.0)
     add_rows(store, topic, ["late-high-1", "late-high-2"], ids=[100, 101])
-    eventually(lambda: relay.status.published == 2)
+    eventually(lambda: relay.status.published == 2, what="the two high rows published")
     assert store.pending_count() == 2                 # sent, not marked: the next read starts after 101
     add_rows(store, topic, ["late-low"], ids=[50])    # commits now, below what was sent
-    eventually(lambda: store.pending_count() == 0)
+    eventually(lambda: store.pending_count() == 0, what="the late row published and every row marked")
     assert relay.status.published == 3
     assert sorted(keys_in(stack_settings, topic, 3)) == ["late-high-1", "late-high-2", "late-low"]
 
@@ -117,7 +131,7 @@ def test_relay_picks_up_a_row_that_committed_late_with_a_lower_id(start_relay, s
 def test_stop_marks_what_kafka_acknowledged(start_relay, stack_settings):
     store, relay, topic = start_relay(mark_interval_s=3600)
     add_rows(store, topic, ["S1", "S2", "S3"])
-    eventually(lambda: relay.status.published == 3)
+    eventually(lambda: relay.status.published == 3, what="the three rows published")
     assert store.pending_count() == 3                   # sent, not marked yet (interval not reached)
     relay.stop()
     assert store.pending_count() == 0

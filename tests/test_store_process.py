@@ -13,13 +13,15 @@ from urllib.parse import urlencode
 
 import pytest
 
-from producers.order_service.intake import CONFLICT, SUCCESS, Received, Reply
-from producers.order_service.store import OrderStore, make_engine
+from producers.order_service.handoff import Received, Reply
+from producers.order_service.intake import CONFLICT, SUCCESS
+from producers.order_service.store import OrderStore
 from producers.order_service.store_process import StoreProcess, StoreUnavailable
-from producers.payment_provider import notify_params
-from rtdash.payments import ensure_provider_keys, load_private_key, signed
+from rtdash.database import make_engine
+from rtdash.payments import ensure_provider_keys, load_private_key, notify_params, signed
 from rtdash.settings import Settings
 from stack.testing import free_port
+from waiting import eventually_async
 
 PAID_AT = datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)
 
@@ -76,10 +78,8 @@ def test_a_dead_store_process_fails_the_waiting_group_and_is_reported(database):
         process.start()
         assert await process.accept([notify("A", 100)]) == [SUCCESS]
         os.kill(process._process.pid, signal.SIGKILL)
-        for _ in range(100):
-            if exits:
-                break
-            await asyncio.sleep(0.05)
+        await eventually_async(lambda: exits, timeout=10, what="the store process's exit reported")
+        assert not process.alive
         with pytest.raises(StoreUnavailable, match="not running"):
             await process.accept([notify("B", 200)])
         await process.stop()

@@ -2,11 +2,21 @@
 
 Listens on RTDASH_BIND_HOST:RTDASH_ORDER_SERVICE_PORT, stores orders in
 RTDASH_DATABASE_URL (SQLite under RTDASH_HOME by default) and relays order
-events to the Kafka topic RTDASH_ORDERS_TOPIC. Two processes: this one
-answers HTTP (reads each notify's form), a child (store_process.py) takes
-them in by groups (verify, parse, store) and runs the outbox relay. Stops cleanly on
+events to the Kafka topic RTDASH_ORDERS_TOPIC. Stops cleanly on
 SIGTERM/SIGINT: stop accepting, commit what is waiting, let the relay publish
-and mark it, then exit. If the child dies, the service stops and says so.
+and mark it, then exit. If the store process dies, the service stops and says so.
+
+The path of one payment notify, in two processes:
+
+1. app.py, this process: `NotifyEndpoint` reads the request's body (`Received`).
+2. writer.py: `GroupWriter` gathers it with the notifies waiting beside it into a group.
+3. store_process.py: `StoreProcess.accept` sends the group to the order store
+   process over a pipe (handoff.py names the messages: `TakeIn`, `TakenIn`, ...).
+4. intake.py, store process: `NotifyIntake` reads each form, verifies its
+   signature, parses it and stores the paid ones in one transaction (store.py:
+   the order and its outbox row together); one `Reply` per notify goes back.
+5. app.py: the reply is written; the relay thread (relay.py) publishes the
+   outbox rows to Kafka.
 """
 from __future__ import annotations
 
@@ -16,13 +26,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tornado.httpserver import HTTPServer
 
+from rtdash.database import make_engine
 from rtdash.logs import setup_logging
-from rtdash.payments import ensure_provider_keys, load_public_key
+from rtdash.payments import ensure_provider_keys
 from rtdash.service import until_stopped
 from rtdash.settings import Settings
 
 from .app import make_app
-from .store import OrderStore, make_engine
+from .store import OrderStore
 from .store_process import StoreProcess
 from .writer import GroupWriter
 
@@ -42,13 +53,11 @@ async def main(settings: Settings | None = None) -> None:
     # another layout, before the store process opens it.
     engine = make_engine(settings.database)
     store = OrderStore(engine, topic=settings.orders_topic)
-    # This process answers HTTP; the order store process takes the notifies in and relays the outbox.
     store_process = StoreProcess(settings, on_exit=store_exited)
     store_process.start()
     db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orders-db")
     writer = GroupWriter(store_process.accept)
-    app = make_app(settings, store=store, db=db, writer=writer, relay=store_process,
-                   public_key=load_public_key(settings.keys_dir))
+    app = make_app(settings, writer=writer, store=store, db=db, relay_status=store_process.status)
     server = HTTPServer(app, max_body_size=max(65536, settings.notify_max_body_bytes), xheaders=False)
     server.listen(settings.order_service_port, address=settings.bind_host)
     log.info("order service listening on http://%s:%d (database %s, topic %s)", settings.bind_host,

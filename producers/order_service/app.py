@@ -1,21 +1,21 @@
 """The order service's HTTP surface: the payment notify endpoint and /healthz.
 
-The notify endpoint is small on purpose: read the body and hand it to the
-group writer, whose groups go through the notify intake (intake.py: read
-the form, verify, parse, store) in the order store process; reply. The
-reply is ``success`` for a new paid order, a duplicate, or an accepted
-non-paid status (so the provider stops retrying), and a 4xx with the reason
-otherwise; a refused notify writes nothing.
+The notify endpoint is small on purpose: read the body, hand it to the group
+writer (writer.py), which takes it with whatever else is waiting to the order
+store process (store_process.py, then intake.py: read the form, verify,
+parse, store); write the reply it comes back with. The reply is ``success``
+for a new paid order, a duplicate, or an accepted non-paid status (so the
+provider stops retrying), and a 4xx with the reason otherwise; a refused
+notify writes nothing.
 
-It is the service's hot path, so it is served one level below tornado.web, as
-a message delegate of Tornado's HTTP server: at 1,500 notifies/s on two cores,
-RequestHandler's per-request machinery (a handler object, default headers,
-output transforms, the Date header) cost two to three times what a message
-delegate costs under the same load (BENCHMARKS.md). Everything else, /healthz
-and the 404s, is a plain tornado.web application: `NotifyEndpoint` looks at
-the request line's path and hands any other request to it. (Tornado's
-`RuleRouter` would build a whole `HTTPServerRequest` for every notify just to
-match its path.)
+It is the service's hot path, so it is served one level below tornado.web,
+as a message delegate of Tornado's HTTP server: a RequestHandler's
+per-request machinery (a handler object, default headers, output transforms,
+the Date header) costs several times what the delegate does (BENCHMARKS.md).
+Everything else, /healthz and the 404s, is a plain tornado.web application:
+`NotifyEndpoint` looks at the request line's path and hands any other request
+to it. (Tornado's `RuleRouter` would build a whole `HTTPServerRequest` for
+every notify just to match its path.)
 """
 from __future__ import annotations
 
@@ -25,23 +25,18 @@ from collections.abc import Awaitable
 from concurrent.futures import Executor
 
 import tornado.web
-from cryptography.hazmat.primitives.asymmetric import rsa
 from tornado import httputil
 from tornado.iostream import StreamClosedError
 
-from rtdash.payments import NotifyError
+from rtdash.payments import FORM_TYPE, NOTIFY_PATH, NotifyError
 from rtdash.settings import Settings
 
-from .intake import NotifyIntake, Received, Reply
-from .relay import OutboxRelay
+from .handoff import Received, RelayStatus, Reply
 from .store import OrderStore
-from .store_process import StoreProcess
-from .writer import GroupWriter, commit_in_executor
+from .writer import GroupWriter
 
 log = logging.getLogger("rtdash.order_service")
 
-NOTIFY_PATH = "/order_center/order/alipay/callback"
-FORM_TYPE = "application/x-www-form-urlencoded"
 REPLY_HEADERS = {"Content-Type": "text/plain; charset=utf-8"}
 
 
@@ -51,9 +46,9 @@ class NotifyEndpoint(httputil.HTTPServerConnectionDelegate):
     Requests for any other path go to `other` (the tornado.web application).
     """
 
-    def __init__(self, *, settings: Settings, writer: GroupWriter,
+    def __init__(self, *, max_body_bytes: int, writer: GroupWriter,
                  other: httputil.HTTPServerConnectionDelegate) -> None:
-        self.cfg = settings
+        self.max_body_bytes = max_body_bytes
         self.writer = writer
         self.other = other
 
@@ -66,8 +61,7 @@ class NotifyEndpoint(httputil.HTTPServerConnectionDelegate):
         if method != "POST":
             return _done(Reply(405, "fail: the payment notify is a POST"))
         if body is None:
-            return self._refuse(remote_ip, NotifyError(f"body larger than {self.cfg.notify_max_body_bytes} bytes",
-                                                       status=413))
+            return self._refuse(remote_ip, NotifyError(f"body larger than {self.max_body_bytes} bytes", status=413))
         if content_type.split(";")[0].strip().lower() != FORM_TYPE:
             return self._refuse(remote_ip, NotifyError(f"Content-Type must be {FORM_TYPE}"))
         return self.writer.submit(Received(body, remote_ip))
@@ -96,7 +90,7 @@ class NotifyRequest(httputil.HTTPMessageDelegate):
         self.endpoint = endpoint
         self.server_conn = server_conn
         self.conn = conn
-        self.limit = endpoint.cfg.notify_max_body_bytes
+        self.limit = endpoint.max_body_bytes
         self.method = ""
         self.content_type = ""
         self.body: bytearray | None = bytearray()   # None once it grew past the limit
@@ -153,29 +147,28 @@ class NotifyRequest(httputil.HTTPMessageDelegate):
 
 
 class HealthHandler(tornado.web.RequestHandler):
-    def initialize(self, *, store: OrderStore, db: Executor, relay: OutboxRelay | StoreProcess) -> None:
+    """``GET /healthz``: the outbox backlog (read on `db`) and the relay's view of Kafka."""
+
+    def initialize(self, *, store: OrderStore, db: Executor, relay_status: RelayStatus) -> None:
         self.store = store
         self.db = db
-        self.relay = relay
+        self.relay_status = relay_status
 
     async def get(self) -> None:
         pending = await asyncio.get_running_loop().run_in_executor(self.db, self.store.pending_count)
-        status = self.relay.status
+        status = self.relay_status
         self.finish({"status": "ok", "service": "order_service", "outbox_pending": pending,
                      "published": status.published, "kafka_connected": status.kafka_connected,
                      "last_error": status.last_error})
 
 
-def make_app(settings: Settings, *, store: OrderStore, db: Executor, relay: OutboxRelay | StoreProcess,
-             public_key: rsa.RSAPublicKey, writer: GroupWriter | None = None) -> NotifyEndpoint:
+def make_app(settings: Settings, *, writer: GroupWriter, store: OrderStore, db: Executor,
+             relay_status: RelayStatus) -> NotifyEndpoint:
     """The service's routes, for `tornado.httpserver.HTTPServer`.
 
-    `writer` defaults to the notify intake on `db`, a thread of this process;
-    the service itself passes one whose groups go to the order store process.
+    Notifies go to `writer`; /healthz reads the outbox through `store` on `db`
+    and the relay's counters from `relay_status`.
     """
-    if writer is None:
-        intake = NotifyIntake(store, public_key=public_key, app_id=settings.payment_app_id,
-                              seller_id=settings.payment_seller_id, tz=settings.tz)
-        writer = GroupWriter(commit_in_executor(intake, db))
-    other = tornado.web.Application([(r"/healthz", HealthHandler, dict(store=store, db=db, relay=relay))])
-    return NotifyEndpoint(settings=settings, writer=writer, other=other)
+    other = tornado.web.Application([(r"/healthz", HealthHandler,
+                                      dict(store=store, db=db, relay_status=relay_status))])
+    return NotifyEndpoint(max_body_bytes=settings.notify_max_body_bytes, writer=writer, other=other)

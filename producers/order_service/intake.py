@@ -1,52 +1,37 @@
 """Payment notify intake: read, verify, parse and store a group of notifies, with the reply each one gets.
 
 The HTTP process only reads each notify's body; everything after that
-happens here, one group at a time, in the order store process (or on a
-thread, in tests): the form is read, the RSA2 signature is checked before
-any field is interpreted, then the notify is parsed, and the paid ones of
-the group are stored in one transaction (`OrderStore.record_paid_many`).
+happens here, one group at a time, in the order store process: the form is
+read, the RSA2 signature is checked before any field is interpreted, then the
+notify is parsed, and the paid ones of the group are stored in one
+transaction (`OrderStore.record_paid_many`).
 
-Why here and not in the handler: measured in place at 1,500 notifies/s,
-reading the form, verifying, parsing and logging a notify cost the event
-loop about 270 µs, three times their cost in a loop of their own, because
-each ran alone between other work. Here they run back to back for the whole
-group, in the process that stores it, and the event loop that every request
-passes through is left with the HTTP (BENCHMARKS.md).
+Why here and not in the HTTP handler: this work costs the event loop more,
+done one notify at a time between other requests, than it costs done back to
+back for a whole group in the process that stores it; the event loop every
+request passes through keeps only the HTTP (BENCHMARKS.md, notify path).
 """
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from rtdash.payments import NotifyError, PaymentNotify, form_params, format_amount, parse_notify
 
+from .handoff import Received, Reply
 from .store import OrderStore, Outcome
 
 log = logging.getLogger("rtdash.order_service")
-
-
-class Reply(NamedTuple):
-    """What the provider gets back: an HTTP status and the body text."""
-
-    status: int
-    text: str
-
 
 SUCCESS = Reply(200, "success")
 CONFLICT = Reply(409, "fail: order already paid with a different amount")
 
 
-class Received(NamedTuple):
-    """One notify as the HTTP process read it: its form body (size and Content-Type checked) and its sender."""
-
-    body: bytes
-    remote_ip: str
-
-
 class NotifyIntake:
+    """Turns groups of `Received` notifies into replies, storing the paid ones (runs in the store process)."""
+
     def __init__(self, store: OrderStore, *, public_key: rsa.RSAPublicKey, app_id: str,
                  seller_id: str | None, tz: ZoneInfo):
         self.store = store

@@ -5,16 +5,16 @@ loop, so the notify path does not wait on Kafka. The service runs it as a
 thread of the order store process (store_process.py), away from the HTTP
 process's GIL; the counters /healthz reports are in shared memory, where the
 HTTP process reads them. The producer is idempotent (acks=all) and keyed by
-order id; if Kafka is down the rows stay in the outbox and the relay retries
-with capped exponential backoff until the broker is back.
+order id; if Kafka is down the rows stay in the outbox and the relay tries
+again (rtdash.retry: pauses doubling up to `max_backoff_s`) until the broker
+is back or the relay is stopped.
 
-Woken, the relay first waits `gather_s` (10 ms) for more commits, as a
-Kafka producer lingers, so that each read (a query, a flush to the broker)
+Woken, the relay first waits `gather_s` for more commits, as a Kafka
+producer lingers, so that each read (a query, a flush to the broker)
 carries more rows. Kafka reports failed deliveries only
 (`delivery.report.only.error`): a batch that flushed with no failure was
-acknowledged whole, so no Python callback runs per message. Both together
-took the relay thread from 0.17 to 0.05 cores at 1,500 notifies/s, in the
-process that also takes the notifies in (BENCHMARKS.md).
+acknowledged whole, so no Python callback runs per message. Both keep the
+relay's share of the store process small (BENCHMARKS.md).
 
 Rows Kafka acknowledged are marked published in one write every
 `mark_interval_s` (and as soon as the outbox goes quiet), not after every
@@ -27,26 +27,24 @@ between "sent" and "marked published" re-sends those rows (at most
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import threading
 import time
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from rtdash.retry import retrying
+
+from .handoff import RelayStatus
 from .store import OrderStore
 
 log = logging.getLogger("rtdash.order_service.relay")
 
 
-SPAWN = multiprocessing.get_context("spawn")
-
-
 class Wakeup:
     """Tells the relay thread there are new rows; `set` never blocks the committing thread.
 
-    A post to a semaphore does not wait for anyone (`multiprocessing.Event.set`,
-    used when the relay was a process of its own, waited until the woken process
-    had run, on the notify path's commit); `wait` takes every post made since the
+    A post to a semaphore waits for nobody, so the notify path's commit does
+    not wait for the relay to run; `wait` takes every post made since the
     last one, so a burst of commits is one wake-up.
     """
 
@@ -64,53 +62,33 @@ class Wakeup:
         return woken
 
 
-class RelayStatus:
-    """What the relay reports to /healthz, in shared memory (readable from another process)."""
-
-    def __init__(self) -> None:
-        self._published = SPAWN.Value("q", 0)
-        self._connected = SPAWN.Value("b", 0)
-        self._error = SPAWN.Array("c", 300)
-
-    @property
-    def published(self) -> int:
-        return self._published.value
-
-    def add_published(self, n: int) -> None:
-        with self._published.get_lock():
-            self._published.value += n
-
-    @property
-    def kafka_connected(self) -> bool:
-        return bool(self._connected.value)
-
-    @kafka_connected.setter
-    def kafka_connected(self, value: bool) -> None:
-        self._connected.value = int(value)
-
-    @property
-    def last_error(self) -> str | None:
-        return self._error.value.decode(errors="replace") or None
-
-    @last_error.setter
-    def last_error(self, value: str | None) -> None:
-        self._error.value = (value or "").encode()[:299]
+class RelayStopped(RuntimeError):
+    """The relay was stopped while Kafka was unavailable; what was pending stays in the outbox."""
 
 
 class OutboxRelay:
-    def __init__(self, store: OrderStore, *, bootstrap_servers: str, batch: int = 500,
-                 send_timeout_s: float = 10.0, max_backoff_s: float = 5.0, mark_interval_s: float = 0.5,
-                 gather_s: float = 0.01, status: RelayStatus | None = None):
+    """Publishes the outbox to Kafka from a thread of its own; `wake` after each commit that adds rows."""
+
+    batch = 500                  # rows per read of the outbox
+    send_timeout_s = 10.0        # a batch Kafka has not acknowledged by then is sent again
+    first_pause_s = 0.25         # while Kafka is down: the first pause before trying again...
+    max_backoff_s = 5.0          # ...doubling up to this
+    gather_s = 0.01              # woken, wait this long for more commits before reading
+    prune_every_s = 600.0        # how often published rows past their keeping time are deleted
+    stop_timeout_s = 15.0        # how long `stop` waits for the last publishing
+
+    def __init__(self, store: OrderStore, *, bootstrap_servers: str, status: RelayStatus | None = None,
+                 mark_interval_s: float = 0.5):
+        """`status` is shared with the HTTP process (the service passes the store process's);
+        `mark_interval_s` is how often acknowledged rows are marked published (tests set it
+        to see rows sent but not yet marked)."""
         self.store = store
-        self.gather_s = gather_s
         self.bootstrap_servers = bootstrap_servers
-        self.batch = batch
-        self.send_timeout_s = send_timeout_s
-        self.max_backoff_s = max_backoff_s
         self.mark_interval_s = mark_interval_s
         self.status = status or RelayStatus()
         self._wake = Wakeup()
         self._stopping = threading.Event()
+        self._publish_retries = retrying(first_s=self.first_pause_s, max_s=self.max_backoff_s, stop=self._stopping)
         self._thread = threading.Thread(target=self.run, name="outbox-relay", daemon=True)
         self._producer: Producer | None = None
         self._failures: list[KafkaError] = []   # delivery failures of the batch in flight
@@ -127,11 +105,12 @@ class OutboxRelay:
         """Thread-safe: called after a commit that wrote outbox rows."""
         self._wake.set()
 
-    def stop(self, timeout: float = 15.0) -> None:
+    def stop(self) -> None:
+        """Stop publishing: what Kafka takes within `stop_timeout_s` is published and marked, the rest stays."""
         self._stopping.set()
         self._wake.set()
         if self._thread.is_alive():
-            self._thread.join(timeout)
+            self._thread.join(self.stop_timeout_s)
 
     def run(self) -> None:
         """Publish until stopped: at once what is pending, then whenever woken."""
@@ -145,35 +124,27 @@ class OutboxRelay:
                 self._producer = None  # its threads end with it, not at interpreter exit
 
     def _loop(self) -> None:
-        backoff = 0.0
-        next_prune = time.monotonic() + 600
+        next_prune = time.monotonic() + self.prune_every_s
         while not self._stopping.is_set():
-            if backoff:
-                self._stopping.wait(backoff)  # Kafka was down: retry after the backoff
-                woken = True
-            else:  # idle until the store commits new rows; a quiet spell marks what was sent
-                woken = self._wake.wait(self.mark_interval_s if self._unmarked else None)
-                if woken and self.gather_s:
-                    self._stopping.wait(self.gather_s)  # let the next commits join this read
+            # Idle until the store commits new rows; a quiet spell marks what was sent.
+            woken = self._wake.wait(self.mark_interval_s if self._unmarked else None)
+            if woken and self.gather_s:
+                self._stopping.wait(self.gather_s)  # let the next commits join this read
             if self._stopping.is_set():
                 break
             try:
-                while self._drain_once():
-                    pass
-                backoff = 0.0
-            except Exception as exc:  # noqa: BLE001 - any failure means: keep rows, retry later
-                backoff = min(self.max_backoff_s, max(0.25, backoff * 2))
-                self._note_failure(exc, backoff)
-            try:
-                if self._unmarked and (backoff or not woken
-                                       or time.monotonic() - self._last_mark >= self.mark_interval_s):
-                    self._mark_published()
-                    self._wake.set()  # read the outbox from its start once: rows that committed late
-                if time.monotonic() >= next_prune:
+                self._publish_pending()
+            except Exception as exc:  # noqa: BLE001 - stopped while Kafka was down: the rows wait for the next start
+                log.warning("outbox relay stopping with Kafka unavailable; orders stay in the outbox (%s)", exc)
+                break
+            if self._unmarked and (not woken or time.monotonic() - self._last_mark >= self.mark_interval_s):
+                self._mark_quietly()
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + self.prune_every_s
+                try:
                     self.store.prune_published()
-                    next_prune = time.monotonic() + 600
-            except Exception as exc:  # noqa: BLE001 - the rows stay; marking them is tried again
-                log.warning("outbox relay could not update the outbox: %s", exc)
+                except Exception as exc:  # noqa: BLE001 - pruning is tried again later
+                    log.warning("outbox relay could not prune the outbox: %s", exc)
         # Last attempt on shutdown so a clean stop leaves little in the outbox.
         try:
             if self._producer is not None and self.status.kafka_connected:  # down: not worth a timeout
@@ -186,6 +157,32 @@ class OutboxRelay:
         except Exception as exc:  # noqa: BLE001
             log.warning("outbox relay could not mark %d sent orders; they will be sent again: %s",
                         len(self._unmarked), exc)
+
+    def _publish_pending(self) -> None:
+        """Publish every pending row; while that fails (Kafka down), try again until it works or the relay stops.
+
+        Raises only once stopped: the last failure, or `RelayStopped`.
+        """
+        for attempt in self._publish_retries:
+            with attempt:
+                if self._stopping.is_set():
+                    raise RelayStopped(f"stopped while Kafka was unavailable: {self.status.last_error}")
+                try:
+                    while self._drain_once():
+                        pass
+                except Exception as exc:  # noqa: BLE001 - any failure means: keep the rows, try again
+                    self._note_failure(exc, first=attempt.retry_state.attempt_number == 1)
+                    self._mark_quietly()  # what Kafka acknowledged before the failure
+                    raise
+
+    def _mark_quietly(self) -> None:
+        """`_mark_published`, then read the outbox from its start once; a failure leaves the rows for next time."""
+        try:
+            self._mark_published()
+        except Exception as exc:  # noqa: BLE001 - the rows stay; marking them is tried again
+            log.warning("outbox relay could not update the outbox: %s", exc)
+            return
+        self._wake.set()  # read the outbox from its start once: rows that committed late
 
     def _mark_published(self) -> None:
         """Record what Kafka acknowledged, in one write.
@@ -200,11 +197,12 @@ class OutboxRelay:
         self._sent_upto = 0
         self._last_mark = time.monotonic()
 
-    def _note_failure(self, exc: Exception, backoff: float) -> None:
+    def _note_failure(self, exc: Exception, *, first: bool) -> None:
+        """Report the failure in /healthz; log it when Kafka was reachable or the failures just began."""
         was_connected = self.status.kafka_connected
         self.status.kafka_connected = False
         self.status.last_error = f"{type(exc).__name__}: {exc}"
-        if was_connected or backoff <= 0.25:
+        if was_connected or first:
             log.warning("kafka unavailable, orders stay in the outbox (retrying): %s", exc)
 
     def _connect(self) -> Producer:
@@ -225,7 +223,7 @@ class OutboxRelay:
         A producer's first send waits for its connection, metadata and
         producer id: about a second on a fresh broker, which the first orders
         after a start would otherwise wait. Kafka being down here is not an
-        error; the loop's backoff deals with it as it comes.
+        error; `_publish_pending` tries again as long as it is.
         """
         try:
             self._connect().list_topics(timeout=timeout_s)

@@ -7,27 +7,30 @@ therefore never lost while Kafka is down, and the notify handler never waits on
 Kafka.
 
 The store is synchronous (any SQLAlchemy URL works: SQLite by default,
-PostgreSQL by setting) and is called from an executor, never on the event loop.
+PostgreSQL by setting) and is called from the order store process or an
+executor, never on the event loop.
 
 Times are stored as integer Unix epoch milliseconds (UTC), and the two
 INSERTs of a group commit run as plain driver `executemany` calls, compiled
 once per engine: SQLAlchemy's per-row parameter processing (datetime to text
-for SQLite above all) cost more CPU than SQLite's own work (BENCHMARKS.md).
+for SQLite above all) costs more CPU than SQLite's own work (BENCHMARKS.md).
 """
 from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import (BigInteger, Column, Integer, LargeBinary, MetaData, String, Table, bindparam,
-                        create_engine, delete, event, func, inspect, select, update)
+from sqlalchemy import (BigInteger, Column, Integer, LargeBinary, MetaData, String, Table, bindparam, delete,
+                        func, inspect, select, update)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from rtdash.contracts import OrderPaid, to_json
 from rtdash.payments import PaymentNotify
+from rtdash.retry import retrying
 
 log = logging.getLogger("rtdash.order_service.store")
 
@@ -70,6 +73,12 @@ MARK_PUBLISHED = (update(outbox).where(outbox.c.id.in_(bindparam("ids", expandin
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# A group that meets a concurrent writer's row (several writers, PostgreSQL) is stored again, at most this often.
+STORE_ATTEMPTS = 3
+# Ids per UPDATE when marking rows published: databases cap the number of bound parameters.
+MARK_CHUNK = 500
+# Published outbox rows are kept this long for inspection, then pruned.
+KEEP_PUBLISHED = timedelta(days=1)
 
 
 def epoch_ms(value: datetime) -> int:
@@ -79,6 +88,10 @@ def epoch_ms(value: datetime) -> int:
 
 class SchemaMismatch(RuntimeError):
     """The database holds tables of another layout (an older rtdash made them)."""
+
+
+class ConcurrentWrites(RuntimeError):
+    """Every attempt to store a group met rows another writer had just stored; the group is not stored."""
 
 
 class Outcome(enum.Enum):
@@ -93,29 +106,6 @@ class OutboxRow:
     topic: str
     key: bytes
     payload: bytes
-
-
-def make_engine(url: str, *, checkpoint_pages: int = 1000) -> Engine:
-    """An engine tuned for this workload: SQLite in WAL mode, others as given.
-
-    `checkpoint_pages` is SQLite's wal_autocheckpoint: the commit that takes
-    the write-ahead log past it copies the log into the database file, and
-    waits for that. The order service sets it high, as a backstop only: the
-    relay process's commits run the checkpoints, off the notify path.
-    """
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # WAL: readers never block the writer
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.execute(f"PRAGMA wal_autocheckpoint={int(checkpoint_pages)}")
-            cur.close()
-        return engine
-    return create_engine(url, pool_pre_ping=True)
 
 
 class BulkInsert:
@@ -141,7 +131,7 @@ class BulkInsert:
 class OrderStore:
     """Records paid orders exactly once; hands outbox rows to the relay."""
 
-    def __init__(self, engine: Engine, *, topic: str, on_outbox_write=None):
+    def __init__(self, engine: Engine, *, topic: str, on_outbox_write: Callable[[], None] | None = None):
         self.engine = engine
         self.topic = topic
         # Called after a commit that added outbox rows (wakes the relay).
@@ -151,6 +141,9 @@ class OrderStore:
         self._insert_orders = BulkInsert(engine, orders, ORDER_COLUMNS)
         self._insert_outbox = BulkInsert(engine, outbox, OUTBOX_COLUMNS)
         self._sqlite = engine.dialect.name == "sqlite"
+        # Built once: a group commit is the hot path, and a policy costs more to build than to run.
+        self._store_again = retrying(first_s=0.01, max_s=0.1, attempts=STORE_ATTEMPTS, on=IntegrityError,
+                                     log=log, what="storing a group of paid orders")
 
     def _check_schema(self) -> None:
         """Refuse, with a clear reason, a database whose tables this version cannot write."""
@@ -164,51 +157,56 @@ class OrderStore:
                     f"{sorted(have)}, this order service writes {sorted(want)}: the database was made by another "
                     "version of rtdash. Move it away (paid orders are also in the Kafka topic) or migrate it.")
 
-    def record_paid(self, notify: PaymentNotify) -> Outcome:
-        """Store a paid notify; idempotent by order id, refuses an amount conflict."""
-        return self.record_paid_many([notify])[0]
-
     def record_paid_many(self, notifies: list[PaymentNotify]) -> list[Outcome]:
-        """Store several paid notifies in one transaction (group commit); one outcome each.
+        """Store paid notifies in one transaction (group commit); one outcome each, in order.
 
-        Equivalent to calling `record_paid` for each in order: the first
-        notify of an order pays it, later ones (in this batch or before) are
-        duplicates or conflicts. One transaction for many notifies is what
-        lets a single SQLite writer keep up with thousands per second.
+        The first notify of an order pays it; later ones (in this group or
+        before) are duplicates, or conflicts when the amount differs. One
+        transaction for many notifies is what lets a single SQLite writer keep
+        up with thousands per second. A concurrent writer (several service
+        workers on PostgreSQL) can store one of these orders first: the group
+        is then stored again, now seeing its row, up to `STORE_ATTEMPTS` times
+        in all before `ConcurrentWrites` is raised.
         """
-        now = datetime.now(timezone.utc)
-        now_ms = epoch_ms(now)
         try:
-            with self.engine.begin() as conn:
-                if self._sqlite:
-                    # Take the write lock before reading: a read transaction that later writes fails
-                    # at once if another connection (the relay marking rows) committed in between.
-                    conn.exec_driver_sql("BEGIN IMMEDIATE")
-                ids = list({n.out_trade_no for n in notifies})
-                known = dict(conn.execute(KNOWN_ORDERS, {"ids": ids}).all())
-                outcomes, order_rows, outbox_rows = [], [], []
-                for notify in notifies:
-                    if notify.out_trade_no in known:
-                        same = known[notify.out_trade_no] == notify.amount_cents
-                        outcomes.append(Outcome.DUPLICATE if same else Outcome.CONFLICT)
-                        continue
-                    known[notify.out_trade_no] = notify.amount_cents
-                    event = OrderPaid(
-                        order_id=notify.out_trade_no, trade_no=notify.trade_no, amount_cents=notify.amount_cents,
-                        paid_at=notify.paid_at, trade_status=notify.trade_status, notify_id=notify.notify_id,
-                        recorded_at=now)
-                    order_rows.append((notify.out_trade_no, notify.trade_no, notify.amount_cents,
-                                       notify.trade_status, epoch_ms(notify.paid_at), notify.notify_id, now_ms))
-                    outbox_rows.append((self.topic, event.key(), to_json(event), now_ms))
-                    outcomes.append(Outcome.PAID)
-                self._insert_orders.run(conn, order_rows)
-                self._insert_outbox.run(conn, outbox_rows)
-        except IntegrityError:
-            # A concurrent writer (multi-worker databases) paid one of these orders first: redo,
-            # now seeing its row.
-            return self.record_paid_many(notifies)
+            for attempt in self._store_again:
+                with attempt:
+                    outcomes = self._store_group(notifies)
+        except IntegrityError as exc:
+            raise ConcurrentWrites(
+                f"{len(notifies)} paid orders not stored: each of {STORE_ATTEMPTS} attempts met rows another "
+                f"writer was storing at the same time ({type(exc).__name__})") from exc
         if Outcome.PAID in outcomes:
             self.on_outbox_write()
+        return outcomes
+
+    def _store_group(self, notifies: list[PaymentNotify]) -> list[Outcome]:
+        now = datetime.now(timezone.utc)
+        now_ms = epoch_ms(now)
+        with self.engine.begin() as conn:
+            if self._sqlite:
+                # Take the write lock before reading: a read transaction that later writes fails
+                # at once if another connection (the relay marking rows) committed in between.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            ids = list({n.out_trade_no for n in notifies})
+            known = dict(conn.execute(KNOWN_ORDERS, {"ids": ids}).all())
+            outcomes, order_rows, outbox_rows = [], [], []
+            for notify in notifies:
+                if notify.out_trade_no in known:
+                    same = known[notify.out_trade_no] == notify.amount_cents
+                    outcomes.append(Outcome.DUPLICATE if same else Outcome.CONFLICT)
+                    continue
+                known[notify.out_trade_no] = notify.amount_cents
+                event = OrderPaid(
+                    order_id=notify.out_trade_no, trade_no=notify.trade_no, amount_cents=notify.amount_cents,
+                    paid_at=notify.paid_at, trade_status=notify.trade_status, notify_id=notify.notify_id,
+                    recorded_at=now)
+                order_rows.append((notify.out_trade_no, notify.trade_no, notify.amount_cents,
+                                   notify.trade_status, epoch_ms(notify.paid_at), notify.notify_id, now_ms))
+                outbox_rows.append((self.topic, event.key(), to_json(event), now_ms))
+                outcomes.append(Outcome.PAID)
+            self._insert_orders.run(conn, order_rows)
+            self._insert_outbox.run(conn, outbox_rows)
         return outcomes
 
     def pending(self, limit: int = 500, *, after_id: int = 0) -> list[OutboxRow]:
@@ -217,28 +215,29 @@ class OrderStore:
             rows = conn.execute(PENDING_OUTBOX, {"after_id": after_id, "limit": limit}).all()
         return [OutboxRow(*r) for r in rows]
 
-    def mark_published(self, ids: list[int], *, chunk: int = 500) -> None:
-        """Mark rows published, in one transaction (ids in chunks: databases cap bound parameters)."""
+    def mark_published(self, ids: list[int]) -> None:
+        """Mark rows published, in one transaction (ids in chunks of `MARK_CHUNK`)."""
         if not ids:
             return
         now_ms = epoch_ms(datetime.now(timezone.utc))
         with self.engine.begin() as conn:
-            for start in range(0, len(ids), chunk):
-                conn.execute(MARK_PUBLISHED, {"ids": ids[start:start + chunk], "now_ms": now_ms})
+            for start in range(0, len(ids), MARK_CHUNK):
+                conn.execute(MARK_PUBLISHED, {"ids": ids[start:start + MARK_CHUNK], "now_ms": now_ms})
 
-    def prune_published(self, keep: timedelta = timedelta(days=1)) -> int:
-        """Delete outbox rows published longer ago than `keep` (kept a while for inspection)."""
+    def prune_published(self) -> int:
+        """Delete outbox rows published longer ago than `KEEP_PUBLISHED` (kept a while for inspection)."""
         with self.engine.begin() as conn:
             return conn.execute(delete(outbox).where(
-                outbox.c.published_at_ms < epoch_ms(datetime.now(timezone.utc) - keep))).rowcount
+                outbox.c.published_at_ms < epoch_ms(datetime.now(timezone.utc) - KEEP_PUBLISHED))).rowcount
 
     def pending_count(self) -> int:
+        """Outbox rows not yet published (what /healthz reports)."""
         with self.engine.connect() as conn:
             return conn.execute(select(func.count()).select_from(outbox)
                                 .where(outbox.c.published_at_ms.is_(None))).scalar_one()
 
     def paid_totals(self) -> tuple[int, int]:
-        """(count, amount_cents) of every paid order: the ground truth for checks."""
+        """(count, amount_cents) of every paid order: the ground truth the tests and benches check against."""
         with self.engine.connect() as conn:
             count, amount = conn.execute(
                 select(func.count(), func.coalesce(func.sum(orders.c.amount_cents), 0))).one()

@@ -18,7 +18,8 @@ from rtdash.payments import ensure_provider_keys, load_private_key
 from rtdash.service import until_stopped
 from rtdash.settings import Settings
 
-from .app import Notifier, make_app
+from .app import make_app
+from .notifier import Notifier
 
 log = logging.getLogger("rtdash.provider")
 

@@ -16,14 +16,15 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from producers.order_service.store import make_engine
+from rtdash.database import make_engine
 from rtdash.logs import setup_logging
+from rtdash.payments import default_notify_url
 from rtdash.service import until_stopped
 from rtdash.settings import Settings
 
 from .app import ensure_cookie_secret, make_app
 from .catalogue import DEFAULT_PRODUCTS, DEFAULT_SEED, DEFAULT_USERS
-from .payment import PaymentClient, default_notify_url, default_provider_url
+from .payment import PaymentClient, default_provider_url
 from .store import ShopStore
 
 log = logging.getLogger("rtdash.shop")

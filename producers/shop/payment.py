@@ -2,7 +2,8 @@
 
 The provider (producers.provider) answers ``POST /pay`` at once with a
 ``trade_no`` and later sends the signed notify to ``notify_url``, which is the
-gateway's public notify path by default (the order service owns payments).
+gateway's public notify path by default (rtdash.payments.default_notify_url;
+the order service owns payments).
 """
 from __future__ import annotations
 
@@ -15,28 +16,24 @@ from rtdash.settings import Settings
 
 log = logging.getLogger("rtdash.shop.payment")
 
-NOTIFY_PATH = "/order_center/order/alipay/callback"
+PAY_TIMEOUT_S = 5.0
 
 
 class PaymentError(RuntimeError):
     """The provider did not take the payment (down, slow, or refused it)."""
 
 
-def default_notify_url(settings: Settings) -> str:
-    return f"http://127.0.0.1:{settings.gateway_port}{NOTIFY_PATH}"
-
-
 def default_provider_url(settings: Settings) -> str:
+    """The local payment provider simulator."""
     return f"http://127.0.0.1:{settings.payment_provider_port}"
 
 
 class PaymentClient:
     """POSTs payments to the provider; one HTTP client made lazily on the running loop."""
 
-    def __init__(self, provider_url: str, notify_url: str, *, timeout_s: float = 5.0):
+    def __init__(self, provider_url: str, notify_url: str):
         self.pay_url = provider_url.rstrip("/") + "/pay"
         self.notify_url = notify_url
-        self.timeout_s = timeout_s
         self._client: AsyncHTTPClient | None = None
 
     async def pay(self, order_id: str, amount_cents: int) -> str:
@@ -48,7 +45,7 @@ class PaymentClient:
         try:
             resp = await self._client.fetch(HTTPRequest(
                 self.pay_url, method="POST", body=body, headers={"Content-Type": "application/json"},
-                request_timeout=self.timeout_s))
+                request_timeout=PAY_TIMEOUT_S))
             return str(json.loads(resp.body)["trade_no"])
         except HTTPClientError as exc:
             detail = exc.response.body.decode(errors="replace")[:200] if exc.response else str(exc)

@@ -9,8 +9,8 @@ from typing import Any, Callable
 import pytest
 from tornado.httpclient import HTTPResponse
 
-from producers.order_service.store import make_engine
 from producers.shop.store import ShopStore
+from rtdash.database import make_engine
 
 # Cheap hashes for the test template (the real default is tested separately in the catalogue tests).
 TEST_PASSWORD_ITERATIONS = 1000

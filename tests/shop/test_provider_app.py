@@ -9,7 +9,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tornado.httpclient import AsyncHTTPClient
 from tornado.testing import AsyncTestCase, bind_unused_port, gen_test
 
-from producers.provider.app import Notifier, make_app
+from producers.provider.app import make_app
+from producers.provider.notifier import Notifier
 from rtdash.payments import parse_notify, verify
 from rtdash.settings import Settings
 

@@ -1,8 +1,9 @@
 """Shop + payment provider + the real order service: a checkout becomes a paid order with the right amount.
 
-The three services run in-process on free ports (the order service's outbox
-relay is never started: Kafka is not part of this test). A second test starts
-the shop and the provider as processes, checks /healthz and a clean SIGTERM stop.
+The three services run in-process on free ports (the order service's intake
+on a thread, no store process, no outbox relay: Kafka is not part of this
+test). A second test starts the shop and the provider as processes, checks
+/healthz and a clean SIGTERM stop.
 """
 from __future__ import annotations
 
@@ -11,29 +12,31 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 from tornado.httpclient import AsyncHTTPClient
 from tornado.testing import AsyncTestCase, gen_test
-import pytest
 
-from producers.order_service.app import NOTIFY_PATH, make_app as order_service_app
-from producers.order_service.relay import OutboxRelay
-from producers.order_service.store import OrderStore, make_engine, orders
-from producers.provider.app import Notifier, make_app as provider_app
+from producers.order_service.store import OrderStore, orders
+from producers.provider.app import make_app as provider_app
+from producers.provider.notifier import Notifier
 from producers.shop.app import make_app as shop_app
 from producers.shop.catalogue import generate_catalogue
 from producers.shop.payment import PaymentClient
 from producers.shop.store import ShopStore
+from rtdash.database import make_engine
+from rtdash.payments import NOTIFY_PATH
 from rtdash.settings import Settings
-
-from served_apps import ServedApps
 from stack.testing import free_port
+
+from order_service_in_thread import in_thread_app
+from served_apps import ServedApps
+from waiting import eventually
 
 PROVIDER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,9 +53,8 @@ class CheckoutToPaidOrderTest(ServedApps, AsyncTestCase):
         self.executors, self.engines = [], []
         order_engine = self.engine(f"sqlite:///{self.tmp}/orders.db")
         self.order_store = OrderStore(order_engine, topic="orders")
-        relay = OutboxRelay(self.order_store, bootstrap_servers="127.0.0.1:1")  # never started here
-        orders_url = self.serve(order_service_app(self.settings, store=self.order_store, db=self.executor(),
-                                                  relay=relay, public_key=PROVIDER_KEY.public_key()))
+        orders_url = self.serve(in_thread_app(self.settings, self.order_store, self.executor(),
+                                              PROVIDER_KEY.public_key()))
         self.notifier = Notifier(self.settings, PROVIDER_KEY, delay_s=0.01, backoff_s=0.01)
         provider_url = self.serve(provider_app(self.settings, notifier=self.notifier))
         self.payments = PaymentClient(provider_url, orders_url + NOTIFY_PATH)
@@ -107,16 +109,20 @@ class CheckoutToPaidOrderTest(ServedApps, AsyncTestCase):
         assert self.order_store.pending_count() == 1  # its OrderPaid event waits in the outbox
 
 
+class ProcessExited(Exception):
+    """The service's process ended while the test waited for it: the wait ends there."""
+
+
 def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()[1]
+    def health() -> dict | bool:
+        if proc.poll() is not None:
+            raise ProcessExited(proc.communicate()[1])
         try:
             with urllib.request.urlopen(url, timeout=1) as resp:
                 return json.loads(resp.read())
         except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"{url} not healthy in {timeout}s")
+            return False   # not listening yet
+    return eventually(health, timeout=timeout, interval=0.1, what=f"{url} answers")
 
 
 def test_services_run_as_processes_and_stop_on_sigterm(tmp_path):

@@ -1,13 +1,15 @@
-"""Payment provider simulator: signs and posts async payment notifies.
+"""The payment load generator: the provider's notifies, straight to the order service, at a steady rate.
 
-Acts as the provider the shop is registered with (Alipay async-notify style):
-for each simulated payment it builds the notify of DESIGN.md, signs it with the
-demo provider's private key (<home>/keys/payment_provider_private.pem) and
-posts it to the order service. Arrivals are open-loop at a fixed rate, so a
-slow order service shows up as latency, not as a lower offered rate. A share of
-notifies is re-sent (providers retry until they read ``success``), and the
-report says exactly what the order service accepted, so a dashboard can be
-checked against it.
+Acts as the provider the shop is registered with, without the shop and
+without ``/pay``: for each simulated payment it builds the notify of
+DESIGN.md, signs it with the demo provider's private key
+(<home>/keys/payment_provider_private.pem) and posts it to the order service.
+Arrivals are open-loop at a fixed rate, so a slow order service shows up as
+latency, not as a lower offered rate. A share of notifies is re-sent
+(providers retry until they read ``success``), and the report says exactly
+what the order service accepted, so a dashboard can be checked against it.
+Used by ``rtdash simulate-payments``, ``rtdash demo --payments``, the benches and
+the end-to-end tests.
 """
 from __future__ import annotations
 
@@ -15,37 +17,19 @@ import asyncio
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from urllib.parse import urlencode
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
-from rtdash.payments import GMT_FORMAT, format_amount, signed
+from rtdash.payments import FORM_HEADERS, NOTIFY_PATH, format_amount, notify_body, notify_params
 from rtdash.settings import Settings
 
-NOTIFY_PATH = "/order_center/order/alipay/callback"
-FORM = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
-
-
-def notify_params(order_id: str, amount_cents: int, *, settings: Settings, paid_at: datetime,
-                  status: str = "TRADE_SUCCESS") -> dict[str, str]:
-    """The unsigned parameters of one notify (yuan as a decimal string)."""
-    return {
-        "out_trade_no": order_id,
-        "trade_no": "2026" + uuid.uuid4().hex[:24],
-        "total_amount": format_amount(amount_cents),
-        "trade_status": status,
-        "gmt_payment": paid_at.astimezone(settings.tz).strftime(GMT_FORMAT),
-        "notify_id": uuid.uuid4().hex,
-        "app_id": settings.payment_app_id,
-        "seller_id": settings.payment_seller_id,
-    }
-
-
-def notify_body(params: dict[str, str], private_key: rsa.RSAPrivateKey) -> bytes:
-    return urlencode(signed(params, private_key)).encode()
+MIN_CENTS, MAX_CENTS = 100, 50_000     # the range of simulated amounts
+MAX_CLIENTS = 64                        # notifies in flight at once at most
+REQUEST_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -71,8 +55,7 @@ class PaymentSimulator:
     """Posts signed notifies at a steady rate to one order service."""
 
     def __init__(self, settings: Settings, private_key: rsa.RSAPrivateKey, *, url: str | None = None,
-                 duplicate_share: float = 0.05, seed: int | None = None, min_cents: int = 100,
-                 max_cents: int = 50_000, max_clients: int = 64):
+                 duplicate_share: float = 0.05, seed: int | None = None):
         if not 0 <= duplicate_share < 1:
             raise ValueError("duplicate share must be in [0, 1)")
         self.settings = settings
@@ -80,9 +63,7 @@ class PaymentSimulator:
         self.url = url or f"http://{settings.bind_host}:{settings.order_service_port}{NOTIFY_PATH}"
         self.duplicate_share = duplicate_share
         self.rng = random.Random(seed)
-        self.min_cents, self.max_cents = min_cents, max_cents
         self.run_id = uuid.uuid4().hex[:8]
-        self.max_clients = max_clients
         self.client: AsyncHTTPClient | None = None  # made on the running loop, in `post`
         self.report = SimulationReport()
         self._sent_bodies: list[tuple[str, int, bytes]] = []
@@ -93,22 +74,23 @@ class PaymentSimulator:
             order_id, cents, body = self.rng.choice(self._sent_bodies)
             return order_id, cents, body, True
         order_id = f"SIM{self.run_id}{n:08d}"
-        cents = self.rng.randint(self.min_cents, self.max_cents)
+        cents = self.rng.randint(MIN_CENTS, MAX_CENTS)
         params = notify_params(order_id, cents, settings=self.settings, paid_at=datetime.now(self.settings.tz))
         body = notify_body(params, self.private_key)
         self._sent_bodies.append((order_id, cents, body))
         return order_id, cents, body, False
 
     async def post(self, order_id: str, cents: int, body: bytes, duplicate: bool,
-                   on_reply=None) -> None:
+                   on_reply: Callable[[str, int, bool, float], None] | None = None) -> None:
+        """Post one notify and count its reply; `on_reply(order_id, cents, ok, replied_at)` sees each."""
         started = time.perf_counter()
         self.report.sent += 1
         self.report.duplicates_sent += duplicate
         if self.client is None:
-            self.client = AsyncHTTPClient(force_instance=True, max_clients=self.max_clients)
+            self.client = AsyncHTTPClient(force_instance=True, max_clients=MAX_CLIENTS)
         try:
-            resp = await self.client.fetch(HTTPRequest(self.url, method="POST", headers=FORM, body=body,
-                                                       request_timeout=30))
+            resp = await self.client.fetch(HTTPRequest(self.url, method="POST", headers=FORM_HEADERS, body=body,
+                                                       request_timeout=REQUEST_TIMEOUT_S))
             ok = resp.body == b"success"
         except HTTPClientError as exc:
             ok = False
@@ -127,8 +109,12 @@ class PaymentSimulator:
             on_reply(order_id, cents, ok, replied)
 
     async def run(self, *, rate: float, count: int | None = None, duration: float | None = None,
-                  on_tick=None, on_reply=None) -> SimulationReport:
-        """Send `count` notifies, or for `duration` seconds, at `rate` per second."""
+                  on_tick: Callable[[int, int], None] | None = None,
+                  on_reply: Callable[[str, int, bool, float], None] | None = None) -> SimulationReport:
+        """Send `count` notifies, or for `duration` seconds, at `rate` per second.
+
+        `on_tick(sent, total)` is called after each send (a progress bar), `on_reply` after each reply.
+        """
         if rate <= 0:
             raise ValueError("rate must be positive")
         if count is None and duration is None:
