@@ -7,9 +7,9 @@ starts one streaming query. What makes such queries a service lives here, once:
 * `run_job(specs, ...)`: the process's main. Parses the arguments, builds the
   SparkSession, starts every query under a supervisor, serves the health
   endpoint, and stops the queries and the session on SIGTERM or Ctrl-C;
-* a supervisor thread per query restarts a failed query from its checkpoint,
-  with a capped exponential backoff, so one query's failure (Redis down, a
-  broker outage) leaves the others running;
+* a supervisor thread per query restarts a failed query from its checkpoint
+  after pauses doubling to a cap (rtdash.retry), so one query's failure
+  (Redis down, a broker outage) leaves the others running;
 * `GET /healthz` on RTDASH_BIND_HOST:RTDASH_JOBS_HEALTH_PORT answers 200 when
   every query is active (503 otherwise), with one entry per query: status,
   restarts, last error, and its last micro-batch (id, input rows, duration).
