@@ -3,7 +3,8 @@
 Every method is blocking and is called from the shop's database executor,
 never on the event loop. The catalogue and the demo users are generated from
 a seed (catalogue.py) and written once, on the first start of an empty
-database. Passwords are stored as salted PBKDF2-SHA256 hashes.
+database. Passwords are stored as salted hashes (passwords.py); the tables
+are in tables.py.
 
 A cart belongs to a cart key: ``user:<user id>`` for a logged-in session,
 ``anon:<token>`` for an anonymous cart cookie. An order keeps the cart key it
@@ -11,68 +12,22 @@ came from as its owner; only that owner can read it.
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
-import os
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from sqlalchemy import (BigInteger, Column, DateTime, Integer, MetaData, String, Table, and_, delete, func,
-                        insert, or_, select, update)
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 
 from .catalogue import (CATEGORIES, DEFAULT_PRODUCTS, DEFAULT_SEED, DEFAULT_USERS, generate_catalogue,
                         generate_users, password_for)
+from .passwords import check_password, hash_password
+from .tables import cart_items, metadata, order_items, orders, products, users
 
 log = logging.getLogger("rtdash.shop.store")
 
 MAX_QTY = 99
-metadata = MetaData()
-
-products = Table(
-    "products", metadata,
-    Column("id", String(16), primary_key=True),
-    Column("name", String(200), nullable=False, index=True),
-    Column("category", String(32), nullable=False, index=True),
-    Column("price_cents", BigInteger, nullable=False),
-    Column("description", String(500), nullable=False),
-)
-
-users = Table(
-    "users", metadata,
-    Column("id", String(32), primary_key=True),
-    Column("name", String(100), nullable=False),
-    Column("password_hash", String(200), nullable=False),
-)
-
-cart_items = Table(
-    "cart_items", metadata,
-    Column("cart_key", String(80), primary_key=True),
-    Column("product_id", String(16), primary_key=True),
-    Column("qty", Integer, nullable=False),
-)
-
-orders = Table(
-    "orders", metadata,
-    Column("order_id", String(64), primary_key=True),
-    Column("owner", String(80), nullable=False, index=True),
-    Column("user_id", String(32), nullable=True),
-    Column("total_cents", BigInteger, nullable=False),
-    Column("status", String(16), nullable=False),      # pending | failed
-    Column("payment_id", String(64), nullable=True),   # the provider's trade_no
-    Column("created_at", DateTime(timezone=True), nullable=False),
-)
-
-order_items = Table(
-    "order_items", metadata,
-    Column("order_id", String(64), primary_key=True),
-    Column("product_id", String(16), primary_key=True),
-    Column("name", String(200), nullable=False),
-    Column("unit_price_cents", BigInteger, nullable=False),
-    Column("qty", Integer, nullable=False),
-)
 
 
 class ShopError(ValueError):
@@ -105,23 +60,6 @@ class Order:
     payment_id: str | None
     created_at: datetime
     lines: list[CartLine] = field(default_factory=list)
-
-
-def hash_password(password: str, *, iterations: int = 20_000) -> str:
-    salt = os.urandom(16)
-    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-    return f"pbkdf2_sha256${iterations}${salt.hex()}${digest.hex()}"
-
-
-def check_password(password: str, stored: str) -> bool:
-    try:
-        scheme, iterations, salt, digest = stored.split("$")
-    except ValueError:
-        return False
-    if scheme != "pbkdf2_sha256":
-        return False
-    candidate = hashlib.pbkdf2_hmac("sha256", password.encode(), bytes.fromhex(salt), int(iterations))
-    return hmac.compare_digest(candidate.hex(), digest)
 
 
 def new_order_id() -> str:

@@ -7,11 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from tornado.testing import AsyncHTTPTestCase
 
-from producers.order_service.store import make_engine
-from producers.shop.app import SESSION_COOKIE, ensure_cookie_secret, make_app
+from producers.shop.app import ensure_cookie_secret, make_app
 from producers.shop.catalogue import generate_catalogue
+from producers.shop.handlers import SESSION_COOKIE
 from producers.shop.payment import PaymentError
 from producers.shop.store import ShopStore
+from rtdash.database import make_engine
 from rtdash.settings import Settings
 
 
@@ -79,8 +80,10 @@ class ShopAppTest(AsyncHTTPTestCase):
         data = body(self.fetch("/search?q=MUG%20copper&limit=100"))
         expected = [p.id for p in generate_catalogue() if {"mug", "copper"} <= set(p.name.lower().split())]
         assert data["product_ids"] == expected and len(expected) >= 1
-        kitchen = body(self.fetch("/search?q=classic&category=kitchen&limit=5"))
-        assert len(kitchen["products"]) <= 5 and all(p["category"] == "kitchen" for p in kitchen["products"])
+        ceramic = [p.id for p in generate_catalogue() if p.category == "kitchen" and "ceramic" in p.name.lower()]
+        kitchen = body(self.fetch("/search?q=ceramic&category=kitchen&limit=5"))
+        assert kitchen["total"] == len(ceramic) > 5 and kitchen["product_ids"] == ceramic[:5]
+        assert {p["category"] for p in kitchen["products"]} == {"kitchen"}
         assert body(self.fetch("/search?q=%25"))["total"] == 0  # LIKE wildcards are literal
         assert body(self.fetch("/search?q=zzzqqq")) == {"query": "zzzqqq", "total": 0, "product_ids": [],
                                                        "products": []}

@@ -1,9 +1,10 @@
 """The generated world: a deterministic catalogue of realistic products, demo users and their passwords."""
 from __future__ import annotations
 
-from producers.order_service.store import make_engine
-from producers.shop.catalogue import (CATEGORIES, generate_catalogue, generate_users, password_for)
-from producers.shop.store import ShopStore, check_password, hash_password
+from producers.shop.catalogue import CATEGORIES, generate_catalogue, generate_users, password_for
+from producers.shop.passwords import check_password, hash_password
+from producers.shop.store import ShopStore
+from rtdash.database import make_engine
 
 
 def test_catalogue_is_deterministic_and_large():
