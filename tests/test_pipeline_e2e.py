@@ -4,15 +4,15 @@ Everything here is a real component started by the session fixtures: a Kafka
 broker (KRaft), redis-server, the Spark orders job (in the test's
 SparkSession), the order service and the push server as processes. The ground
 truth is the order service's database: what the dashboard ends up showing must
-equal the paid orders stored there, exactly.
+equal the paid orders stored there for the day it shows, exactly (so a run
+across midnight compares the same day on both sides).
 """
 from __future__ import annotations
 
 import asyncio
 import json
-import time
 import urllib.request
-from datetime import datetime
+from datetime import date, datetime
 from urllib.parse import urlencode
 
 import pytest
@@ -20,11 +20,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from producers.payment_provider import FORM, NOTIFY_PATH, PaymentSimulator, notify_body, notify_params
+from producers.provider.simulator import PaymentSimulator
 from rtdash.channels import ORDERS_TODAY
-from rtdash.payments import load_private_key
+from rtdash.payments import FORM_HEADERS as FORM, NOTIFY_PATH, load_private_key, notify_body, notify_params
 
-from paying import pay
+from paying import paid_on, pay
+from waiting import eventually, eventually_async
 
 pytestmark = pytest.mark.integration
 
@@ -40,31 +41,50 @@ async def connect_dashboard(settings):
                                                headers={"Origin": origin}))
 
 
-async def read_until(ws, latest: dict, predicate, timeout: float) -> dict:
+class BrokenStream(Exception):
+    """The push server broke the protocol or closed the socket: no point waiting any longer."""
+
+
+def record(latest: dict, message: str | None) -> None:
+    """Keep `message` as its channel's latest envelope, checking the envelope and its order."""
+    if message is None:
+        raise BrokenStream("push server closed the WebSocket")
+    envelope = json.loads(message)
+    if set(envelope) != {"channel", "seq", "data"}:
+        raise BrokenStream(f"not an envelope: {envelope}")
+    previous = latest.get(envelope["channel"])
+    if previous is not None and envelope["seq"] <= previous["seq"]:
+        raise BrokenStream(f"seq must grow per channel: {previous['seq']} then {envelope['seq']}")
+    latest[envelope["channel"]] = envelope
+
+
+async def read_until(ws, latest: dict, predicate, *, timeout: float, what: str) -> dict:
     """Read envelopes into `latest` (channel -> envelope) until predicate(latest) holds."""
-    deadline = time.monotonic() + timeout
-    while not predicate(latest):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError(f"dashboard never reached the expected state; last seen {latest}")
+    async def next_envelope() -> bool:
+        if predicate(latest):
+            return True
         try:
-            message = await asyncio.wait_for(ws.read_message(), remaining)
+            record(latest, await asyncio.wait_for(ws.read_message(), 1))
         except asyncio.TimeoutError:
-            continue
-        assert message is not None, "push server closed the WebSocket"
-        envelope = json.loads(message)
-        assert set(envelope) == {"channel", "seq", "data"}
-        previous = latest.get(envelope["channel"])
-        if previous is not None:
-            assert envelope["seq"] > previous["seq"], "seq must grow per channel"
-        latest[envelope["channel"]] = envelope
+            pass
+        return predicate(latest)
+
+    await eventually_async(next_envelope, timeout=timeout, interval=0, what=what)
     return latest
 
 
-def shows(count: int, amount: int):
+def today_in(settings) -> date:
+    return datetime.now(settings.tz).date()
+
+
+def shows_its_day(store, settings, not_before: date):
+    """The dashboard shows the store's totals of the day it shows, a day not before `not_before`."""
     def check(latest: dict) -> bool:
         today = latest.get(ORDERS_TODAY)
-        return bool(today) and (today["data"]["count"], today["data"]["amount_cents"]) == (count, amount)
+        if today is None or today["data"]["date"] < not_before.isoformat():
+            return False
+        shown = (today["data"]["count"], today["data"]["amount_cents"])
+        return shown == paid_on(store, today["data"]["date"], settings.tz)
     return check
 
 
@@ -82,11 +102,12 @@ async def post_raw(settings, body: bytes | str) -> tuple[int, bytes]:
 
 def test_paid_orders_reach_the_dashboard_exactly(pipeline, stack_settings, ground_truth):
     async def scenario():
+        first_day = today_in(stack_settings)
         ws = await connect_dashboard(stack_settings)
         latest: dict = {}
         # The snapshot comes first: the job writes today's zero totals when it starts.
-        await read_until(ws, latest, lambda seen: ORDERS_TODAY in seen, timeout=30)
-        assert latest[ORDERS_TODAY]["data"]["date"] == time.strftime("%Y-%m-%d", time.gmtime())
+        await read_until(ws, latest, lambda seen: ORDERS_TODAY in seen, timeout=30, what="today's snapshot")
+        assert first_day.isoformat() <= latest[ORDERS_TODAY]["data"]["date"] <= today_in(stack_settings).isoformat()
 
         before_count, before_amount = ground_truth.paid_totals()   # other tests may have paid orders
         key = load_private_key(stack_settings.keys_dir)
@@ -106,7 +127,8 @@ def test_paid_orders_reach_the_dashboard_exactly(pipeline, stack_settings, groun
         count, amount = ground_truth.paid_totals()
         assert (count - before_count, amount - before_amount) == (report.accepted_orders,
                                                                   report.accepted_amount_cents)
-        await read_until(ws, latest, shows(count, amount), timeout=60)
+        await read_until(ws, latest, shows_its_day(ground_truth, stack_settings, first_day), timeout=60,
+                         what="the dashboard showing the stored orders of its day")
         ws.close()
 
     asyncio.run(scenario())
@@ -115,6 +137,7 @@ def test_paid_orders_reach_the_dashboard_exactly(pipeline, stack_settings, groun
 def test_orders_paid_while_kafka_is_down_are_counted_when_it_returns(pipeline, stack_settings, kafka,
                                                                      ground_truth):
     order_url = f"http://127.0.0.1:{stack_settings.order_service_port}"
+    first_day = today_in(stack_settings)
     kafka.stop()
     try:
         report = pay(stack_settings, 15, seed=12)
@@ -124,17 +147,14 @@ def test_orders_paid_while_kafka_is_down_are_counted_when_it_returns(pipeline, s
         kafka.start()
         kafka.wait_healthy()
 
-    count, amount = ground_truth.paid_totals()
-
     async def dashboard_catches_up():
         ws = await connect_dashboard(stack_settings)
-        await read_until(ws, {}, shows(count, amount), timeout=150)
+        await read_until(ws, {}, shows_its_day(ground_truth, stack_settings, first_day), timeout=150,
+                         what="the dashboard counting the orders paid while Kafka was down")
         ws.close()
 
     asyncio.run(dashboard_catches_up())
     # The relay marks what Kafka acknowledged in one write every half second (or once the outbox
     # goes quiet), so the dashboard, a fast micro-batch away, can show an order before it is marked.
-    deadline = time.monotonic() + 10
-    while (pending := health(order_url)["outbox_pending"]) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert pending == 0
+    eventually(lambda: health(order_url)["outbox_pending"] == 0, timeout=10, interval=0.1,
+               what="the outbox marked published")
