@@ -32,6 +32,7 @@ import time
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from rtdash.kafka_producer import make_producer
 from rtdash.retry import retrying
 
 from .handoff import RelayStatus
@@ -207,14 +208,11 @@ class OutboxRelay:
 
     def _connect(self) -> Producer:
         if self._producer is None:
-            self._producer = Producer({
-                "bootstrap.servers": self.bootstrap_servers, "client.id": "rtdash-order-service",
-                "enable.idempotence": True, "acks": "all", "linger.ms": 5,
-                "message.timeout.ms": int(self.send_timeout_s * 1000),
-                "reconnect.backoff.max.ms": 1000,
-                "delivery.report.only.error": True, "on_delivery": self._on_delivery_error,
-                "log_level": 3,  # errors only: while Kafka is down the relay's own line says so
-            })
+            self._producer = make_producer(
+                self.bootstrap_servers, client_id="rtdash-order-service", acks="all", linger_ms=5,
+                delivery_timeout_s=self.send_timeout_s,
+                extra={"enable.idempotence": True, "delivery.report.only.error": True,
+                       "on_delivery": self._on_delivery_error})
         return self._producer
 
     def _connect_early(self, timeout_s: float = 3.0) -> None:
