@@ -72,7 +72,7 @@ class StoreProcess:
         """Take one group of notifies in, in the store process; one reply per notify, in order."""
         if self._loop is None:
             self._attach(asyncio.get_running_loop())
-        if not self._process.is_alive():
+        if not self.alive:
             raise StoreUnavailable("the order store process is not running")
         self._last_group_id += 1
         group_id = self._last_group_id

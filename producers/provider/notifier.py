@@ -118,11 +118,6 @@ class Notifier:
         if outcome.strip() != "success":
             raise NotDelivered(outcome)
 
-    async def drain(self) -> None:
-        """Wait until every notify scheduled so far is delivered or given up."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
     async def close(self) -> None:
         """Cancel pending notifies (their orders stay unpaid) and close the HTTP client."""
         tasks = list(self._tasks)

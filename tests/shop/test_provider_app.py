@@ -15,6 +15,7 @@ from rtdash.payments import parse_notify, verify
 from rtdash.settings import Settings
 
 from served_apps import ServedApps
+from waiting import eventually_async
 
 PROVIDER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
@@ -50,6 +51,10 @@ class ProviderTest(ServedApps, AsyncTestCase):
         self.stop_servers()
         super().tearDown()
 
+    async def notifier_done(self) -> None:
+        await eventually_async(lambda: self.notifier.in_flight == 0, timeout=4,
+                               what="every notify delivered or given up")
+
     async def pay(self, payload) -> tuple[int, dict]:
         resp = await self.client.fetch(self.provider_url + "/pay", method="POST", raise_error=False,
                                        body=payload if isinstance(payload, str) else json.dumps(payload))
@@ -60,7 +65,7 @@ class ProviderTest(ServedApps, AsyncTestCase):
         self.script.extend([(500, "oops"), (200, "fail"), (400, "fail: busy")])
         code, reply = await self.pay({"out_trade_no": "S1", "amount_cents": 12345, "notify_url": self.receiver_url})
         assert code == 200 and reply["out_trade_no"] == "S1" and reply["trade_no"]
-        await self.notifier.drain()
+        await self.notifier_done()
         assert len(self.received) == 4                 # three refusals, then `success`
         assert len(set(self.received)) == 1           # the same notify re-sent, as Alipay does
         params = dict(parse_qsl(self.received[0].decode()))
@@ -81,7 +86,7 @@ class ProviderTest(ServedApps, AsyncTestCase):
     async def test_gives_up_after_the_last_attempt(self):
         self.script.extend([(400, "fail: bad signature")] * 10)
         await self.pay({"out_trade_no": "S2", "amount_cents": 1, "notify_url": self.receiver_url})
-        await self.notifier.drain()
+        await self.notifier_done()
         assert len(self.received) == 4
         assert (self.notifier.stats.delivered, self.notifier.stats.given_up) == (0, 1)
 
@@ -90,7 +95,7 @@ class ProviderTest(ServedApps, AsyncTestCase):
         sock, port = bind_unused_port()
         sock.close()
         await self.pay({"out_trade_no": "S3", "amount_cents": 100, "notify_url": f"http://127.0.0.1:{port}/x"})
-        await self.notifier.drain()
+        await self.notifier_done()
         assert (self.notifier.stats.attempts, self.notifier.stats.given_up) == (4, 1)
 
     @gen_test
@@ -100,17 +105,22 @@ class ProviderTest(ServedApps, AsyncTestCase):
         assert first == again
         code, reply = await self.pay({"out_trade_no": "S4", "amount_cents": 501, "notify_url": self.receiver_url})
         assert code == 409 and "different amount" in reply["error"]
-        await self.notifier.drain()
+        await self.notifier_done()
         assert len(self.received) == 1
 
     @gen_test
     async def test_bad_pay_requests_are_400(self):
-        cases = ["not json", "[1]", {"amount_cents": 100}, {"out_trade_no": "bad id!", "amount_cents": 100},
-                 {"out_trade_no": "S5", "amount_cents": 0}, {"out_trade_no": "S5", "amount_cents": 1.5},
-                 {"out_trade_no": "S5", "amount_cents": True}, {"out_trade_no": "S5", "amount_cents": 10**12},
-                 {"out_trade_no": "S5", "amount_cents": 100, "notify_url": "file:///etc/passwd"}]
-        for payload in cases:
+        cases = [("not json", "body: Invalid JSON"), ("[1]", "body: Input should be an object"),
+                 ({"amount_cents": 100}, "out_trade_no: Field required"),
+                 ({"out_trade_no": "bad id!", "amount_cents": 100}, "out_trade_no: must be 1-64 letters"),
+                 ({"out_trade_no": "S5", "amount_cents": 0}, "amount_cents: Input should be greater than 0"),
+                 ({"out_trade_no": "S5", "amount_cents": 1.5}, "amount_cents: Input should be a valid integer"),
+                 ({"out_trade_no": "S5", "amount_cents": True}, "amount_cents: Input should be a valid integer"),
+                 ({"out_trade_no": "S5", "amount_cents": 10**12}, "amount_cents: Input should be less than"),
+                 ({"out_trade_no": "S5", "amount_cents": 100, "notify_url": "file:///etc/passwd"},
+                  "notify_url: must be an http(s) URL")]
+        for payload, reason in cases:
             code, reply = await self.pay(payload)
             assert code == 400, payload
-            assert reply["error"]
-        assert self.notifier.stats.accepted == 0
+            assert reply["error"].startswith(reason), (payload, reply)
+        assert self.notifier.stats.accepted == 0 and self.notifier.in_flight == 0

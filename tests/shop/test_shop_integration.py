@@ -36,7 +36,7 @@ from stack.testing import free_port
 
 from order_service_in_thread import in_thread_app
 from served_apps import ServedApps
-from waiting import eventually
+from waiting import eventually, eventually_async
 
 PROVIDER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,7 +99,7 @@ class CheckoutToPaidOrderTest(ServedApps, AsyncTestCase):
         prices = {p.id: p.price_cents for p in generate_catalogue()}
         assert order["total_cents"] == sum(2 * prices[pid] for pid in picked)
 
-        await self.notifier.drain()
+        await eventually_async(lambda: self.notifier.in_flight == 0, what="the notify delivered")
         assert self.notifier.stats.delivered == 1
         with self.order_store.engine.connect() as conn:
             row = conn.execute(select(orders).where(orders.c.order_id == order["order_id"])).mappings().one()
