@@ -8,7 +8,7 @@ Arrivals are open-loop at a fixed rate, so a slow order service shows up as
 latency, not as a lower offered rate. A share of notifies is re-sent
 (providers retry until they read ``success``), and the report says exactly
 what the order service accepted, so a dashboard can be checked against it.
-Used by ``rtdash simulate-payments``, ``rtdash demo --payments``, the benches and
+Used by ``rtdash simulate payments``, ``rtdash demo --payments``, the benches and
 the end-to-end tests.
 """
 from __future__ import annotations
