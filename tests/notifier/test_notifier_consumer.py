@@ -17,6 +17,7 @@ from producers.sms_gateway.app import MessageLog, make_app
 from rtdash.contracts import OrderPaid, to_json
 from rtdash.settings import Settings
 from stack.testing import free_port
+from waiting import eventually
 
 P0 = TopicPartition("orders", 0)
 TO = "+8613800000000"
@@ -76,11 +77,9 @@ class Gateway:
     def __init__(self, *script):
         self.script = list(script)
         self.calls: list[tuple[str, str, str]] = []
-        self.called = threading.Event()
 
     def send(self, to: str, text: str, key: str) -> Delivery:
         self.calls.append((to, text, key))
-        self.called.set()
         outcome = self.script.pop(0) if self.script else Delivery.SENT
         if isinstance(outcome, Exception):
             raise outcome
@@ -123,9 +122,7 @@ def test_waits_for_the_gateway_and_commits_nothing_it_did_not_acknowledge():
     gateway = Gateway(Delivery.SENT, *[down] * 1000)
     sender = sender_for(consumer, gateway)
     sender.start()
-    while len(gateway.calls) < 5:      # A2 retried, with pauses
-        gateway.called.clear()
-        assert gateway.called.wait(10)
+    eventually(lambda: len(gateway.calls) >= 5, timeout=10, what="A2 retried, with pauses")
     assert sender.status.state == "waiting for the sms gateway" and "connection refused" in sender.status.last_error
     sender.stop()
     assert {key for _, _, key in gateway.calls} == {"A1", "A2"}
