@@ -13,19 +13,13 @@ from pathlib import Path
 import pytest
 import redis
 from tornado.httpclient import HTTPRequest
-from tornado.testing import bind_unused_port
 from tornado.websocket import websocket_connect
 
 from rtdash.channels import snapshot_key
+from stack.testing import free_port
 from waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    sock, port = bind_unused_port()
-    sock.close()
-    return port
 
 
 def health(port: int) -> dict | None:
