@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from rtdash.settings import Settings
-from producers.order_service.store import OrderStore, make_engine
+from producers.order_service.store import OrderStore
+from rtdash.database import make_engine
 from stack.kafka import kafka_service
 from stack.runner import Service
 from stack.services import python_service, redis_service
@@ -86,27 +87,29 @@ def push_server(stack_settings, redis_server):
         yield service
 
 
-@pytest.fixture(scope="session")
-def orders_query(spark, stack_settings, kafka, redis_server):
-    from jobs.orders import start
-
-    query = start(spark, stack_settings)
+def running_query(start, spark, settings):
+    """A job's streaming query, started in the run's session and stopped at the end of the run."""
+    query = start(spark, settings)
     try:
         yield query
     finally:
         query.stop()
+
+
+@pytest.fixture(scope="session")
+def orders_query(spark, stack_settings, kafka, redis_server):
+    """The orders query on the session's `orders` topic, publishing under the session's prefix."""
+    from jobs import orders
+
+    yield from running_query(orders.start, spark, stack_settings)
 
 
 @pytest.fixture(scope="session")
 def traffic_query(spark, stack_settings, kafka, redis_server):
     """The traffic query on the session's `gateway` topic, publishing under the session's prefix."""
-    from jobs.traffic import start
+    from jobs import traffic
 
-    query = start(spark, stack_settings)
-    try:
-        yield query
-    finally:
-        query.stop()
+    yield from running_query(traffic.start, spark, stack_settings)
 
 
 @pytest.fixture(scope="session")
