@@ -10,11 +10,9 @@ import json
 import os
 import random
 import signal
-import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from datetime import datetime, timezone
 
 import pytest
@@ -25,6 +23,7 @@ from rtdash.payments import format_amount
 from rtdash.kafka_admin import ensure_topics
 from stack.services import python_service
 from stack.testing import free_port
+from waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -44,10 +43,12 @@ def settings(stack_settings, kafka, tmp_path):
         admin.close()
 
 
+PAID_AT = datetime(2026, 11, 26, 17, 54, 54, 123000, tzinfo=timezone.utc)
+
+
 def paid(order_id: str, cents: int) -> OrderPaid:
-    now = datetime.now(timezone.utc)
-    return OrderPaid(order_id=order_id, trade_no=f"T-{order_id}", amount_cents=cents, paid_at=now,
-                     trade_status="TRADE_SUCCESS", notify_id=f"N-{order_id}", recorded_at=now)
+    return OrderPaid(order_id=order_id, trade_no=f"T-{order_id}", amount_cents=cents, paid_at=PAID_AT,
+                     trade_status="TRADE_SUCCESS", notify_id=f"N-{order_id}", recorded_at=PAID_AT)
 
 
 def with_repeats(events: list[OrderPaid], repeats: list[OrderPaid], rng: random.Random) -> list[OrderPaid]:
@@ -83,15 +84,6 @@ def get_json(url: str) -> dict:
         return json.loads(resp.read())
 
 
-def wait_for(what: str, condition: Callable[[], object], timeout: float = 90) -> object:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
-    return value
-
-
 def test_one_message_per_order_through_a_sigkill_and_repeated_events(settings):
     rng = random.Random(9)
     first = [paid(f"O{i:04d}", 100 + i) for i in range(600)]
@@ -115,7 +107,7 @@ def test_one_message_per_order_through_a_sigkill_and_repeated_events(settings):
         killed.start()
         try:
             killed.wait_healthy()
-            wait_for("the first 150 messages", lambda: recorded() >= 150)
+            eventually(lambda: recorded() >= 150, timeout=90, what="the first 150 messages")
             os.killpg(killed.process.pid, signal.SIGKILL)
             killed.process.wait(10)
         finally:
@@ -126,10 +118,10 @@ def test_one_message_per_order_through_a_sigkill_and_repeated_events(settings):
         produce(settings, with_repeats(second, rng.sample(first, 60), rng))
         restarted = notifier()
         with restarted:
-            wait_for("every order's message", lambda: recorded() >= len(amounts))
+            eventually(lambda: recorded() >= len(amounts), timeout=90, what="every order's message")
             ends = end_offsets(settings)
-            health = wait_for("the notifier to commit the whole topic",
-                              lambda: (h := get_json(health_url))["committed"] == ends and h)
+            health = eventually(lambda: (h := get_json(health_url))["committed"] == ends and h, timeout=90,
+                                what="the notifier to commit the whole topic")
             process = restarted.process
         assert process.returncode == 0, "the notifier did not stop cleanly on SIGTERM"
 
