@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import socket
 
 import redis.asyncio as aioredis
@@ -30,6 +29,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from rtdash.channels import CHANNELS, channel_of, live_pattern, snapshot_key
+from rtdash.retry import async_retrying
 
 from .hub import Hub
 from .protocol import Envelope, ProtocolError, parse_envelope
@@ -56,6 +56,7 @@ class RedisBroker:
         self.reconnects = 0    # connections that worked and were lost
         self.failures = 0      # failed attempts and lost connections since the last connection that worked
         self._task: asyncio.Task | None = None
+        self._stopping = asyncio.Event()
 
     async def start(self) -> None:
         """Start the subscriber task; it connects (and reconnects) on its own."""
@@ -64,6 +65,7 @@ class RedisBroker:
     async def stop(self) -> None:
         if self._task is None:
             return
+        self._stopping.set()
         self._task.cancel()
         try:
             await self._task
@@ -80,39 +82,43 @@ class RedisBroker:
             retry=Retry(NoBackoff(), 0))
 
     async def _run(self) -> None:
-        """Connect and forward; after any failure, pause and connect again, until `stop` cancels the task.
+        """Connect and forward until `stop`; after a failure, connect again through `rtdash.retry`.
 
-        The pauses double from `min_backoff` to `max_backoff` while attempts keep failing, each
-        shortened by a random part (so several push servers do not all reconnect at once), and start
-        over after a connection that worked.
+        The pauses double from `min_backoff` to `max_backoff` (plus a random part, so several push
+        servers do not all reconnect at once) while attempts keep failing, and start over after a
+        connection that worked.
         """
-        while True:
-            client = self._client()
+        while not self._stopping.is_set():
             try:
-                await self._serve(client)
-            except (RedisError, OSError) as exc:
-                if self.connected:
-                    log.warning("redis connection lost (%s); reconnecting", exc)
-                elif self.failures == 0:
+                async for attempt in async_retrying(first_s=self.min_backoff, max_s=self.max_backoff, jitter=True,
+                                                    stop=self._stopping):
+                    with attempt:
+                        await self._connection()
+            except Exception:  # noqa: BLE001 - only reached once stopping: the last failure is already logged
+                return
+
+    async def _connection(self) -> None:
+        """One connection: raises when it could not connect, returns when one that worked is lost."""
+        client = self._client()
+        try:
+            await self._serve(client)
+        except (RedisError, OSError) as exc:
+            if not self.connected:
+                if self.failures == 0:
                     log.warning("redis unavailable at %s (%s); retrying", self.url, exc)
-            except Exception:  # noqa: BLE001 - a bug here must not stop the push server
-                log.exception("redis subscriber failed; restarting it")
-            finally:
-                if self.connected:
-                    self.failures = 0
-                    self.reconnects += 1
-                self.connected = False
-                await client.aclose()
-            delay = self.next_pause()
+                self.failures += 1
+                raise
+            log.warning("redis connection lost (%s); reconnecting", exc)
+        except Exception:  # a bug here must not stop the push server: logged, then retried after a pause
+            log.exception("redis subscriber failed; restarting it")
             self.failures += 1
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-
-    def next_pause(self) -> float:
-        """The pause after `failures` attempts in a row: `min_backoff` doubled each time, at most `max_backoff`.
-
-        The exponent is capped: an outage of thousands of attempts must not overflow the float.
-        """
-        return min(self.max_backoff, self.min_backoff * 2 ** min(self.failures, 64))
+            raise
+        finally:
+            if self.connected:
+                self.failures = 0
+                self.reconnects += 1
+            self.connected = False
+            await client.aclose()
 
     async def _serve(self, client: aioredis.Redis) -> None:
         async with client.pubsub() as pubsub:

@@ -18,23 +18,42 @@ import threading
 from collections.abc import Callable
 
 from tenacity import (AsyncRetrying, RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt,
-                      stop_any, stop_when_event_set, wait_exponential)
+                      stop_any, stop_when_event_set, wait_exponential, wait_random)
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base
 
 __all__ = ["retrying", "async_retrying", "pauses"]
 
 
-def pauses(first_s: float, max_s: float) -> wait_exponential:
-    """The pause before each next attempt: `first_s`, doubled each time, at most `max_s`."""
-    return wait_exponential(multiplier=first_s, min=first_s, max=max_s, exp_base=2)
+def pauses(first_s: float, max_s: float, *, jitter: bool = False) -> wait_base:
+    """The pause before each next attempt: `first_s`, doubled each time, at most `max_s`.
+
+    With `jitter`, up to `first_s` more at random, so that several clients of one server do not
+    all come back at the same instant.
+    """
+    wait = wait_exponential(multiplier=first_s, min=first_s, max=max_s, exp_base=2)
+    return wait + wait_random(0, first_s) if jitter else wait
 
 
-def _stop(attempts: int | None, stop: threading.Event | None):
+class _stop_when_set(stop_base):
+    """Stop once an asyncio.Event is set (tenacity's own takes a threading.Event)."""
+
+    def __init__(self, event: asyncio.Event):
+        self.event = event
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.event.is_set()
+
+
+def _stop(attempts: int | None, stop: threading.Event | asyncio.Event | None):
     bounds = []
     if attempts is not None:
         if attempts < 1:
             raise ValueError(f"attempts must be at least 1, not {attempts}")
         bounds.append(stop_after_attempt(attempts))
-    if stop is not None:
+    if isinstance(stop, asyncio.Event):
+        bounds.append(_stop_when_set(stop))
+    elif stop is not None:
         bounds.append(stop_when_event_set(stop))
     if not bounds:
         raise ValueError("a retry needs a bound: give attempts= or stop= (an event set on shutdown)")
@@ -66,9 +85,11 @@ def retrying(*, first_s: float, max_s: float, attempts: int | None = None, stop:
                     before_sleep=_logger(log, what), reraise=True, **kwargs)
 
 
-def async_retrying(*, first_s: float, max_s: float, attempts: int,
-                   on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+def async_retrying(*, first_s: float, max_s: float, attempts: int | None = None, stop: asyncio.Event | None = None,
+                   jitter: bool = False, on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
                    log: logging.Logger | None = None, what: str = "operation") -> AsyncRetrying:
-    """The same for coroutines; always bounded by `attempts` (a task is cancelled to stop it early)."""
-    return AsyncRetrying(wait=pauses(first_s, max_s), stop=_stop(attempts, None), retry=retry_if_exception_type(on),
-                         before_sleep=_logger(log, what), reraise=True, sleep=asyncio.sleep)
+    """The same for coroutines, bounded by `attempts` or by `stop` (an asyncio.Event set on shutdown;
+    the task is cancelled too, which ends a pause at once)."""
+    return AsyncRetrying(wait=pauses(first_s, max_s, jitter=jitter), stop=_stop(attempts, stop),
+                         retry=retry_if_exception_type(on), before_sleep=_logger(log, what), reraise=True,
+                         sleep=asyncio.sleep)

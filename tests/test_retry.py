@@ -22,6 +22,33 @@ def test_pauses_double_from_first_up_to_max():
     assert got == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
 
 
+def test_pauses_stay_at_the_cap_however_long_the_outage():
+    from tenacity import RetryCallState
+    state = RetryCallState(None, None, (), {})
+    state.attempt_number = 5_000          # 2 ** 4999 overflows a float
+    assert pauses(0.2, 5.0)(state) == 5.0
+    assert 5.0 <= pauses(0.2, 5.0, jitter=True)(state) <= 5.2
+
+
+def test_async_retrying_ends_when_its_stop_event_is_set():
+    import asyncio
+
+    from rtdash.retry import async_retrying
+
+    async def scenario():
+        stop = asyncio.Event()
+        calls = []
+        with pytest.raises(OSError):
+            async for attempt in async_retrying(first_s=600, max_s=600, stop=stop, on=OSError):
+                with attempt:
+                    calls.append(1)
+                    stop.set()
+                    raise OSError("redis down")
+        return len(calls)
+
+    assert asyncio.run(scenario()) == 1
+
+
 def test_gives_up_after_attempts_with_the_last_error():
     calls = []
     slept = []
