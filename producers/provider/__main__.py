@@ -19,7 +19,7 @@ from rtdash.service import until_stopped
 from rtdash.settings import Settings
 
 from .app import make_app
-from .notifier import Notifier
+from .notify_sender import NotifySender
 
 log = logging.getLogger("rtdash.provider")
 
@@ -37,10 +37,10 @@ async def main(settings: Settings | None = None, args: argparse.Namespace | None
     settings = settings or Settings()
     args = args or parse_args([])
     ensure_provider_keys(settings.keys_dir)
-    notifier = Notifier(settings, load_private_key(settings.keys_dir), delay_s=args.notify_delay_ms / 1000,
+    sender = NotifySender(settings, load_private_key(settings.keys_dir), delay_s=args.notify_delay_ms / 1000,
                         max_attempts=args.max_attempts, backoff_s=args.backoff_s,
                         max_backoff_s=args.max_backoff_s)
-    server = make_app(settings, notifier=notifier).listen(
+    server = make_app(settings, sender=sender).listen(
         settings.payment_provider_port, address=settings.bind_host, max_body_size=64 * 1024)
     log.info("payment provider listening on http://%s:%d (notify delay %.0f ms, %d attempts)",
              settings.bind_host, settings.payment_provider_port, args.notify_delay_ms, args.max_attempts)
@@ -48,7 +48,7 @@ async def main(settings: Settings | None = None, args: argparse.Namespace | None
     log.info("payment provider stopping")
     server.stop()
     await server.close_all_connections()
-    await notifier.close()
+    await sender.close()
     log.info("payment provider stopped")
 
 

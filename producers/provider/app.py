@@ -1,7 +1,7 @@
 """The payment provider simulator's HTTP surface: ``POST /pay`` and ``/healthz``.
 
 ``POST /pay`` with JSON ``{"out_trade_no", "amount_cents", "notify_url"?}``
-answers at once with ``{"trade_no": ...}``; the `Notifier` (notifier.py)
+answers at once with ``{"trade_no": ...}``; the `NotifySender` (notify_sender.py)
 then sends the signed notify to ``notify_url`` (default: the gateway's public
 notify path) until it is answered ``success``. A repeated ``/pay`` for the
 same order and amount returns the same trade_no and sends nothing new; the
@@ -23,7 +23,7 @@ from rtdash.payments import MAX_AMOUNT_CENTS, default_notify_url, format_amount
 from rtdash.settings import Settings
 from rtdash.web import JsonHandler
 
-from .notifier import AmountConflict, Notifier
+from .notify_sender import AmountConflict, NotifySender
 
 log = logging.getLogger("rtdash.provider")
 
@@ -55,9 +55,9 @@ class PayRequest(BaseModel):
 
 
 class ProviderHandler(JsonHandler):
-    def initialize(self, *, settings: Settings, notifier: Notifier) -> None:
+    def initialize(self, *, settings: Settings, sender: NotifySender) -> None:
         self.cfg = settings
-        self.notifier = notifier
+        self.sender = sender
 
 
 class PayHandler(ProviderHandler):
@@ -67,7 +67,7 @@ class PayHandler(ProviderHandler):
         except ValidationError as exc:
             raise tornado.web.HTTPError(400, describe(exc, whole="body")) from None
         try:
-            trade_no, new = self.notifier.pay(pay.out_trade_no, pay.amount_cents,
+            trade_no, new = self.sender.pay(pay.out_trade_no, pay.amount_cents,
                                               pay.notify_url or default_notify_url(self.cfg))
         except AmountConflict as exc:
             raise tornado.web.HTTPError(409, str(exc)) from None
@@ -78,14 +78,14 @@ class PayHandler(ProviderHandler):
 
 class HealthHandler(ProviderHandler):
     def get(self) -> None:
-        stats = self.notifier.stats
-        self.finish({"status": "ok", "service": "payment_provider", "in_flight": self.notifier.in_flight,
+        stats = self.sender.stats
+        self.finish({"status": "ok", "service": "payment_provider", "in_flight": self.sender.in_flight,
                      "accepted": stats.accepted, "delivered": stats.delivered, "given_up": stats.given_up,
                      "attempts": stats.attempts})
 
 
-def make_app(settings: Settings, *, notifier: Notifier) -> tornado.web.Application:
-    deps = dict(settings=settings, notifier=notifier)
+def make_app(settings: Settings, *, sender: NotifySender) -> tornado.web.Application:
+    deps = dict(settings=settings, sender=sender)
     return tornado.web.Application([
         (r"/pay", PayHandler, deps),
         (r"/healthz", HealthHandler, deps),

@@ -10,7 +10,7 @@ from tornado.httpclient import AsyncHTTPClient
 from tornado.testing import AsyncTestCase, bind_unused_port, gen_test
 
 from producers.provider.app import make_app
-from producers.provider.notifier import Notifier
+from producers.provider.notify_sender import NotifySender
 from rtdash.payments import parse_notify, verify
 from rtdash.settings import Settings
 
@@ -41,18 +41,18 @@ class ProviderTest(ServedApps, AsyncTestCase):
         self.script: list[tuple[int, str]] = []
         self.receiver_url = self.serve(tornado.web.Application(
             [(r"/notify", Receiver, dict(received=self.received, script=self.script))])) + "/notify"
-        self.notifier = Notifier(self.settings, PROVIDER_KEY, delay_s=0.01, max_attempts=4, backoff_s=0.01)
-        self.provider_url = self.serve(make_app(self.settings, notifier=self.notifier))
+        self.sender = NotifySender(self.settings, PROVIDER_KEY, delay_s=0.01, max_attempts=4, backoff_s=0.01)
+        self.provider_url = self.serve(make_app(self.settings, sender=self.sender))
         self.client = AsyncHTTPClient(force_instance=True)
 
     def tearDown(self):
-        self.io_loop.run_sync(self.notifier.close)
+        self.io_loop.run_sync(self.sender.close)
         self.client.close()
         self.stop_servers()
         super().tearDown()
 
-    async def notifier_done(self) -> None:
-        await eventually_async(lambda: self.notifier.in_flight == 0, timeout=4,
+    async def sender_done(self) -> None:
+        await eventually_async(lambda: self.sender.in_flight == 0, timeout=4,
                                what="every notify delivered or given up")
 
     async def pay(self, payload) -> tuple[int, dict]:
@@ -65,7 +65,7 @@ class ProviderTest(ServedApps, AsyncTestCase):
         self.script.extend([(500, "oops"), (200, "fail"), (400, "fail: busy")])
         code, reply = await self.pay({"out_trade_no": "S1", "amount_cents": 12345, "notify_url": self.receiver_url})
         assert code == 200 and reply["out_trade_no"] == "S1" and reply["trade_no"]
-        await self.notifier_done()
+        await self.sender_done()
         assert len(self.received) == 4                 # three refusals, then `success`
         assert len(set(self.received)) == 1           # the same notify re-sent, as Alipay does
         params = dict(parse_qsl(self.received[0].decode()))
@@ -77,7 +77,7 @@ class ProviderTest(ServedApps, AsyncTestCase):
         assert params["total_amount"] == "123.45" and params["sign_type"] == "RSA2"
         other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         assert not verify(params, other.public_key())
-        stats = self.notifier.stats
+        stats = self.sender.stats
         assert (stats.accepted, stats.delivered, stats.given_up, stats.attempts) == (1, 1, 0, 4)
         health = json.loads((await self.client.fetch(self.provider_url + "/healthz")).body)
         assert health["delivered"] == 1 and health["in_flight"] == 0
@@ -86,17 +86,17 @@ class ProviderTest(ServedApps, AsyncTestCase):
     async def test_gives_up_after_the_last_attempt(self):
         self.script.extend([(400, "fail: bad signature")] * 10)
         await self.pay({"out_trade_no": "S2", "amount_cents": 1, "notify_url": self.receiver_url})
-        await self.notifier_done()
+        await self.sender_done()
         assert len(self.received) == 4
-        assert (self.notifier.stats.delivered, self.notifier.stats.given_up) == (0, 1)
+        assert (self.sender.stats.delivered, self.sender.stats.given_up) == (0, 1)
 
     @gen_test
     async def test_unreachable_receiver_is_retried_then_given_up(self):
         sock, port = bind_unused_port()
         sock.close()
         await self.pay({"out_trade_no": "S3", "amount_cents": 100, "notify_url": f"http://127.0.0.1:{port}/x"})
-        await self.notifier_done()
-        assert (self.notifier.stats.attempts, self.notifier.stats.given_up) == (4, 1)
+        await self.sender_done()
+        assert (self.sender.stats.attempts, self.sender.stats.given_up) == (4, 1)
 
     @gen_test
     async def test_repeated_pay_is_the_same_payment_and_a_different_amount_is_refused(self):
@@ -105,7 +105,7 @@ class ProviderTest(ServedApps, AsyncTestCase):
         assert first == again
         code, reply = await self.pay({"out_trade_no": "S4", "amount_cents": 501, "notify_url": self.receiver_url})
         assert code == 409 and "different amount" in reply["error"]
-        await self.notifier_done()
+        await self.sender_done()
         assert len(self.received) == 1
 
     @gen_test
@@ -123,4 +123,4 @@ class ProviderTest(ServedApps, AsyncTestCase):
             code, reply = await self.pay(payload)
             assert code == 400, payload
             assert reply["error"].startswith(reason), (payload, reply)
-        assert self.notifier.stats.accepted == 0 and self.notifier.in_flight == 0
+        assert self.sender.stats.accepted == 0 and self.sender.in_flight == 0

@@ -24,7 +24,7 @@ from tornado.testing import AsyncTestCase, gen_test
 
 from producers.order_service.store import OrderStore, orders
 from producers.provider.app import make_app as provider_app
-from producers.provider.notifier import Notifier
+from producers.provider.notify_sender import NotifySender
 from producers.shop.app import make_app as shop_app
 from producers.shop.catalogue import generate_catalogue
 from producers.shop.payment import PaymentClient
@@ -55,8 +55,8 @@ class CheckoutToPaidOrderTest(ServedApps, AsyncTestCase):
         self.order_store = OrderStore(order_engine, topic="orders")
         orders_url = self.serve(in_thread_app(self.settings, self.order_store, self.executor(),
                                               PROVIDER_KEY.public_key()))
-        self.notifier = Notifier(self.settings, PROVIDER_KEY, delay_s=0.01, backoff_s=0.01)
-        provider_url = self.serve(provider_app(self.settings, notifier=self.notifier))
+        self.sender = NotifySender(self.settings, PROVIDER_KEY, delay_s=0.01, backoff_s=0.01)
+        provider_url = self.serve(provider_app(self.settings, sender=self.sender))
         self.payments = PaymentClient(provider_url, orders_url + NOTIFY_PATH)
         shop = shop_app(self.settings, store=ShopStore(self.engine(self.shop_db_url)), db=self.executor(),
                         payments=self.payments, cookie_secret="test-secret")
@@ -72,7 +72,7 @@ class CheckoutToPaidOrderTest(ServedApps, AsyncTestCase):
         return self.executors[-1]
 
     def tearDown(self):
-        self.io_loop.run_sync(self.notifier.close)
+        self.io_loop.run_sync(self.sender.close)
         self.payments.close()
         self.client.close()
         self.stop_servers()
@@ -99,8 +99,8 @@ class CheckoutToPaidOrderTest(ServedApps, AsyncTestCase):
         prices = {p.id: p.price_cents for p in generate_catalogue()}
         assert order["total_cents"] == sum(2 * prices[pid] for pid in picked)
 
-        await eventually_async(lambda: self.notifier.in_flight == 0, what="the notify delivered")
-        assert self.notifier.stats.delivered == 1
+        await eventually_async(lambda: self.sender.in_flight == 0, what="the notify delivered")
+        assert self.sender.stats.delivered == 1
         with self.order_store.engine.connect() as conn:
             row = conn.execute(select(orders).where(orders.c.order_id == order["order_id"])).mappings().one()
         assert row["amount_cents"] == order["total_cents"]

@@ -44,7 +44,7 @@ class NotifyStats:
     attempts: int = 0       # notify POSTs sent
 
 
-class Notifier:
+class NotifySender:
     """Sends each payment's signed notify in a background task, re-sending it with growing pauses."""
 
     def __init__(self, settings: Settings, private_key: rsa.RSAPrivateKey, *, delay_s: float = 0.05,
