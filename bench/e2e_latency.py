@@ -35,16 +35,16 @@ from datetime import date
 from pathlib import Path
 
 import redis
-from kafka import KafkaProducer
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import text
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from producers.order_service.store import make_engine
-from producers.payment_provider import PaymentSimulator
+from rtdash.database import make_engine
+from producers.provider.simulator import PaymentSimulator
 from rtdash.channels import ORDERS_TODAY
+from rtdash.kafka_producer import make_producer
 from rtdash.payments import load_private_key
 from rtdash.settings import Settings
 from rtdash.kafka_admin import ensure_topics
@@ -141,13 +141,20 @@ def measure_floor(settings: Settings, records: int, rate: float) -> dict[str, fl
             return  # the pub/sub connection was closed at the end of the run
 
     threading.Thread(target=listen, daemon=True).start()
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_servers, acks="all", linger_ms=0)
+    producer = make_producer(settings.kafka_servers, client_id="rtdash-bench-floor", acks="all", linger_ms=0)
+
+    def send(value: bytes) -> None:
+        """One record, returning once Kafka has acknowledged it."""
+        failed: list = []
+        producer.produce(topic, value, on_delivery=lambda err, _msg: failed.append(err) if err else None)
+        if producer.flush(10) or failed:
+            raise SystemExit(f"Kafka did not take a floor record: {failed[:1] or 'no answer in 10 s'}")
     floor.start()
     try:
         with console.status("spark floor: waiting for the trivial query to run"):
             deadline = time.monotonic() + 180
             while not any(k.startswith("warm") for k in received) and time.monotonic() < deadline:
-                producer.send(topic, f"warm{time.time()}".encode()).get(10)
+                send(f"warm{time.time()}".encode())
                 time.sleep(1)
             time.sleep(3)
         acked: dict[str, float] = {}
@@ -158,7 +165,7 @@ def measure_floor(settings: Settings, records: int, rate: float) -> dict[str, fl
                 if delay > 0:
                     time.sleep(delay)
                 value = f"r{n}"
-                producer.send(topic, value.encode()).get(10)
+                send(value.encode())
                 acked[value] = time.perf_counter()
             deadline = time.monotonic() + 60
             while len([v for v in acked if v in received]) < records and time.monotonic() < deadline:

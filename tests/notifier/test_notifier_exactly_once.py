@@ -16,9 +16,10 @@ from collections import Counter
 from datetime import datetime, timezone
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from rtdash.contracts import OrderPaid, to_json
+from rtdash.kafka_producer import make_producer
 from rtdash.payments import format_amount
 from rtdash.kafka_admin import ensure_topics
 from stack.services import python_service
@@ -60,13 +61,10 @@ def with_repeats(events: list[OrderPaid], repeats: list[OrderPaid], rng: random.
 
 
 def produce(settings, events: list[OrderPaid]) -> None:
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_servers, acks="all")
-    try:
-        for event in events:
-            producer.send(settings.orders_topic, key=event.key(), value=to_json(event))
-        producer.flush(30)
-    finally:
-        producer.close()
+    producer = make_producer(settings.kafka_servers, client_id="rtdash-test-notifier", acks="all")
+    for event in events:
+        producer.produce(settings.orders_topic, to_json(event), event.key())
+    assert producer.flush(30) == 0, "Kafka did not acknowledge every order"
 
 
 def end_offsets(settings) -> dict[str, int]:
