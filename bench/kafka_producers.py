@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import kafka
 from confluent_kafka import Consumer, TopicPartition
@@ -71,6 +72,7 @@ class Library:
     """One library's producer, driven as the gateway drives it: a non-blocking send, counted acknowledgements."""
 
     name = ""
+    producer: Any
 
     def __init__(self) -> None:
         self.delivered = 0
@@ -82,7 +84,7 @@ class Library:
         raise NotImplementedError
 
     def flush(self, timeout: float) -> None:
-        raise NotImplementedError
+        self.producer.flush(timeout)   # both libraries: wait until every event was acknowledged
 
     def close(self) -> None:
         raise NotImplementedError
@@ -107,9 +109,6 @@ class KafkaPython(Library):
         future.add_callback(self._ok)
         future.add_errback(self._error)
         return True
-
-    def flush(self, timeout: float) -> None:
-        self.producer.flush(timeout)
 
     def close(self) -> None:
         self.producer.close(5)
@@ -143,9 +142,6 @@ class Librdkafka(Library):
         except BufferError:
             self.queue_full += 1
             return False
-
-    def flush(self, timeout: float) -> None:
-        self.producer.flush(timeout)
 
     def close(self) -> None:
         self._stop.set()
@@ -259,8 +255,8 @@ def main() -> int:
         with kafka_service(settings):
             topics = {(lib, phase): f"bench-{lib}-{phase}" for lib in libraries for phase in ("warm", "burst", "paced")}
             ensure_topics(settings, list(topics.values()))
-            for phase, chunk, pace in (("warm", events[:5_000], None), ("burst", burst, None),
-                                       ("paced", steady, args.rate)):
+            phases = {"warm": (events[:5_000], None), "burst": (burst, None), "paced": (steady, args.rate)}
+            for phase, (chunk, pace) in phases.items():
                 for lib, build in libraries.items():
                     library = build()
                     with console.status(f"{library.name}: {phase}, {len(chunk):,} events"):
@@ -270,7 +266,7 @@ def main() -> int:
                     if phase != "warm":   # the broker's and each library's first connection: not compared
                         runs.append(run)
             for (lib, phase), topic in topics.items():
-                expected = {"warm": 5_000, "burst": len(burst), "paced": len(steady)}[phase]
+                expected = len(phases[phase][0])
                 on_topic = records_on(settings.kafka_servers, topic)
                 if on_topic != expected:
                     raise SystemExit(f"{topic} holds {on_topic} records, {expected} were sent")
