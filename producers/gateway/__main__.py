@@ -19,7 +19,8 @@ from rtdash.service import until_stopped
 from rtdash.settings import Settings
 from rtdash.kafka_admin import ensure_topics
 
-from .proxy import DEFAULT_MAX_BODY_BYTES, HEALTH_PATH, make_app
+from .app import HEALTH_PATH, make_app
+from .proxy import DEFAULT_MAX_BODY_BYTES
 from .publisher import KafkaPublisher
 
 log = logging.getLogger("rtdash.gateway")

@@ -1,4 +1,4 @@
-"""The reverse proxy: route table, pass-through handler, the gateway's own health endpoint.
+"""The reverse proxy's pass-through handler: one request to its route's upstream and back.
 
 Every request whose path starts with a route prefix (longest prefix wins) goes
 to that route's upstream with method, path, query, headers and body unchanged,
@@ -15,69 +15,33 @@ gets 502, when it stays silent for settings.gateway_upstream_timeout_seconds
 
 After the response has gone out, `on_finish` describes the exchange and the
 shared `EventBuilder` turns it into one GatewayRequest, handed to the
-publisher (a non-blocking put). ``GET /_gateway/healthz`` reports the routes
-and the publisher's queue depth, published / dropped counts and Kafka state;
-it is the gateway's own path so that ``/healthz`` stays the upstreams'.
+publisher (a non-blocking put). The route table and the application are in app.py.
 """
 from __future__ import annotations
 
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import tornado.web
 from tornado import httputil
 from tornado.iostream import StreamClosedError
 
-from rtdash.settings import Settings
+from .events import Exchange, request_id_from
+from .upstream import UpstreamCall, UpstreamError
 
-from .events import EventBuilder, Exchange, request_id_from
-from .publisher import Publisher
-from .upstream import Upstream, UpstreamCall, UpstreamError, UpstreamPool
+if TYPE_CHECKING:
+    from .app import Gateway, Route
 
 log = logging.getLogger("rtdash.gateway")
 
-HEALTH_PATH = "/_gateway/healthz"
 HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade",
                         "trailer"))
 IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE"))
 BODY_CAPTURE_BYTES = 256 * 1024
 DEFAULT_MAX_BODY_BYTES = 1 << 30
-
-
-@dataclass(frozen=True)
-class Route:
-    name: str
-    prefix: str
-    upstream: Upstream
-
-
-@dataclass
-class Gateway:
-    """What every proxied request needs; built once by `make_app`."""
-
-    routes: list[Route]
-    pool: UpstreamPool
-    builder: EventBuilder
-    publisher: Publisher
-    timeout: float
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    capture_bytes: int = BODY_CAPTURE_BYTES
-    started: float = field(default_factory=time.time)
-
-    def match(self, path: str) -> Route | None:
-        for route in self.routes:          # longest prefix first
-            if path.startswith(route.prefix):
-                return route
-        return None
-
-    def publish(self, exchange: Exchange) -> None:
-        try:
-            self.publisher.publish(self.builder.build(exchange))
-        except Exception:  # noqa: BLE001 - analytics never breaks traffic
-            log.exception("could not build the event of %s %s", exchange.method, exchange.path)
 
 
 def hop_by_hop(headers: httputil.HTTPHeaders) -> set[str]:
@@ -287,37 +251,3 @@ class ProxyHandler(tornado.web.RequestHandler):
             response_body=body,
             content_encoding=upstream_headers.get("Content-Encoding") if upstream_headers is not None else None,
             extras=extras))
-
-
-class HealthHandler(tornado.web.RequestHandler):
-    def initialize(self, *, gateway: Gateway) -> None:
-        self.gw = gateway
-
-    def get(self) -> None:
-        self.set_header("Cache-Control", "no-store")
-        self.finish({"status": "ok", "service": "gateway",
-                     "uptime_s": round(time.time() - self.gw.started, 1),
-                     "routes": [{"name": r.name, "prefix": r.prefix, "upstream": r.upstream.url}
-                                for r in self.gw.routes],
-                     "publisher": self.gw.publisher.health()})
-
-
-def make_routes(table: list[tuple[str, str, str]]) -> list[Route]:
-    routes = [Route(name, prefix, Upstream(url)) for name, prefix, url in table]
-    return sorted(routes, key=lambda r: len(r.prefix), reverse=True)
-
-
-def make_app(settings: Settings, *, publisher: Publisher, builder: EventBuilder | None = None,
-             pool: UpstreamPool | None = None, routes: list[tuple[str, str, str]] | None = None,
-             max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> tornado.web.Application:
-    """The gateway application; `routes` defaults to settings.routes, `builder` to one from settings."""
-    gateway = Gateway(routes=make_routes(routes if routes is not None else settings.routes),
-                      pool=pool or UpstreamPool(max_body_size=max_body_bytes),
-                      builder=builder or EventBuilder.from_settings(settings), publisher=publisher,
-                      timeout=settings.gateway_upstream_timeout_seconds, max_body_bytes=max_body_bytes)
-    app = tornado.web.Application([
-        (HEALTH_PATH, HealthHandler, {"gateway": gateway}),
-        (r".*", ProxyHandler, {"gateway": gateway}),
-    ], compress_response=False)
-    app.gateway = gateway
-    return app

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import tornado.web
 
-from producers.gateway.proxy import make_app
+from producers.gateway.app import make_app
 from producers.gateway.publisher import MemoryPublisher
 from rtdash.settings import Settings
 from stack.testing import free_port
