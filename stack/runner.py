@@ -74,14 +74,36 @@ class Service:
         if self.on_ready is not None:
             self.on_ready()
 
-    def __enter__(self) -> "Service":
-        """Start and wait until ready; stopped on leaving (also when it never got ready)."""
+    def start_ready(self) -> None:
+        """Start and wait until ready; stopped again when it never gets ready."""
         self.start()
         try:
             self.wait_ready()
         except BaseException:
             self.stop()
             raise
+
+    def restart(self) -> None:
+        """Stop what is left of the service (a crashed one's other processes too), start it, wait until ready.
+
+        Its `on_ready` hook runs again (Kafka's topics are created only where missing). Raises
+        StackError with the log's tail when it does not come back, and then leaves nothing running.
+        """
+        self.stop()
+        self.start_ready()
+
+    def kill(self) -> None:
+        """SIGKILL every process of the service at once, as a crash would (fault drills); `restart` or
+        `stop` reaps it."""
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def __enter__(self) -> "Service":
+        """Start and wait until ready; stopped on leaving (also when it never got ready)."""
+        self.start_ready()
         return self
 
     def __exit__(self, *_exc) -> None:
@@ -168,6 +190,8 @@ class Stack:
         self.settings = settings
         self.services = services
         self.state_file = state_path(settings)
+        # Times each service was started again after its first start (crashes, fault drills).
+        self.restarts: dict[str, int] = {}
 
     def start(self, on_step: Callable[[str], None] = lambda _msg: None) -> None:
         self._refuse_if_running()
@@ -186,6 +210,20 @@ class Stack:
             self.stop()
             raise
 
+    def service(self, name: str) -> Service:
+        """The service called `name`; KeyError names the ones there are."""
+        for service in self.services:
+            if service.name == name:
+                return service
+        raise KeyError(f"no service {name!r} in the stack (there are {', '.join(s.name for s in self.services)})")
+
+    def restart(self, name: str) -> None:
+        """Restart one service of the running stack (`Service.restart`) and count it in the state file."""
+        service = self.service(name)
+        service.restart()
+        self.restarts[name] = self.restarts.get(name, 0) + 1
+        self._write_state()
+
     def stop(self) -> None:
         for service in reversed(self.services):
             if service.process is not None:
@@ -197,7 +235,8 @@ class Stack:
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         self.state_file.write_text(json.dumps({
             "runner_pid": os.getpid(),
-            "services": {s.name: {"pid": s.process.pid, "address": s.address, "log": str(s.log_path)}
+            "services": {s.name: {"pid": s.process.pid, "address": s.address, "log": str(s.log_path),
+                                  "restarts": self.restarts.get(s.name, 0)}
                          for s in self.services if s.process is not None},
         }, indent=2))
 
