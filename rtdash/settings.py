@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     jobs_health_port: int = 8011
     sms_gateway_port: int = 8004
     notifier_health_port: int = 8012
+    # The order service's internal API, where the shop places each order before it is paid: a
+    # listener of its own, which no gateway route reaches. Loopback unless the shop runs on another
+    # host (docker-compose: 0.0.0.0 inside the compose network, no port published).
+    order_service_internal_host: str = "127.0.0.1"
+    order_service_internal_port: int = 8005
+    # Where the shop and the payment simulator reach it; empty means http://127.0.0.1:<internal port>.
+    order_service_internal_url: str = ""
 
     # Any SQLAlchemy URL; empty means SQLite at <home>/orders.db.
     database_url: str = ""
@@ -167,6 +174,11 @@ class Settings(BaseSettings):
     @property
     def redis(self) -> str:
         return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def order_service_internal(self) -> str:
+        """The base URL of the order service's internal API."""
+        return (self.order_service_internal_url or f"http://127.0.0.1:{self.order_service_internal_port}").rstrip("/")
 
     @property
     def database(self) -> str:
