@@ -24,7 +24,8 @@ def stack_settings(tmp_path_factory) -> Settings:
     home = tmp_path_factory.mktemp("rtdash-home")
     return Settings(
         _env_file=None, home=home, kafka_port=free_port(), kafka_controller_port=free_port(),
-        redis_port=free_port(), order_service_port=free_port(), push_port=free_port(),
+        redis_port=free_port(), order_service_port=free_port(), order_service_internal_port=free_port(),
+        push_port=free_port(),
         gateway_port=free_port(), shop_port=free_port(), payment_provider_port=free_port(),
         jobs_health_port=free_port(), spark_trigger_seconds=0, kafka_heap="384m",
         spark_shuffle_partitions=2, timezone="UTC")
