@@ -125,8 +125,13 @@ class Settings(BaseSettings):
     # the local order service and demo shop (see `routes`).
     gateway_routes: str = ""
     gateway_upstream_timeout_seconds: float = 10.0
-    # Events waiting to be published; beyond this they are dropped and counted.
-    gateway_queue_size: int = 10_000
+    # Events waiting to be published, in count and in bytes (the producer's queue: librdkafka's
+    # queue.buffering.max.messages and .max.kbytes); an event beyond either is dropped and counted.
+    gateway_queue_size: int = Field(default=10_000, gt=0)
+    gateway_queue_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # Longest value an event keeps of each request header (User-Agent and Referer included), of the
+    # whole query string and of the search term; a longer one is cut and ends with "…[truncated]".
+    gateway_event_max_chars: int = Field(default=1024, ge=16)
     # Proxies whose X-Forwarded-For is trusted (comma list of IPs or CIDRs).
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Secret mixed into the daily visitor-id salt; empty means one generated under <home>/keys.
@@ -138,6 +143,19 @@ class Settings(BaseSettings):
     # Extra query parameter names (comma list, case-insensitive) whose values are redacted in events,
     # beyond the secret-looking names the gateway always redacts (token, password, key, ...).
     gateway_redact_query: str = ""
+
+    # --- the edge of every HTTP service (rtdash.service.listen) ---
+    # Open client connections one service process holds; one more is answered 503 and closed at once.
+    max_connections: int = Field(default=512, gt=0)
+    # A connection that sends no request (or no complete request head) for this long is closed.
+    idle_timeout_seconds: float = Field(default=60.0, gt=0)
+    # A request body must have arrived this long after its head, else the connection is closed.
+    body_timeout_seconds: float = Field(default=60.0, gt=0)
+
+    # --- logs of `rtdash up`: <home>/logs/<service>.log, rotated when full (stack/logfiles.py) ---
+    log_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # Rotated files kept (<service>.log.1 ... .N); 0 keeps only the current file, started over when full.
+    log_backups: int = Field(default=3, ge=0)
 
     # Where `make jars` put the JVM dependencies (kafka/ and spark/); empty means <project>/.jars.
     jars_dir: str = ""
