@@ -5,15 +5,19 @@ starts them one by one, waits until each answers its health check and runs its
 `on_ready` hook (Kafka creates the topics there) before starting the next, records
 the process groups in a state file, and on stop sends SIGTERM to each group in
 reverse order (SIGKILL after a grace period), so no process or port is left behind.
-`stop_running_stack` does the same from another process (`rtdash down`).
+`stop_running_stack` (stack.state) does the same from another process (`rtdash down`),
+signalling only processes that are still the ones recorded (pid and start time).
+
+`Stack(supervise=True)` (`rtdash up` and `demo`) also keeps each service running: one
+that dies is reported at once and restarted with growing pauses (rtdash.retry).
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,9 +25,15 @@ from pathlib import Path
 
 import psutil
 
+from rtdash.retry import retrying
 from rtdash.settings import Settings
 
 from .probes import port_open
+from .processes import exit_description, group_alive, pid_alive, process_started, same_process, stop_process_group
+from .state import read_state, state_path, stop_running_stack, write_state
+
+__all__ = ["Service", "Stack", "StackError", "group_alive", "pid_alive", "read_state", "state_path",
+           "stop_process_group", "stop_running_stack", "tail"]
 
 log = logging.getLogger("rtdash.stack")
 
@@ -56,9 +66,13 @@ class Service:
                 self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**os.environ, **self.env}, start_new_session=True)
 
-    def wait_healthy(self) -> None:
+    def wait_healthy(self, stop: threading.Event | None = None) -> None:
+        """Wait until the health check passes; StackError when the process exits, the time is up,
+        or `stop` is set (the stack is stopping)."""
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
+            if stop is not None and stop.is_set():
+                raise StackError(f"{self.name}: the stack is stopping")
             if self.process is not None and self.process.poll() is not None:
                 raise StackError(f"{self.name} exited with code {self.process.returncode} while starting; "
                                  f"see {self.log_path}:\n{tail(self.log_path)}")
@@ -68,29 +82,30 @@ class Service:
         raise StackError(f"{self.name} not healthy after {self.ready_timeout:.0f}s; see {self.log_path}:\n"
                          f"{tail(self.log_path)}")
 
-    def wait_ready(self) -> None:
+    def wait_ready(self, stop: threading.Event | None = None) -> None:
         """Wait until healthy, then run the `on_ready` hook once."""
-        self.wait_healthy()
+        self.wait_healthy(stop)
         if self.on_ready is not None:
             self.on_ready()
 
-    def start_ready(self) -> None:
+    def start_ready(self, stop: threading.Event | None = None) -> None:
         """Start and wait until ready; stopped again when it never gets ready."""
         self.start()
         try:
-            self.wait_ready()
+            self.wait_ready(stop)
         except BaseException:
             self.stop()
             raise
 
-    def restart(self) -> None:
+    def restart(self, stop: threading.Event | None = None) -> None:
         """Stop what is left of the service (a crashed one's other processes too), start it, wait until ready.
 
         Its `on_ready` hook runs again (Kafka's topics are created only where missing). Raises
-        StackError with the log's tail when it does not come back, and then leaves nothing running.
+        StackError with the log's tail when it does not come back (or `stop` is set), and then
+        leaves nothing running.
         """
         self.stop()
-        self.start_ready()
+        self.start_ready(stop)
 
     def kill(self) -> None:
         """SIGKILL every process of the service at once, as a crash would (fault drills); `restart` or
@@ -116,66 +131,6 @@ class Service:
         self.process = None
 
 
-def stop_process_group(pid: int, timeout: float, wait: Callable[[float], object] | None = None) -> None:
-    """SIGTERM the group led by `pid`, SIGKILL it after `timeout` seconds.
-
-    `wait` (the leader's `Popen.wait`, when this process started it) reaps the leader.
-    """
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if wait is not None:
-            try:
-                wait(0.2)
-            except subprocess.TimeoutExpired:
-                continue
-        if not group_alive(pid):
-            return
-        time.sleep(0.1)
-    log.warning("process group %d did not stop in %.0fs, killing it", pid, timeout)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    if wait is not None:
-        try:
-            wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-
-
-def group_alive(pgid: int) -> bool:
-    """True while a member of process group `pgid` runs; zombies (exited, not reaped) do not count."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    for proc in psutil.process_iter(["status"]):
-        try:
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
-                return True
-        except (ProcessLookupError, psutil.Error):
-            continue
-    return False
-
-
-def pid_alive(pid: int) -> bool:
-    """True while `pid` runs; an exited process not yet reaped (a zombie) counts as gone."""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.AccessDenied:
-        return True
-
-
 def tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -183,15 +138,38 @@ def tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-class Stack:
-    """Starts services in order, waits for each to be ready, stops them in reverse order."""
+# Supervision (Stack(supervise=True)): pauses before restarting a service that died, doubling from
+# the first to the largest; one that ran this long before it died has died anew: its pauses start over.
+RESTART_FIRST_S = 1.0
+RESTART_MAX_S = 30.0
+RESTART_STEADY_S = 60.0
+# How often a supervisor looks at its service's process.
+WATCH_S = 0.5
 
-    def __init__(self, settings: Settings, services: list[Service]):
+
+class Stack:
+    """Starts services in order, waits for each to be ready, stops them in reverse order.
+
+    With `supervise`, a thread per service watches its process once the stack is up: when it
+    dies, `report` gets one line at once (which service, how it ended, where it logs), and it is
+    restarted with pauses doubling from RESTART_FIRST_S to RESTART_MAX_S until it is back or the
+    stack stops; the state file counts its restarts. Off by default: tests and the fault drill
+    kill and restart services themselves (`restart`), which a supervisor would race with.
+    """
+
+    def __init__(self, settings: Settings, services: list[Service], *, supervise: bool = False,
+                 report: Callable[[str], None] | None = None):
         self.settings = settings
         self.services = services
+        self.supervise = supervise
+        self.report = report
         self.state_file = state_path(settings)
         # Times each service was started again after its first start (crashes, fault drills).
         self.restarts: dict[str, int] = {}
+        self._stopping = threading.Event()
+        self._supervisors: list[threading.Thread] = []
+        self._locks = {service.name: threading.Lock() for service in services}
+        self._state_lock = threading.Lock()
 
     def start(self, on_step: Callable[[str], None] = lambda _msg: None) -> None:
         self._refuse_if_running()
@@ -199,6 +177,7 @@ class Stack:
         if busy:
             raise StackError("ports already in use: " + ", ".join(f"{s.name} ({s.address})" for s in busy)
                              + "; stop the other stack (`rtdash down`) or set RTDASH_*_PORT")
+        self._stopping = threading.Event()
         try:
             for service in self.services:
                 on_step(f"starting {service.name}")
@@ -209,6 +188,12 @@ class Stack:
         except BaseException:
             self.stop()
             raise
+        if self.supervise:
+            for service in self.services:
+                thread = threading.Thread(target=self._supervise, args=(service,), daemon=True,
+                                          name=f"supervise-{service.name}")
+                thread.start()
+                self._supervisors.append(thread)
 
     def service(self, name: str) -> Service:
         """The service called `name`; KeyError names the ones there are."""
@@ -218,31 +203,93 @@ class Stack:
         raise KeyError(f"no service {name!r} in the stack (there are {', '.join(s.name for s in self.services)})")
 
     def restart(self, name: str) -> None:
-        """Restart one service of the running stack (`Service.restart`) and count it in the state file."""
-        service = self.service(name)
-        service.restart()
-        self.restarts[name] = self.restarts.get(name, 0) + 1
-        self._write_state()
+        """Restart one service of the running stack (`Service.restart`) and count it in the state file;
+        StackError when it does not come back."""
+        self._restart(self.service(name))
 
     def stop(self) -> None:
+        self._stopping.set()
+        for thread in self._supervisors:
+            thread.join()
+        self._supervisors = []
         for service in reversed(self.services):
             if service.process is not None:
                 log.info("stopping %s", service.name)
                 service.stop()
         self.state_file.unlink(missing_ok=True)
 
+    def _restart(self, service: Service) -> None:
+        with self._locks[service.name]:
+            self.restarts[service.name] = self.restarts.get(service.name, 0) + 1
+            try:
+                service.restart(self._stopping)
+            finally:
+                self._write_state()
+
+    def _supervise(self, service: Service) -> None:
+        """Keep `service` running until the stack stops: a series of restarts with growing pauses while
+        it keeps dying soon after each start; one that ran RESTART_STEADY_S before dying starts a new series."""
+        while not self._stopping.is_set():
+            try:
+                for attempt in retrying(first_s=RESTART_FIRST_S, max_s=RESTART_MAX_S, stop=self._stopping,
+                                        on=StackError, log=log, what=f"restarting {service.name}"):
+                    with attempt:
+                        self._keep_running(service)
+            except StackError:
+                return  # it was down as the stack stopped
+
+    def _keep_running(self, service: Service) -> None:
+        """Restart `service` if it is down, then watch it. Returns when the stack stops or the service died
+        after running RESTART_STEADY_S; StackError when it cannot be restarted or died sooner."""
+        if self._stopping.is_set():
+            return
+        if self._ended(service) is not None:
+            self._restart(service)
+            self._say(f"{service.name} restarted (restart {self.restarts[service.name]}), healthy at "
+                      f"{service.address or 'its health check'}")
+        since = time.monotonic()
+        while not self._stopping.wait(WATCH_S):
+            ended = self._ended(service)
+            if ended is not None:
+                self._say(f"{service.name} died ({ended}), restarting it; its log: {service.log_path}")
+                if time.monotonic() - since < RESTART_STEADY_S:
+                    raise StackError(f"{service.name} died ({ended}) {time.monotonic() - since:.0f}s after it started")
+                return
+
+    def _ended(self, service: Service) -> str | None:
+        """None while the service's process runs, else how it ended."""
+        with self._locks[service.name]:
+            if service.process is None:
+                return "not running"
+            code = service.process.poll()
+            return None if code is None else exit_description(code)
+
+    def _say(self, line: str) -> None:
+        log.warning("%s", line)
+        if self.report is not None:
+            try:
+                self.report(line)
+            except OSError:
+                pass  # e.g. its terminal is gone: the log has the line
+
     def _write_state(self) -> None:
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        self.state_file.write_text(json.dumps({
-            "runner_pid": os.getpid(),
-            "services": {s.name: {"pid": s.process.pid, "address": s.address, "log": str(s.log_path),
-                                  "restarts": self.restarts.get(s.name, 0)}
-                         for s in self.services if s.process is not None},
-        }, indent=2))
+        with self._state_lock:
+            write_state(self.settings, {
+                "runner_pid": os.getpid(),
+                "runner_started": process_started(os.getpid()),
+                "boot_time": psutil.boot_time(),
+                "services": {s.name: self._record(s) for s in self.services
+                             if s.process is not None or s.name in self.restarts},
+            })
+
+    def _record(self, service: Service) -> dict:
+        pid = service.process.pid if service.process is not None else None
+        return {"pid": pid, "started": process_started(pid) if pid else None, "address": service.address,
+                "log": str(service.log_path), "restarts": self.restarts.get(service.name, 0)}
 
     def _refuse_if_running(self) -> None:
         state = read_state(self.settings)
-        if state and pid_alive(state.get("runner_pid", -1)):
+        if state and same_process(state.get("runner_pid"), state.get("runner_started")):
             raise StackError(f"a stack is already running (runner pid {state['runner_pid']}); "
                              "`rtdash down` stops it")
 
@@ -251,35 +298,3 @@ def _address_busy(address: str) -> bool:
     hostport = address.split("://", 1)[-1].split("/", 1)[0].split(",")[0]
     host, port = hostport.rsplit(":", 1)
     return port_open(host, int(port))
-
-
-def state_path(settings: Settings) -> Path:
-    """Where a running stack records its runner and each service's process group."""
-    return settings.home / "run" / "stack.json"
-
-
-def read_state(settings: Settings) -> dict | None:
-    try:
-        return json.loads(state_path(settings).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def stop_running_stack(settings: Settings, timeout: float = 60) -> list[str]:
-    """`rtdash down`: ask the runner to stop, then make sure every service is gone."""
-    state = read_state(settings)
-    if not state:
-        return []
-    runner = state.get("runner_pid")
-    if runner and runner != os.getpid() and pid_alive(runner):
-        os.kill(runner, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while pid_alive(runner) and time.monotonic() < deadline:
-            time.sleep(0.2)
-    stopped = []
-    for name, info in reversed(list(state.get("services", {}).items())):
-        if group_alive(info["pid"]):
-            stop_process_group(info["pid"], 20)
-        stopped.append(name)
-    state_path(settings).unlink(missing_ok=True)
-    return stopped
