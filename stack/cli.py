@@ -44,7 +44,9 @@ def _start_stack(settings: Settings):
     from stack.runner import Stack, StackError
     from stack.services import local_stack
 
-    stack = Stack(settings, local_stack(settings))
+    # Supervised: a service that dies is reported here at once and restarted with growing pauses.
+    stack = Stack(settings, local_stack(settings), supervise=True,
+                  report=lambda line: console.print(line, style="bold yellow", markup=False, highlight=False))
     try:
         with console.status("starting the local stack") as status:
             stack.start(on_step=status.update)
@@ -61,10 +63,30 @@ def _start_stack(settings: Settings):
 
 
 def _wait_for_stop() -> threading.Event:
+    """Set on Ctrl-C, on `rtdash down` (SIGTERM) and when the terminal closes (SIGHUP): each stops the stack."""
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.set())
     return stop
+
+
+def _say(*lines: str) -> None:
+    """Print, unless the terminal is gone (closed after SIGHUP): stopping must go on regardless."""
+    try:
+        for line in lines:
+            console.print(line)
+    except OSError:
+        pass
+
+
+def _stop_stack(stack) -> None:
+    """Stop every service; writing to a closed terminal fails, and the stack is stopped all the same."""
+    try:
+        with console.status("stopping the local stack"):
+            stack.stop()
+    except OSError:
+        stack.stop()
+    _say("stopped")
 
 
 @main.command()
@@ -76,9 +98,7 @@ def up() -> None:
     try:
         stop.wait()
     finally:
-        with console.status("stopping the local stack"):
-            stack.stop()
-        console.print("stopped")
+        _stop_stack(stack)
 
 
 @main.command()
@@ -113,13 +133,13 @@ def demo(rate: float, users: int, payments: float) -> None:
                       + (f" and {payments:g} payments/s" if payer else "") + "; Ctrl-C stops")
         asyncio.run(run())
     finally:
-        console.print(shoppers.report.summary())
-        if payer is not None:
-            payer.close()
-            console.print(payer.report.summary())
-        with console.status("stopping the local stack"):
-            stack.stop()
-        console.print("stopped")
+        try:
+            _say(shoppers.report.summary())
+            if payer is not None:
+                payer.close()
+                _say(payer.report.summary())
+        finally:
+            _stop_stack(stack)
 
 
 @main.command()
@@ -133,21 +153,26 @@ def down() -> None:
 
 @main.command()
 def status() -> None:
-    """Show each service of the local stack and whether it answers its health check."""
+    """Show each service of the local stack, how often it was restarted and whether it answers its health check."""
+    from stack.processes import same_process
     from stack.runner import read_state
     from stack.services import local_stack
 
     settings = _settings()
-    state = read_state(settings) or {"services": {}}
+    state = read_state(settings) or {}
+    services = state.get("services") or {}
     table = Table(title="rtdash local stack")
-    for col in ("service", "pid", "address", "health"):
+    for col in ("service", "pid", "address", "restarts", "health"):
         table.add_column(col)
     all_ok = True
     for service in local_stack(settings):
-        info = state["services"].get(service.name, {})
+        info = services.get(service.name, {})
         ok = service.health()
         all_ok &= ok
-        table.add_row(service.name, str(info.get("pid", "-")), service.address,
+        # A pid is shown only while it is still the process the runner started (same start time).
+        pid = info.get("pid")
+        table.add_row(service.name, str(pid) if same_process(pid, info.get("started")) else "-", service.address,
+                      str(info.get("restarts", 0)) if info else "-",
                       "[green]healthy[/]" if ok else "[red]down[/]")
     console.print(table)
     raise SystemExit(0 if all_ok else 1)
