@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     redis_port: int = 6379
     # Empty means "the local redis-server": redis://127.0.0.1:<redis_port>/0.
     redis_url: str = ""
+    # Every Redis client of the jobs (rtdash/redis_client.py) gives up connecting after the first, and
+    # waiting for a command's answer after the second: a stalled Redis fails a micro-batch, never hangs it.
+    redis_connect_timeout_seconds: float = Field(default=5, gt=0)
+    redis_socket_timeout_seconds: float = Field(default=15, gt=0)
 
     gateway_port: int = 8000
     order_service_port: int = 8001
@@ -86,6 +90,9 @@ class Settings(BaseSettings):
     spark_max_orders_per_batch: int = Field(default=50_000, gt=0)
     # Duplicate order events closer than this (by Kafka timestamp) are dropped.
     dedupe_watermark: str = "1 hour"
+    # The Spark application's /healthz answers 503 (stalled) when a query has input waiting and has not
+    # completed a micro-batch for this long; keep it above the longest trigger interval (alerts_eval_seconds).
+    jobs_stall_seconds: float = Field(default=120, gt=0)
 
     # --- traffic job (jobs/traffic.py) ---
     # How far before the minute of the traffic job's clock (the newest started_at counted) an event's
