@@ -49,7 +49,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-import redis
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
@@ -57,6 +56,7 @@ from jobs.alerts_rules import Rule, evaluate, rules_from, tick
 from jobs.alerts_sink import AlertStore, deliver
 from jobs.checkpoint import checkpoint_location
 from rtdash.contracts import format_ts
+from rtdash.redis_client import redis_client
 from rtdash.settings import Settings
 
 log = logging.getLogger("rtdash.jobs.alerts")
@@ -118,7 +118,7 @@ def write_alerts(ticks: DataFrame, settings: Settings, evaluation: Evaluation) -
 def start(spark: SparkSession, settings: Settings) -> StreamingQuery:
     """Start the query in `spark` (the job's main, `python -m jobs` and the tests use this)."""
     rules = rules_from(settings)
-    store = AlertStore(redis.Redis.from_url(settings.redis), settings.redis_prefix, settings.tz)
+    store = AlertStore(redis_client(settings), settings.redis_prefix, settings.tz)
     # ticks -> the rules over the Redis series -> states and channel in Redis, changes to Kafka
     return write_alerts(read_ticks(spark), settings, Evaluation(settings, rules, store))
 

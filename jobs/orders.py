@@ -56,7 +56,6 @@ import time
 from collections.abc import Iterable
 from datetime import datetime
 
-import redis
 from pyspark.sql import Column, DataFrame, SparkSession, functions as F
 from pyspark.sql.streaming import StreamingQuery
 
@@ -67,6 +66,7 @@ from jobs.service import QuerySpec, run_job
 from jobs.spark import read_topic, require_session_zone
 from rtdash.contracts import OrderPaid, spark_schema
 from rtdash.payments import MAX_AMOUNT_CENTS
+from rtdash.redis_client import redis_client
 from rtdash.settings import Settings
 
 log = logging.getLogger("rtdash.jobs.orders")
@@ -206,7 +206,7 @@ def start(spark: SparkSession, settings: Settings) -> StreamingQuery:
     # it would run between an order and the next one, adding a whole batch to their latency.
     # Eviction happens with the next batch that has data instead.
     spark.conf.set("spark.sql.streaming.noDataMicroBatches.enabled", "false")
-    client = redis.Redis.from_url(settings.redis)
+    client = redis_client(settings)
     sink = OrdersSink(client, settings.redis_prefix, query_name(settings))
     # events (from where Redis says this query got to, when its checkpoint is new)
     #   -> parsed, checked, deduped orders -> per-minute totals in Redis

@@ -60,7 +60,6 @@ import logging
 import time
 from datetime import datetime, timezone
 
-import redis
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
@@ -71,6 +70,7 @@ from jobs.spark import read_topic
 from jobs.traffic_events import classify
 from jobs.traffic_figures import Facts, figures, late_before_ms, with_lateness
 from jobs.traffic_sink import TrafficSink
+from rtdash.redis_client import redis_client
 from rtdash.settings import Settings
 
 log = logging.getLogger("rtdash.jobs.traffic")
@@ -146,7 +146,7 @@ def write_traffic(events: DataFrame, settings: Settings, sink: TrafficSink) -> S
 def start(spark: SparkSession, settings: Settings) -> StreamingQuery:
     """Start the traffic query in `spark` (the job's main, `python -m jobs` and the tests use this)."""
     spark.conf.set("spark.sql.session.timeZone", settings.timezone)
-    client = redis.Redis.from_url(settings.redis)
+    client = redis_client(settings)
     name = query_name(settings)
     # gateway records (from where Redis says this query got to, when its checkpoint is new)
     #   -> classified events -> per batch: late or not -> facts -> figures -> merged into Redis
@@ -156,7 +156,7 @@ def start(spark: SparkSession, settings: Settings) -> StreamingQuery:
 
 def health_figures(settings: Settings) -> dict:
     """The traffic query's entry in /healthz: its event-time clock and the late events not counted."""
-    client = redis.Redis.from_url(settings.redis, socket_timeout=2)
+    client = redis_client(settings, socket_timeout=2)
     try:
         clock, late = client.mget(f"{settings.redis_prefix}:traffic:clock", f"{settings.redis_prefix}:traffic:late")
     finally:
