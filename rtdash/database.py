@@ -1,8 +1,13 @@
 """The SQLAlchemy engine every rtdash database uses (the order service's, the shop's).
 
 SQLite, the default, runs in WAL mode so that readers never block the one
-writer; any other URL (PostgreSQL) is used as given, with pre-ping so a
-dropped pooled connection is replaced rather than failing a request.
+writer, with full durability (``synchronous=FULL``): a commit is on disk
+before it returns, so a notify answered ``success`` survives an OS crash or
+a power cut, not only a crash of the process (WAL's ``NORMAL`` may lose the
+last commits then). The order service's group commits share each fsync among
+the notifies of a group. Any other URL (PostgreSQL, whose commits are durable
+by default) is used as given, with pre-ping so a dropped pooled connection is
+replaced rather than failing a request.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ def make_engine(url: str, *, checkpoint_pages: int = 1000) -> Engine:
         def _sqlite_pragmas(dbapi_conn, _record):  # WAL: readers never block the writer
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA synchronous=FULL")   # each commit synced to disk before it returns
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute(f"PRAGMA wal_autocheckpoint={int(checkpoint_pages)}")
             cur.close()
