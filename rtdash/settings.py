@@ -21,6 +21,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from rtdash.traffic_rules import ORDER_CENTER_PREFIX
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The provider's key files in <home>/keys unless settings name others (rtdash/keys.py reads and makes them).
+PUBLIC_KEY_FILE = "payment_provider_public.pem"
+PRIVATE_KEY_FILE = "payment_provider_private.pem"
 
 
 class Settings(BaseSettings):
@@ -76,6 +79,14 @@ class Settings(BaseSettings):
     payment_app_id: str = "2021000000000001"
     payment_seller_id: str = "2088000000000001"
     notify_max_body_bytes: int = 8192
+    # The provider's public key (PEM), all the order service needs to verify notifies; a real
+    # deployment installs it. Empty means <home>/keys/payment_provider_public.pem.
+    provider_public_key: str = ""
+    # The provider's private key (PEM): only the demo provider simulator and the payment load
+    # generator sign. Empty means <home>/keys/payment_provider_private.pem (`rtdash keys demo`).
+    provider_private_key: str = ""
+    # The zone of the provider's clock: gmt_payment carries no zone, and Alipay writes Beijing time.
+    provider_timezone: str = "Asia/Shanghai"
 
     spark_master: str = "local[2]"
     # One partition suits local mode on a small machine: each extra one adds a state-store task
@@ -179,7 +190,7 @@ class Settings(BaseSettings):
             return [o.strip() for o in value.split(",") if o.strip()]
         return value
 
-    @field_validator("timezone")
+    @field_validator("timezone", "provider_timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
         try:
@@ -191,6 +202,10 @@ class Settings(BaseSettings):
     @cached_property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @cached_property
+    def provider_tz(self) -> ZoneInfo:
+        return ZoneInfo(self.provider_timezone)
 
     @property
     def kafka_servers(self) -> str:
@@ -238,6 +253,14 @@ class Settings(BaseSettings):
     @property
     def keys_dir(self) -> Path:
         return self.home / "keys"
+
+    @property
+    def provider_public_key_path(self) -> Path:
+        return Path(self.provider_public_key) if self.provider_public_key else self.keys_dir / PUBLIC_KEY_FILE
+
+    @property
+    def provider_private_key_path(self) -> Path:
+        return Path(self.provider_private_key) if self.provider_private_key else self.keys_dir / PRIVATE_KEY_FILE
 
     @property
     def logs_dir(self) -> Path:
