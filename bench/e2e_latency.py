@@ -45,7 +45,7 @@ from rtdash.database import make_engine
 from producers.provider.simulator import PaymentSimulator
 from rtdash.channels import ORDERS_TODAY
 from rtdash.kafka_producer import make_producer
-from rtdash.payments import load_private_key
+from rtdash.keys import demo_keys, load_private_key
 from rtdash.settings import Settings
 from rtdash.kafka_admin import ensure_topics
 from stack.runner import Service, Stack
@@ -85,7 +85,7 @@ async def measure_rate(settings: Settings, rate: float, seconds: float) -> dict[
 
     reader = asyncio.create_task(read())
     replies: dict[str, float] = {}
-    simulator = PaymentSimulator(settings, load_private_key(settings.keys_dir), duplicate_share=0)
+    simulator = PaymentSimulator(settings, load_private_key(settings.provider_private_key_path), duplicate_share=0)
 
     def on_reply(order_id: str, _cents: int, ok: bool, at: float) -> None:
         if ok:
@@ -210,6 +210,7 @@ def main() -> None:
     if args.shuffle_partitions is not None:
         overrides["spark_shuffle_partitions"] = args.shuffle_partitions
     settings = Settings(_env_file=None, **overrides)
+    demo_keys(settings)
     stack = Stack(settings, local_stack(settings))
     results: dict[str, dict] = {}
     try:

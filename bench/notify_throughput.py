@@ -58,6 +58,7 @@ from rich.table import Table
 from bench import loadgen
 from rtdash.payments import NOTIFY_PATH
 from rtdash.kafka_admin import ensure_topics
+from rtdash.keys import demo_keys
 from rtdash.settings import Settings
 from stack.kafka import kafka_service
 from stack.probes import http_ok
@@ -74,10 +75,10 @@ TARGET_RATE, TARGET_P99_MS = 1500, 20.0
 # --- signed notifies (in worker processes: RSA signing is the provider's cost) ----------------
 
 def _sign_chunk(home: str, run_id: str, start: int, count: int) -> list[tuple[str, int, bytes]]:
+    from rtdash.keys import load_private_key
     from rtdash.payments import notify_body, notify_params
-    from rtdash.payments import load_private_key
     settings = Settings(_env_file=None, home=Path(home))
-    key = load_private_key(settings.keys_dir)
+    key = load_private_key(settings.provider_private_key_path)
     rng = random.Random(f"{run_id}{start}")
     out = []
     for n in range(start, start + count):
@@ -222,6 +223,7 @@ def main() -> int:
     home = Path(tempfile.mkdtemp(prefix="rtdash-bench-notify-"))
     settings = Settings(_env_file=None, home=home, kafka_port=free_port(), kafka_controller_port=free_port(),
                         order_service_port=free_port())
+    demo_keys(settings)
     bare_port = free_port()
     ports = {settings.kafka_port, settings.kafka_controller_port, settings.order_service_port, bare_port}
     kafka = kafka_service(settings)

@@ -51,6 +51,7 @@ from tornado.websocket import websocket_connect
 
 from bench.e2e_latency import measure_rate, percentiles
 from rtdash.channels import TRAFFIC_TODAY, snapshot_key
+from rtdash.keys import demo_keys
 from rtdash.settings import Settings
 from stack.runner import Stack
 from stack.services import local_stack
@@ -217,6 +218,7 @@ def main() -> int:
              "sms_gateway_port", "notifier_health_port", "shop_port", "gateway_port", "jobs_health_port",
              "push_port")
     settings = Settings(_env_file=None, home=home, **{name: free_port() for name in ports})
+    demo_keys(settings)
     stack = Stack(settings, local_stack(settings))
     try:
         with console.status("starting the local stack") as status:

@@ -6,7 +6,7 @@ other non-empty parameter sorted by name and joined as ``k=v&k=v`` with raw
 (not URL-encoded) values; ``sign`` and ``sign_type`` are left out. The order
 service verifies with the provider's public key before it looks at anything
 else; the payment provider simulator (producers/provider) builds and signs
-notifies with the private key.
+notifies with the private key. The key files themselves are rtdash/keys.py's.
 """
 from __future__ import annotations
 
@@ -17,13 +17,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_plus, urlencode
 from zoneinfo import ZoneInfo
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 if TYPE_CHECKING:
@@ -220,39 +219,3 @@ def notify_params(order_id: str, amount_cents: int, *, settings: Settings, paid_
 def notify_body(params: dict[str, str], private_key: rsa.RSAPrivateKey) -> bytes:
     """The form body the provider posts: `params` signed and urlencoded."""
     return urlencode(signed(params, private_key)).encode()
-
-
-# --- the demo provider's key pair ------------------------------------------------------
-
-PRIVATE_KEY_FILE = "payment_provider_private.pem"
-PUBLIC_KEY_FILE = "payment_provider_public.pem"
-
-
-def ensure_provider_keys(keys_dir: Path) -> None:
-    """Create the demo provider key pair on first start (never committed)."""
-    private_path, public_path = keys_dir / PRIVATE_KEY_FILE, keys_dir / PUBLIC_KEY_FILE
-    if private_path.exists() and public_path.exists():
-        return
-    keys_dir.mkdir(parents=True, exist_ok=True)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    tmp = private_path.with_suffix(".tmp")
-    tmp.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
-    tmp.chmod(0o600)
-    public_path.write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    tmp.replace(private_path)
-
-
-def load_public_key(keys_dir: Path) -> rsa.RSAPublicKey:
-    path = keys_dir / PUBLIC_KEY_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"no provider public key at {path}; run `rtdash up` once or set RTDASH_HOME")
-    return serialization.load_pem_public_key(path.read_bytes())
-
-
-def load_private_key(keys_dir: Path) -> rsa.RSAPrivateKey:
-    path = keys_dir / PRIVATE_KEY_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"no provider private key at {path}; run `rtdash up` once or set RTDASH_HOME")
-    return serialization.load_pem_private_key(path.read_bytes(), password=None)

@@ -5,6 +5,7 @@
     rtdash down                    stop a stack started by `up`/`demo` in another terminal
     rtdash status                  health of each service of the local stack
     rtdash simulate payments       post signed payment notifies at a rate
+    rtdash keys demo               create the demo payment provider's key pair (never overwrites)
 
 Settings come from RTDASH_* environment variables (see README).
 """
@@ -45,10 +46,32 @@ def _start_stack(settings: Settings):
     from stack.services import local_stack
 
     # Supervised: a service that dies is reported here at once and restarted with growing pauses.
+def _demo_keys(settings: Settings) -> None:
+    """The demo provider's key pair, created if absent: the local stack runs the demo provider."""
+    from rtdash.keys import KeyFileError, demo_keys
+
+    try:
+        written = demo_keys(settings)
+    except KeyFileError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for path in written:
+        console.print(f"created {path}")
+
+
+def _private_key(settings: Settings):
+    from rtdash.keys import KeyFileError, load_private_key
+
+    try:
+        return load_private_key(settings.provider_private_key_path)
+    except KeyFileError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
     stack = Stack(settings, local_stack(settings), supervise=True,
                   report=lambda line: console.print(line, style="bold yellow", markup=False, highlight=False))
     try:
         with console.status("starting the local stack") as status:
+    _demo_keys(settings)
             stack.start(on_step=status.update)
     except StackError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -110,14 +133,13 @@ def demo(rate: float, users: int, payments: float) -> None:
     """The local stack with simulated shoppers (and optionally payments): watch the dashboard live."""
     from producers.provider.simulator import PaymentSimulator
     from producers.traffic import TrafficConfig, TrafficSimulator
-    from rtdash.payments import load_private_key
 
     settings = _settings()
     stop = _wait_for_stop()
     stack = _start_stack(settings)
     shoppers = TrafficSimulator(f"http://{settings.bind_host}:{settings.gateway_port}",
                                 TrafficConfig(users=users, rate=rate, duration=10**9, seed=int(time.time())))
-    payer = PaymentSimulator(settings, load_private_key(settings.keys_dir)) if payments > 0 else None
+    payer = PaymentSimulator(settings, _private_key(settings)) if payments > 0 else None
 
     async def run() -> None:
         tasks = [asyncio.create_task(shoppers.run())]
@@ -183,6 +205,25 @@ def simulate() -> None:
     """Simulated traffic."""
 
 
+@main.group()
+def keys() -> None:
+    """The payment provider's key files."""
+
+
+@keys.command("demo")
+def keys_demo() -> None:
+    """Create the demo provider's key pair where it is missing; an existing key is never replaced.
+
+    The private key (mode 0600, in a 0700 directory) is for the demo provider and
+    the payment simulator; the order service reads only the public key. A real
+    deployment installs the provider's public key instead and runs no demo provider.
+    """
+    settings = _settings()
+    _demo_keys(settings)
+    console.print(f"demo provider keys: private {settings.provider_private_key_path}, "
+                  f"public {settings.provider_public_key_path}")
+
+
 @simulate.command("payments")
 @click.option("--rate", type=float, default=10.0, show_default=True, help="Notifies per second.")
 @click.option("--duration", type=float, help="Seconds to run (or give --count).")
@@ -194,17 +235,13 @@ def simulate_payments(rate: float, duration: float | None, count: int | None, du
                       seed: int | None, url: str | None) -> None:
     """Act as the payment provider: sign and post notifies, then report what was accepted."""
     from producers.provider.simulator import PaymentSimulator
-    from rtdash.payments import load_private_key
 
     if (duration is None) == (count is None):
         raise click.UsageError("give exactly one of --duration and --count")
     if rate <= 0:
         raise click.UsageError("--rate must be positive")
     settings = _settings()
-    try:
-        key = load_private_key(settings.keys_dir)
-    except FileNotFoundError as exc:
-        raise click.ClickException(str(exc)) from exc
+    key = _private_key(settings)
     try:
         simulator = PaymentSimulator(settings, key, url=url, duplicate_share=duplicate_share, seed=seed)
     except ValueError as exc:

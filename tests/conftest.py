@@ -12,6 +12,7 @@ import pytest
 from rtdash.settings import Settings
 from producers.order_service.store import OrderStore
 from rtdash.database import make_engine
+from rtdash.keys import demo_keys
 from stack.kafka import kafka_service
 from stack.runner import Service
 from stack.services import python_service, redis_service
@@ -20,15 +21,17 @@ from stack.testing import free_port
 
 @pytest.fixture(scope="session")
 def stack_settings(tmp_path_factory) -> Settings:
-    """Settings of the test stack: a temporary home and free ports for everything."""
+    """Settings of the test stack: a temporary home, free ports for everything, the demo provider's keys."""
     home = tmp_path_factory.mktemp("rtdash-home")
-    return Settings(
+    settings = Settings(
         _env_file=None, home=home, kafka_port=free_port(), kafka_controller_port=free_port(),
         redis_port=free_port(), order_service_port=free_port(), order_service_internal_port=free_port(),
         push_port=free_port(),
         gateway_port=free_port(), shop_port=free_port(), payment_provider_port=free_port(),
         jobs_health_port=free_port(), spark_trigger_seconds=0, kafka_heap="384m",
         spark_shuffle_partitions=2, timezone="UTC")
+    demo_keys(settings)   # as `rtdash up` does: no service creates a key by starting
+    return settings
 
 
 @pytest.fixture(scope="session")

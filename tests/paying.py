@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from producers.order_service.store import OrderStore, epoch_ms, orders
 from producers.provider.simulator import PaymentSimulator, SimulationReport
-from rtdash.payments import load_private_key
+from rtdash.keys import load_private_key
 from rtdash.settings import Settings
 
 
@@ -22,7 +22,7 @@ def pay(settings: Settings, count: int, *, rate: float = 20, seed: int = 0,
     (Playwright's sync API, for one) can use it too.
     """
     async def run() -> SimulationReport:
-        simulator = PaymentSimulator(settings, load_private_key(settings.keys_dir),
+        simulator = PaymentSimulator(settings, load_private_key(settings.provider_private_key_path),
                                      duplicate_share=duplicate_share, seed=seed)
         try:
             return await simulator.run(rate=rate, count=count)

@@ -22,7 +22,8 @@ from tornado.websocket import websocket_connect
 
 from producers.provider.simulator import PaymentSimulator
 from rtdash.channels import ORDERS_TODAY
-from rtdash.payments import FORM_HEADERS as FORM, NOTIFY_PATH, load_private_key, notify_body, notify_params
+from rtdash.keys import load_private_key
+from rtdash.payments import FORM_HEADERS as FORM, NOTIFY_PATH, notify_body, notify_params
 
 from paying import paid_on, pay
 from waiting import eventually, eventually_async
@@ -110,7 +111,7 @@ def test_paid_orders_reach_the_dashboard_exactly(pipeline, stack_settings, groun
         assert first_day.isoformat() <= latest[ORDERS_TODAY]["data"]["date"] <= today_in(stack_settings).isoformat()
 
         before_count, before_amount = ground_truth.paid_totals()   # other tests may have paid orders
-        key = load_private_key(stack_settings.keys_dir)
+        key = load_private_key(stack_settings.provider_private_key_path)
         simulator = PaymentSimulator(stack_settings, key, duplicate_share=0.25, seed=11)
         report = await simulator.run(rate=40, count=80)
         simulator.close()

@@ -18,7 +18,8 @@ from producers.order_service.intake import CONFLICT, SUCCESS
 from producers.order_service.store import OrderStore
 from producers.order_service.store_process import StoreProcess, StoreUnavailable
 from rtdash.database import make_engine
-from rtdash.payments import ensure_provider_keys, load_private_key, notify_params, signed
+from rtdash.keys import demo_keys, load_private_key
+from rtdash.payments import notify_params, signed
 from rtdash.settings import Settings
 from stack.testing import free_port
 from waiting import eventually_async
@@ -29,9 +30,9 @@ PAID_AT = datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)
 @pytest.fixture()
 def database(tmp_path):
     settings = Settings(_env_file=None, home=tmp_path, kafka_port=free_port())
-    ensure_provider_keys(settings.keys_dir)
+    demo_keys(settings)
     store = OrderStore(make_engine(settings.database), topic="orders")  # makes the tables, as the service does
-    key = load_private_key(settings.keys_dir)
+    key = load_private_key(settings.provider_private_key_path)
 
     def notify(order_id: str, cents: int, *, tampered: dict[str, str] | None = None, remote_ip: str = "127.0.0.1",
                **extra) -> Received:

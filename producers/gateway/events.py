@@ -30,7 +30,6 @@ import hashlib
 import hmac
 import ipaddress
 import logging
-import os
 import re
 import secrets
 import uuid
@@ -49,6 +48,7 @@ from .extractors import Extractor, default_extractors
 
 log = logging.getLogger("rtdash.gateway.events")
 
+from rtdash.keys import ensure_secret
 # Headers that carry the address of the client (or of a proxy chain): personal data, and what the
 # visitor id hides; the client IP reaches an event only as `client_ip`, with its setting.
 # X-Forwarded-Host and X-Forwarded-Proto (the site and scheme asked for) stay in clear.
@@ -141,18 +141,9 @@ def load_visitor_secret(settings: Settings) -> bytes:
     """settings.visitor_secret, or the one generated once under <home>/keys/visitor_secret."""
     if settings.visitor_secret:
         return settings.visitor_secret.encode()
-    path = Path(settings.keys_dir) / "visitor_secret"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass                             # another process created it first
-        else:
-            with os.fdopen(fd, "w") as out:
-                out.write(secrets.token_hex(32) + "\n")
-            log.info("generated visitor secret %s", path)
-    return path.read_text().strip().encode()
+    # A secret file: 0600 in a 0700 directory from its first byte, whole or absent (rtdash/keys.py).
+    return ensure_secret(Path(settings.keys_dir) / "visitor_secret",
+                         lambda: (secrets.token_hex(32) + "\n").encode()).strip()
 
 
 class VisitorIds:

@@ -2,7 +2,10 @@
 
 Listens on RTDASH_BIND_HOST:RTDASH_ORDER_SERVICE_PORT, stores orders in
 RTDASH_DATABASE_URL (SQLite under RTDASH_HOME by default) and relays order
-events to the Kafka topic RTDASH_ORDERS_TOPIC. Stops cleanly on
+events to the Kafka topic RTDASH_ORDERS_TOPIC. Verifies notifies with the
+provider's public key at RTDASH_PROVIDER_PUBLIC_KEY (by default
+<RTDASH_HOME>/keys/payment_provider_public.pem), and does not start without
+one; it never creates a key. Stops cleanly on
 SIGTERM/SIGINT: stop accepting, commit what is waiting, let the relay publish
 and mark it, then exit. If the store process dies, the service stops and says so.
 
@@ -28,7 +31,7 @@ from tornado.httpserver import HTTPServer
 
 from rtdash.database import make_engine
 from rtdash.logs import setup_logging
-from rtdash.payments import ensure_provider_keys
+from rtdash.keys import KeyFileError, load_public_key
 from rtdash.service import until_stopped
 from rtdash.settings import Settings
 
@@ -42,7 +45,10 @@ log = logging.getLogger("rtdash.order_service")
 
 async def main(settings: Settings | None = None) -> None:
     settings = settings or Settings()
-    ensure_provider_keys(settings.keys_dir)
+    try:  # verifying needs the provider's public key, installed beforehand: no key, no start
+        load_public_key(settings.provider_public_key_path)
+    except KeyFileError as exc:
+        raise SystemExit(f"order service not started: {exc}") from None
     stopping = asyncio.Event()
 
     def store_exited(code: int | None) -> None:

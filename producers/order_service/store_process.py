@@ -145,7 +145,7 @@ def _store_main(settings: Settings, conn: Connection, status: RelayStatus) -> No
     """The store process: take groups in until `Stop` (or the HTTP process is gone), then stop the relay."""
     from rtdash.database import make_engine
     from rtdash.logs import setup_logging
-    from rtdash.payments import load_public_key
+    from rtdash.keys import load_public_key
 
     from .intake import NotifyIntake
     from .store import OrderStore
@@ -162,8 +162,10 @@ def _store_main(settings: Settings, conn: Connection, status: RelayStatus) -> No
     relay = OutboxRelay(OrderStore(relay_engine, topic=settings.orders_topic),
                         bootstrap_servers=settings.kafka_servers, status=status)
     store = OrderStore(engine, topic=settings.orders_topic, on_outbox_write=relay.wake)
-    intake = NotifyIntake(store, public_key=load_public_key(settings.keys_dir), app_id=settings.payment_app_id,
-                          seller_id=settings.payment_seller_id, tz=settings.tz)
+    # Only ever the provider's public key, read from where it is installed; gmt_payment in the provider's zone.
+    intake = NotifyIntake(store, public_key=load_public_key(settings.provider_public_key_path),
+                          app_id=settings.payment_app_id, seller_id=settings.payment_seller_id,
+                          tz=settings.provider_tz)
     relay.start()
     log.info("order store running (pid %d): database %s, outbox relay towards %s",
              multiprocessing.current_process().pid, engine.url.render_as_string(hide_password=True),

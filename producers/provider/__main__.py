@@ -1,11 +1,14 @@
 """Run the payment provider simulator: ``python -m producers.provider [--notify-delay-ms 50]``.
 
 Listens on RTDASH_BIND_HOST:RTDASH_PAYMENT_PROVIDER_PORT (8003). Signs notifies
-with the demo provider key under <RTDASH_HOME>/keys/ (created on first start if
-missing). Each payment's notify goes out after --notify-delay-ms and is re-sent
-with exponential backoff (--backoff-s, doubling, at most --max-backoff-s) until
-the receiver answers ``success``, at most --max-attempts times. Stops cleanly on
-SIGTERM/SIGINT; notifies still pending then are dropped and logged.
+with the private key at RTDASH_PROVIDER_PRIVATE_KEY (by default
+<RTDASH_HOME>/keys/payment_provider_private.pem, the demo pair that
+`rtdash keys demo` creates) and does not start without it; it never creates a
+key. gmt_payment is written in RTDASH_PROVIDER_TIMEZONE. Each payment's notify
+goes out after --notify-delay-ms and is re-sent with exponential backoff
+(--backoff-s, doubling, at most --max-backoff-s) until the receiver answers
+``success``, at most --max-attempts times. Stops cleanly on SIGTERM/SIGINT;
+notifies still pending then are dropped and logged.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import asyncio
 import logging
 
 from rtdash.logs import setup_logging
-from rtdash.payments import ensure_provider_keys, load_private_key
+from rtdash.keys import KeyFileError, load_private_key
 from rtdash.service import until_stopped
 from rtdash.settings import Settings
 
@@ -36,8 +39,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def main(settings: Settings | None = None, args: argparse.Namespace | None = None) -> None:
     settings = settings or Settings()
     args = args or parse_args([])
-    ensure_provider_keys(settings.keys_dir)
-    sender = NotifySender(settings, load_private_key(settings.keys_dir), delay_s=args.notify_delay_ms / 1000,
+    try:
+        private_key = load_private_key(settings.provider_private_key_path)
+    except KeyFileError as exc:
+        raise SystemExit(f"payment provider not started: {exc}") from None
+    sender = NotifySender(settings, private_key, delay_s=args.notify_delay_ms / 1000,
                         max_attempts=args.max_attempts, backoff_s=args.backoff_s,
                         max_backoff_s=args.max_backoff_s)
     server = make_app(settings, sender=sender).listen(

@@ -30,6 +30,7 @@ from producers.shop.catalogue import generate_catalogue
 from producers.shop.payment import PaymentClient
 from producers.shop.store import ShopStore
 from rtdash.database import make_engine
+from rtdash.keys import demo_keys
 from rtdash.payments import NOTIFY_PATH
 from rtdash.settings import Settings
 from stack.testing import free_port
@@ -128,6 +129,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60) -> dict
 def test_services_run_as_processes_and_stop_on_sigterm(tmp_path):
     env = dict(os.environ, RTDASH_HOME=str(tmp_path), RTDASH_SHOP_PORT=str(free_port()),
                RTDASH_PAYMENT_PROVIDER_PORT=str(free_port()), PYTHONUNBUFFERED="1")
+    demo_keys(Settings(_env_file=None, home=tmp_path))   # the provider signs with it and creates none
     commands = {
         "shop": ([sys.executable, "-m", "producers.shop", "--users", "5"], env["RTDASH_SHOP_PORT"]),
         "payment_provider": ([sys.executable, "-m", "producers.provider"], env["RTDASH_PAYMENT_PROVIDER_PORT"]),
@@ -142,7 +144,6 @@ def test_services_run_as_processes_and_stop_on_sigterm(tmp_path):
             assert health["status"] == "ok" and health["service"] == name
         assert (tmp_path / "shop.db").exists()
         assert (tmp_path / "keys" / "shop_cookie_secret").exists()
-        assert (tmp_path / "keys" / "payment_provider_private.pem").exists()
         for name, proc in procs.items():
             proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=20)
