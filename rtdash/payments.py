@@ -39,10 +39,12 @@ REQUIRED_FIELDS = ("out_trade_no", "trade_no", "total_amount", "trade_status",
                    "gmt_payment", "notify_id", "app_id", "sign_type", "sign")
 # One yuan short of ten million: a single order above this is a bug, not a sale.
 MAX_AMOUNT_CENTS = 999_999_999
-_AMOUNT = re.compile(r"^(0|[1-9][0-9]{0,8})(\.[0-9]{1,2})?$")
-_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+# Field patterns, always applied with fullmatch: `re.match` with `$` would let a final "\n" through.
+_AMOUNT = re.compile(r"(0|[1-9][0-9]{0,8})(\.[0-9]{1,2})?")
+_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+# gmt_payment: the provider's local time (settings.provider_timezone), without a zone of its own.
 GMT_FORMAT = "%Y-%m-%d %H:%M:%S"
-_GMT = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$")
+_GMT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
 
 
 class NotifyError(ValueError):
@@ -125,7 +127,7 @@ def verify(params: dict[str, str], public_key: rsa.RSAPublicKey) -> bool:
 
 def parse_amount_cents(text: str) -> int:
     """'12.30' yuan -> 1230 fen. Refuses negatives, zero, >2 decimals, exponents."""
-    if not isinstance(text, str) or not _AMOUNT.match(text):
+    if not isinstance(text, str) or not _AMOUNT.fullmatch(text):
         raise NotifyError(f"total_amount {text!r} is not a yuan amount like 12.30")
     try:
         cents = int((Decimal(text) * 100).to_integral_exact())
@@ -163,7 +165,8 @@ def parse_notify(params: dict[str, str], *, public_key: rsa.RSAPublicKey, app_id
     """Check a posted notify end to end; raises NotifyError with the reason.
 
     The signature is checked first so that nothing an attacker controls is
-    interpreted before it is known to come from the provider.
+    interpreted before it is known to come from the provider. `tz` is the
+    provider's zone (settings.provider_tz), in which gmt_payment is written.
     """
     if not params.get("sign"):
         raise NotifyError("missing sign")
@@ -177,11 +180,11 @@ def parse_notify(params: dict[str, str], *, public_key: rsa.RSAPublicKey, app_id
     if seller_id and params.get("seller_id") not in (None, "", seller_id):
         raise NotifyError("notify is for another seller_id")
     for field in ("out_trade_no", "trade_no", "notify_id"):
-        if not _ID.match(params[field]):
+        if not _ID.fullmatch(params[field]):
             raise NotifyError(f"{field} must be 1-64 letters, digits, '_' or '-'")
     if params["trade_status"] not in KNOWN_STATUSES:
         raise NotifyError(f"unknown trade_status {params['trade_status']!r}")
-    if not _GMT.match(params["gmt_payment"]):
+    if not _GMT.fullmatch(params["gmt_payment"]):
         raise NotifyError("gmt_payment must look like 2026-11-26 17:54:54")
     try:  # fromisoformat rather than strptime: far cheaper, on every notify
         paid_at = datetime.fromisoformat(params["gmt_payment"]).replace(tzinfo=tz)
@@ -209,7 +212,7 @@ def notify_params(order_id: str, amount_cents: int, *, settings: Settings, paid_
         "trade_no": "2026" + uuid.uuid4().hex[:24],
         "total_amount": format_amount(amount_cents),
         "trade_status": status,
-        "gmt_payment": paid_at.astimezone(settings.tz).strftime(GMT_FORMAT),
+        "gmt_payment": paid_at.astimezone(settings.provider_tz).strftime(GMT_FORMAT),
         "notify_id": uuid.uuid4().hex,
         "app_id": settings.payment_app_id,
         "seller_id": settings.payment_seller_id,

@@ -22,6 +22,6 @@ def in_thread_app(settings: Settings, store: OrderStore, db: Executor,
                   public_key: rsa.RSAPublicKey) -> NotifyEndpoint:
     """`make_app` with groups taken in by the intake on `db` (a thread); the relay's status stays at zero."""
     intake = NotifyIntake(store, public_key=public_key, app_id=settings.payment_app_id,
-                          seller_id=settings.payment_seller_id, tz=settings.tz)
+                          seller_id=settings.payment_seller_id, tz=settings.provider_tz)
     writer = GroupWriter(lambda group: asyncio.get_running_loop().run_in_executor(db, intake.accept, group))
     return make_app(settings, writer=writer, store=store, db=db, relay_status=RelayStatus())

@@ -7,8 +7,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from rtdash.payments import (NotifyError, form_params, format_amount, parse_amount_cents, parse_notify, sign,
-                             signed, signing_string, verify)
+from rtdash.payments import (NotifyError, form_params, format_amount, notify_params, parse_amount_cents,
+                             parse_notify, sign, signed, signing_string, verify)
+from rtdash.settings import Settings
 
 UTC = ZoneInfo("UTC")
 PARAMS = {
@@ -110,7 +111,7 @@ def test_amount_parses_to_exact_cents(text, cents):
 
 
 @pytest.mark.parametrize("text", ["", "0", "0.00", "-1", "1.234", "1e3", "01.00", " 1.00", "1,00", "abc",
-                                  "10000000.00", "NaN", "1."])
+                                  "10000000.00", "NaN", "1.", "1.00\n", "1\n"])
 def test_bad_amount_refused(text):
     with pytest.raises(NotifyError):
         parse_amount_cents(text)
@@ -142,3 +143,28 @@ def test_form_params_decodes_like_a_form_and_round_trips_urlencode():
 def test_form_params_refuses_what_is_not_a_notify_form(body, reason):
     with pytest.raises(NotifyError, match=reason):
         form_params(body)
+
+
+@pytest.mark.parametrize("field,value", [("out_trade_no", "A123\n"), ("trade_no", "2026112622001\n"),
+                                         ("notify_id", "n0001\n"), ("total_amount", "1.00\n"),
+                                         ("gmt_payment", "2026-11-26 17:54:54\n")])
+def test_a_final_newline_is_not_part_of_a_field(provider_key, field, value):
+    """Fields are matched whole: `$` in a pattern would let a final newline through."""
+    with pytest.raises(NotifyError, match=field) as refused:
+        parse(signed(dict(PARAMS, **{field: value}), provider_key), provider_key)
+    assert refused.value.status == 400
+
+
+def test_gmt_payment_is_the_providers_local_time_not_the_dashboards():
+    """Alipay writes gmt_payment in Beijing time; the dashboard's zone (here UTC) plays no part."""
+    settings = Settings(_env_file=None, timezone="UTC")
+    assert settings.provider_timezone == "Asia/Shanghai"
+    midnight_utc = datetime(2026, 11, 30, 0, 0, tzinfo=UTC)
+    params = notify_params("ORDER0001", 100, settings=settings, paid_at=midnight_utc)
+    assert params["gmt_payment"] == "2026-11-30 08:00:00"
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    notify = parse_notify(signed(params, key), public_key=key.public_key(), app_id=settings.payment_app_id,
+                          seller_id=settings.payment_seller_id, tz=settings.provider_tz)
+    assert notify.paid_at == midnight_utc
+    with pytest.raises(ValueError, match="unknown time zone"):
+        Settings(_env_file=None, provider_timezone="Mars/Olympus")
