@@ -21,6 +21,10 @@ requests that succeeded so the caller can check the server's side effects.
 The load runs in child processes (`run`), never in the process of the server
 under test, so they do not share a GIL: ``python -m bench.loadgen`` is the
 child's entry point (spec JSON, requests file, result JSON).
+
+One module of more than 300 lines on purpose: the parent's side and the
+child's share the request format, the reply parser and the result shape, and
+reading them together is how one checks that the load is what it claims.
 """
 from __future__ import annotations
 

@@ -28,6 +28,10 @@ The figures in Redis are checked against the log's own tallies at the end
 (exact for counts, 2% for unique counts). The CPU other processes of the
 machine used during each phase is shown, in cores.
 
+One module of more than 300 lines on purpose: a benchmark is one experiment,
+read from top to bottom (set-up, the three timed queries, the checks, the
+report), and its parts serve no other code.
+
 The topic has one partition, as the local stack creates it (--partitions to
 change). Targets (issue 9): traffic >= 80,000 events/s and >= 30% of the bare
 query's rate, on 2 cores.
