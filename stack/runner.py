@@ -1,6 +1,8 @@
 """Process supervision of the local stack: start services in order, stop them leaving nothing behind.
 
-Each `Service` runs in its own process group with its output in its log file. `Stack`
+Each `Service` runs in its own process group with its output (stdout and stderr, through a
+pipe) in its log file, which rotates when full (stack.logfiles; `Stack` applies the settings'
+RTDASH_LOG_MAX_BYTES and RTDASH_LOG_BACKUPS). `Stack`
 starts them one by one, waits until each answers its health check and runs its
 `on_ready` hook (Kafka creates the topics there) before starting the next, records
 the process groups in a state file, and on stop sends SIGTERM to each group in
@@ -28,6 +30,7 @@ import psutil
 from rtdash.retry import retrying
 from rtdash.settings import Settings
 
+from .logfiles import RotatingLog, copy_output, tail
 from .probes import port_open
 from .processes import exit_description, group_alive, pid_alive, process_started, same_process, stop_process_group
 from .state import read_state, state_path, stop_running_stack, write_state
@@ -55,16 +58,26 @@ class Service:
     on_ready: Callable[[], None] | None = None
     ready_timeout: float = 60.0
     stop_timeout: float = 20.0
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_backups: int = 3
     process: subprocess.Popen | None = None
+    _log: RotatingLog | None = field(default=None, init=False, repr=False)
+    _output: threading.Thread | None = field(default=None, init=False, repr=False)
 
     def start(self) -> None:
         if self.prepare:
             self.prepare()
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as out:
-            self.process = subprocess.Popen(
-                self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.env}, start_new_session=True)
+        if self._log is None:
+            self._log = RotatingLog(self.log_path, self.log_max_bytes, self.log_backups)
+        self.process = subprocess.Popen(
+            self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env}, start_new_session=True)
+        self._output = copy_output(self.process.stdout, self._log, self.name)
+
+    def drain_output(self, timeout: float = 5.0) -> None:
+        """Wait (at most `timeout` s) until what the exited process wrote is all in its log file."""
+        if self._output is not None:
+            self._output.join(timeout)
 
     def wait_healthy(self, stop: threading.Event | None = None) -> None:
         """Wait until the health check passes; StackError when the process exits, the time is up,
@@ -74,6 +87,7 @@ class Service:
             if stop is not None and stop.is_set():
                 raise StackError(f"{self.name}: the stack is stopping")
             if self.process is not None and self.process.poll() is not None:
+                self.drain_output()
                 raise StackError(f"{self.name} exited with code {self.process.returncode} while starting; "
                                  f"see {self.log_path}:\n{tail(self.log_path)}")
             if self.health():
@@ -129,13 +143,9 @@ class Service:
             return
         stop_process_group(self.process.pid, self.stop_timeout, wait=self.process.wait)
         self.process = None
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+        self.drain_output()
+        if self._output is not None and not self._output.is_alive():
+            self._log.close()
 
 
 # Supervision (Stack(supervise=True)): pauses before restarting a service that died, doubling from
@@ -161,6 +171,8 @@ class Stack:
                  report: Callable[[str], None] | None = None):
         self.settings = settings
         self.services = services
+        for service in services:
+            service.log_max_bytes, service.log_backups = settings.log_max_bytes, settings.log_backups
         self.supervise = supervise
         self.report = report
         self.state_file = state_path(settings)
