@@ -6,6 +6,7 @@ stack without its compose counterpart (or a topic, a port or a route that drifts
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import shlex
 
@@ -79,13 +80,66 @@ def test_services_reach_each_other_by_compose_name(compose, defaults):
     shop = services["shop"]
     assert command_option(shop, "--provider-url") == f"http://payment-provider:{defaults.payment_provider_port}"
     assert command_option(shop, "--notify-url") == f"http://gateway:{defaults.gateway_port}{NOTIFY_PATH}"
-    # The order service creates the provider's key pair; the provider starts once it is healthy.
-    assert services["payment-provider"]["depends_on"]["order-service"]["condition"] == "service_healthy"
     notifier = services["notifier"]
     assert command_option(notifier, "--sms-gateway-url") == f"http://sms-gateway:{defaults.sms_gateway_port}"
     assert notifier["depends_on"] == {"kafka-init": {"condition": "service_completed_successfully"},
                                       "sms-gateway": {"condition": "service_healthy"}}
     assert str(defaults.sms_gateway_port) in services["sms-gateway"]["healthcheck"]["test"][-1]
+
+
+def mounts(service: dict) -> list[tuple[str, str, bool]]:
+    """(host path, container path, read-only) of each of a service's bind mounts."""
+    out = []
+    for volume in service.get("volumes", []):
+        host, container, *mode = volume.split(":")
+        out.append((posixpath.normpath(host), posixpath.normpath(container), mode == ["ro"]))
+    return out
+
+
+def host_path(service: dict, path: str) -> str | None:
+    """The host file a service sees at `path`, through its mounts; None when no mount holds it."""
+    for host, container, _ in mounts(service):
+        if path == container or path.startswith(container + "/"):
+            return posixpath.normpath(host + path[len(container):])
+    return None
+
+
+def reaches(service: dict, host_file: str) -> bool:
+    """True when one of the service's mounts shows `host_file` (or a folder holding it) inside it."""
+    return any(host_file == host or host_file.startswith(host + "/") for host, _, _ in mounts(service))
+
+
+def test_only_the_signer_gets_the_private_key_and_the_verifier_only_the_public_key(compose):
+    services = compose["services"]
+    keys = services["keys"]
+    assert keys["command"] == ["rtdash", "keys", "demo"] and keys["restart"] == "no"
+    private = host_path(keys, keys["environment"]["RTDASH_PROVIDER_PRIVATE_KEY"])
+    public = host_path(keys, keys["environment"]["RTDASH_PROVIDER_PUBLIC_KEY"])
+    assert private and public and posixpath.dirname(private) != posixpath.dirname(public)
+
+    order_service, provider = services["order-service"], services["payment-provider"]
+    assert host_path(order_service, order_service["environment"]["RTDASH_PROVIDER_PUBLIC_KEY"]) == public
+    assert host_path(provider, provider["environment"]["RTDASH_PROVIDER_PRIVATE_KEY"]) == private
+    for service in (order_service, provider):   # the key folders read-only
+        assert all(read_only for host, _, read_only in mounts(service) if host.startswith("compose-keys"))
+        assert service["depends_on"]["keys"] == {"condition": "service_completed_successfully"}
+    assert not reaches(order_service, private)
+    assert not reaches(provider, public)
+    for name, service in services.items():
+        if name not in ("keys", "order-service", "payment-provider"):
+            assert not any(host.startswith("compose-keys") for host, _, _ in mounts(service)), name
+            assert not reaches(service, private) and not reaches(service, public), name
+            assert not any(var.startswith("RTDASH_PROVIDER_") for var in service.get("environment") or {}), name
+
+
+def test_each_rtdash_service_has_a_home_of_its_own(compose):
+    """No service sees another's state or secrets (the gateway's visitor secret, the shop's cookie secret)."""
+    homes = {name: host_path(service, "/data") for name, service in compose["services"].items()
+             if name in python_modules(compose)}
+    assert all(homes.values()), homes
+    assert len(set(homes.values())) == len(homes)
+    assert not any(a != b and (a.startswith(b + "/") or b.startswith(a + "/"))
+                   for a in homes.values() for b in homes.values())
 
 
 def test_the_image_holds_every_package_the_services_run(compose):
