@@ -55,7 +55,7 @@ def _demo_keys(settings: Settings) -> None:
     except KeyFileError as exc:
         raise click.ClickException(str(exc)) from exc
     for path in written:
-        console.print(f"created {path}")
+        console.print(f"created {path}", soft_wrap=True, markup=False, highlight=False)
 
 
 def _private_key(settings: Settings):
@@ -221,7 +221,12 @@ def keys_demo() -> None:
     settings = _settings()
     _demo_keys(settings)
     console.print(f"demo provider keys: private {settings.provider_private_key_path}, "
-                  f"public {settings.provider_public_key_path}")
+                  f"public {settings.provider_public_key_path}", soft_wrap=True, markup=False, highlight=False)
+
+
+@main.group()
+def simulate() -> None:
+    """Simulated traffic."""
 
 
 @simulate.command("payments")
