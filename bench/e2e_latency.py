@@ -3,8 +3,10 @@
 Starts the whole local stack as `rtdash up` does (real Kafka, Redis, order
 service, Spark orders job, push server) under a temporary home on free ports,
 connects a WebSocket client like a dashboard, and posts signed notifies at a
-steady rate. Per order, latency = arrival of the first `orders.today` message
-whose count includes the order - arrival of the order's `success` reply.
+steady rate (the payment simulator places each order in the order service's
+internal API first, as the shop does). Per order, latency = arrival of the
+first `orders.today` message whose count includes the order - arrival of the
+order's `success` reply.
 
 "Includes" is exact, not guessed: the order service commits orders one at a
 time in one database thread, the relay publishes the outbox in commit order to
@@ -203,7 +205,8 @@ def main() -> None:
 
     home = Path(tempfile.mkdtemp(prefix="rtdash-bench-"))
     overrides = dict(home=home, kafka_port=free_port(), kafka_controller_port=free_port(),
-                     redis_port=free_port(), order_service_port=free_port(), push_port=free_port(),
+                     redis_port=free_port(), order_service_port=free_port(),
+                     order_service_internal_port=free_port(), push_port=free_port(),
                      jobs_health_port=free_port())
     if args.trigger is not None:
         overrides["spark_trigger_seconds"] = args.trigger

@@ -23,7 +23,11 @@ on the same two cores; what is measured is the stack as it runs for hours.
 
 Targets alternate (bare, order service) within each mode. Every notify is
 signed before the timed phases (signing is the provider's cost) with a unique
-order id; every reply must be 200 `success`. Between phases the outbox relay
+order id, and its order is placed, with its amount, before the timed phases
+too (a notify pays only a placed order; the shop places each order at
+checkout, long before its notify): straight into the order store, through
+the same group commit the internal API's placements take, in groups of
+`PLACE_GROUP`. Every reply must be 200 `success`. Between phases the outbox relay
 is given time to publish everything, and at the end the run checks that the
 set of orders in the database equals the set that got `success`, with the
 same total amount, and that the relay published all of them to Kafka.
@@ -56,6 +60,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from bench import loadgen
+from producers.order_service.handoff import PlaceOrder
+from producers.order_service.store import OrderStore
+from rtdash.database import make_engine
 from rtdash.payments import NOTIFY_PATH
 from rtdash.kafka_admin import ensure_topics
 from rtdash.keys import demo_keys
@@ -70,6 +77,7 @@ console = Console(width=None if Console().is_terminal else 150)
 ROOT = Path(__file__).resolve().parents[1]
 FORM = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
 TARGET_RATE, TARGET_P99_MS = 1500, 20.0
+PLACE_GROUP = 5000   # orders placed per transaction before the run
 
 
 # --- signed notifies (in worker processes: RSA signing is the provider's cost) ----------------
@@ -99,6 +107,17 @@ def sign_notifies(settings: Settings, run_id: str, count: int, on_done) -> list[
             out += f.result()
             on_done(len(out))
     return out
+
+
+def place_orders(settings: Settings, orders: list[tuple[str, int]]) -> None:
+    """Place every order (id, amount) in the order store, as the shop would before its notify comes."""
+    engine = make_engine(settings.database)
+    try:
+        store = OrderStore(engine, topic=settings.orders_topic)
+        for start in range(0, len(orders), PLACE_GROUP):
+            store.take_in([PlaceOrder(order_id, cents) for order_id, cents in orders[start:start + PLACE_GROUP]])
+    finally:
+        engine.dispose()
 
 
 # --- the servers ----------------------------------------------------------------------------
@@ -222,10 +241,11 @@ def main() -> int:
 
     home = Path(tempfile.mkdtemp(prefix="rtdash-bench-notify-"))
     settings = Settings(_env_file=None, home=home, kafka_port=free_port(), kafka_controller_port=free_port(),
-                        order_service_port=free_port())
+                        order_service_port=free_port(), order_service_internal_port=free_port())
     demo_keys(settings)
     bare_port = free_port()
-    ports = {settings.kafka_port, settings.kafka_controller_port, settings.order_service_port, bare_port}
+    ports = {settings.kafka_port, settings.kafka_controller_port, settings.order_service_port,
+             settings.order_service_internal_port, bare_port}
     kafka = kafka_service(settings)
     orders = python_service(settings, "order_service", "producers.order_service", settings.order_service_port)
     if args.log_level:
@@ -257,6 +277,10 @@ def main() -> int:
             notifies = sign_notifies(settings, run_id, total, lambda n: progress.update(task, completed=n))
         console.print(f"signed {total} notifies with unique order ids in {time.perf_counter() - t0:.1f} s "
                       "(not part of any measurement)")
+        with console.status(f"placing their {total} orders"):
+            t0 = time.perf_counter()
+            place_orders(settings, [(order_id, cents) for order_id, cents, _ in notifies])
+        console.print(f"placed their orders in {time.perf_counter() - t0:.1f} s (not part of any measurement)")
         host = "127.0.0.1"
         order_requests = [loadgen.http_request("POST", NOTIFY_PATH, host=f"{host}:{settings.order_service_port}",
                                                body=body, headers=FORM) for _, _, body in notifies]

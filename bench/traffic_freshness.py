@@ -214,7 +214,8 @@ def main() -> int:
     load_before = Path("/proc/loadavg").read_text().split()[0]
 
     home = Path(tempfile.mkdtemp(prefix="rtdash-bench-freshness-"))
-    ports = ("kafka_port", "kafka_controller_port", "redis_port", "order_service_port", "payment_provider_port",
+    ports = ("kafka_port", "kafka_controller_port", "redis_port", "order_service_port",
+             "order_service_internal_port", "payment_provider_port",
              "sms_gateway_port", "notifier_health_port", "shop_port", "gateway_port", "jobs_health_port",
              "push_port")
     settings = Settings(_env_file=None, home=home, **{name: free_port() for name in ports})

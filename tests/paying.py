@@ -16,7 +16,8 @@ from rtdash.settings import Settings
 
 def pay(settings: Settings, count: int, *, rate: float = 20, seed: int = 0,
         duplicate_share: float = 0.0) -> SimulationReport:
-    """Post `count` signed notifies at `rate`/s to the order service and report what it accepted.
+    """Place `count` orders and post their signed notifies at `rate`/s to the order service; report what it
+    accepted (a notify pays only an order placed first, as the shop's checkout does).
 
     Runs in a thread of its own, so callers that have an event loop running
     (Playwright's sync API, for one) can use it too.

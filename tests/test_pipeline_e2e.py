@@ -124,6 +124,9 @@ def test_paid_orders_reach_the_dashboard_exactly(pipeline, stack_settings, groun
         assert (await post_raw(stack_settings, forged))[0] == 400
         malformed = urlencode({"out_trade_no": "BROKEN1", "total_amount": "ten yuan", "sign": "abc"})
         assert (await post_raw(stack_settings, malformed))[0] == 400
+        never_placed = notify_body(notify_params("NEVERPLACED1", 99_999, settings=stack_settings,
+                                                 paid_at=datetime.now(stack_settings.tz)), key)
+        assert await post_raw(stack_settings, never_placed) == (404, b"fail: unknown order")
 
         count, amount = ground_truth.paid_totals()
         assert (count - before_count, amount - before_amount) == (report.accepted_orders,

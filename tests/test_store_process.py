@@ -1,4 +1,5 @@
-"""The order store process: notify groups across the pipe, and what the HTTP side sees when it dies.
+"""The order store process: groups of notifies and placed orders across the pipe, and what the HTTP side
+sees when it dies.
 
 Kafka is not needed here: the relay points at a closed port, so what is
 stored stays in the outbox, which is what these tests look at.
@@ -13,8 +14,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from producers.order_service.handoff import Received, Reply
-from producers.order_service.intake import CONFLICT, SUCCESS
+from producers.order_service.handoff import PlaceOrder, Received, Reply
+from producers.order_service.intake import AMOUNT_DIFFERS, PLACED, PLACED_BEFORE, SUCCESS, UNKNOWN_ORDER
 from producers.order_service.store import OrderStore
 from producers.order_service.store_process import StoreProcess, StoreUnavailable
 from rtdash.database import make_engine
@@ -52,18 +53,22 @@ def test_groups_are_taken_in_by_the_store_process_with_one_reply_each(database):
         process = StoreProcess(settings)
         process.start()
         try:
-            first = await process.accept([notify("A", 100), notify("B", 200), notify("A", 100), forged, not_a_form])
+            placed = await process.accept([PlaceOrder(o, c) for o, c in (("A", 100), ("B", 200), ("C", 300))])
+            first = await process.accept([notify("A", 100), notify("B", 200), notify("A", 100), forged, not_a_form,
+                                          notify("X", 100)])
             second, third = await asyncio.gather(
-                process.accept([notify("B", 999), notify("C", 300), notify("D", 50, trade_status="WAIT_BUYER_PAY")]),
+                process.accept([notify("B", 999), notify("C", 300), PlaceOrder("D", 50), PlaceOrder("D", 50),
+                                notify("D", 50, trade_status="WAIT_BUYER_PAY")]),
                 process.accept([notify("C", 300)]))
-            return first, second, third, process
+            return placed, first, second, third, process
         finally:
             await process.stop()
 
-    first, second, third, process = asyncio.run(scenario())
+    placed, first, second, third, process = asyncio.run(scenario())
+    assert placed == [PLACED] * 3
     assert first == [SUCCESS, SUCCESS, SUCCESS, Reply(400, "fail: bad signature"),
-                     Reply(400, "fail: body is not a valid form")]
-    assert second == [CONFLICT, SUCCESS, SUCCESS]
+                     Reply(400, "fail: body is not a valid form"), UNKNOWN_ORDER]
+    assert second == [AMOUNT_DIFFERS, SUCCESS, PLACED, PLACED_BEFORE, SUCCESS]
     assert third == [SUCCESS]
     assert store.paid_totals() == (3, 600)
     assert store.pending_count() == 3          # Kafka unreachable: the events wait in the outbox
@@ -77,7 +82,7 @@ def test_a_dead_store_process_fails_the_waiting_group_and_is_reported(database):
     async def scenario():
         process = StoreProcess(settings, on_exit=exits.append)
         process.start()
-        assert await process.accept([notify("A", 100)]) == [SUCCESS]
+        assert await process.accept([PlaceOrder("A", 100), notify("A", 100)]) == [PLACED, SUCCESS]
         os.kill(process._process.pid, signal.SIGKILL)
         await eventually_async(lambda: exits, timeout=10, what="the store process's exit reported")
         assert not process.alive

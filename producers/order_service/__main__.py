@@ -1,6 +1,10 @@
 """Run the order service: ``python -m producers.order_service``.
 
-Listens on RTDASH_BIND_HOST:RTDASH_ORDER_SERVICE_PORT, stores orders in
+Listens on RTDASH_BIND_HOST:RTDASH_ORDER_SERVICE_PORT for payment notifies
+(the gateway routes /order_center/ there), and on
+RTDASH_ORDER_SERVICE_INTERNAL_HOST:RTDASH_ORDER_SERVICE_INTERNAL_PORT
+(127.0.0.1:8005) for the internal API where the shop places its orders
+(internal.py), which no gateway route reaches. Stores orders in
 RTDASH_DATABASE_URL (SQLite under RTDASH_HOME by default) and relays order
 events to the Kafka topic RTDASH_ORDERS_TOPIC. Verifies notifies with the
 provider's public key at RTDASH_PROVIDER_PUBLIC_KEY (by default
@@ -36,6 +40,7 @@ from rtdash.service import until_stopped
 from rtdash.settings import Settings
 
 from .app import make_app
+from .internal import MAX_BODY_BYTES as INTERNAL_MAX_BODY_BYTES, make_internal_app
 from .store import OrderStore
 from .store_process import StoreProcess
 from .writer import GroupWriter
@@ -66,12 +71,19 @@ async def main(settings: Settings | None = None) -> None:
     app = make_app(settings, writer=writer, store=store, db=db, relay_status=store_process.status)
     server = HTTPServer(app, max_body_size=max(65536, settings.notify_max_body_bytes), xheaders=False)
     server.listen(settings.order_service_port, address=settings.bind_host)
-    log.info("order service listening on http://%s:%d (database %s, topic %s)", settings.bind_host,
-             settings.order_service_port, engine.url.render_as_string(hide_password=True), settings.orders_topic)
+    internal = HTTPServer(make_internal_app(writer=writer, store=store, db=db),
+                          max_body_size=INTERNAL_MAX_BODY_BYTES, xheaders=False)
+    internal.listen(settings.order_service_internal_port, address=settings.order_service_internal_host)
+    log.info("order service listening on http://%s:%d, internal API on http://%s:%d (database %s, topic %s)",
+             settings.bind_host, settings.order_service_port, settings.order_service_internal_host,
+             settings.order_service_internal_port, engine.url.render_as_string(hide_password=True),
+             settings.orders_topic)
     await until_stopped(stopping)
     log.info("order service stopping")
-    server.stop()
-    await server.close_all_connections()
+    for listener in (server, internal):
+        listener.stop()
+    for listener in (server, internal):
+        await listener.close_all_connections()
     await writer.stop()
     await store_process.stop()
     db.shutdown(wait=True)

@@ -4,9 +4,10 @@ The notify endpoint is small on purpose: read the body, hand it to the group
 writer (writer.py), which takes it with whatever else is waiting to the order
 store process (store_process.py, then intake.py: read the form, verify,
 parse, store); write the reply it comes back with. The reply is ``success``
-for a new paid order, a duplicate, or an accepted non-paid status (so the
-provider stops retrying), and a 4xx with the reason otherwise; a refused
-notify writes nothing.
+for a notify that pays its order, a duplicate, or an accepted non-paid status
+(so the provider stops retrying); 404 for an order the shop never placed
+(internal.py), 409 for another amount than the order's, and a 4xx with the
+reason otherwise; a refused notify writes nothing.
 
 It is the service's hot path, so it is served one level below tornado.web,
 as a message delegate of Tornado's HTTP server: a RequestHandler's

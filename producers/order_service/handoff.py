@@ -1,12 +1,14 @@
 """What the order service's two processes hand each other: one named type per message.
 
-The HTTP process reads each notify's body (a `Received`) and answers it with
-a `Reply`; in between, the notify goes to the order store process, in groups,
-over a pipe:
+The HTTP process reads each notify's body (a `Received`), and takes each
+order the shop places through the internal API (a `PlaceOrder`); it answers
+each with a `Reply`. In between, both go to the order store process, in
+groups, over a pipe, so that the store process stays the one writer:
 
     HTTP process (StoreProcess.accept)          order store process (store_process._store_main)
-    TakeIn(group_id, notifies)          ──▶     the intake: verify, parse, store the paid ones
-                                        ◀──     TakenIn(group_id, replies): one Reply per notify, in order
+    TakeIn(group_id, items)             ──▶     the intake: verify and parse the notifies, then store
+                                                the group's new orders and newly paid ones together
+                                        ◀──     TakenIn(group_id, replies): one Reply per item, in order
                                         ◀──     GroupFailed(group_id, reason): the group was not stored
     Stop()                              ──▶     commit what is left, let the relay publish, exit
 
@@ -30,6 +32,16 @@ class Received(NamedTuple):
     remote_ip: str
 
 
+class PlaceOrder(NamedTuple):
+    """An order the shop placed, with its amount: a notify can pay it only for that amount (validated already)."""
+
+    order_id: str
+    amount_cents: int
+
+
+Item = Received | PlaceOrder            # what a group holds
+
+
 class Reply(NamedTuple):
     """What the provider gets back: an HTTP status and the body text."""
 
@@ -38,21 +50,21 @@ class Reply(NamedTuple):
 
 
 class TakeIn(NamedTuple):
-    """A group of notifies for the store process to take in."""
+    """A group of notifies and placed orders for the store process to take in."""
 
     group_id: int
-    notifies: list[Received]
+    items: list[Item]
 
 
 class TakenIn(NamedTuple):
-    """The group went through the intake: one reply per notify, in the order they were sent."""
+    """The group went through the intake: one reply per item, in the order they were sent."""
 
     group_id: int
     replies: list[Reply]
 
 
 class GroupFailed(NamedTuple):
-    """The group could not be stored (the database failed); every notify in it is answered 5xx."""
+    """The group could not be stored (the database failed); every item in it is answered 5xx."""
 
     group_id: int
     reason: str

@@ -1,10 +1,19 @@
-"""The order store: paid orders and their outbox, in one SQLAlchemy transaction.
+"""The order store: the orders the shop placed, the paid ones and their outbox, in SQLAlchemy transactions.
 
-Writing the order and its `OrderPaid` event in the same transaction is the
-outbox pattern: if the order is stored, its event is stored too, and the relay
-(relay.py) publishes it to Kafka whenever Kafka is reachable. A paid order is
-therefore never lost while Kafka is down, and the notify handler never waits on
-Kafka.
+An order is placed first (`placed_orders`: its id and amount, from the shop,
+through the internal API); a notify pays it only if it names a placed order
+and says the same amount, as the payment provider's integration rules ask.
+Checking the amount against the order, not only the signature, is what stops
+a signed notify whose free text was re-split into another ``total_amount``
+(the signed text is ``k=v&...`` without escaping). A paid order is a row in
+`orders`, written once, when its first paid notify comes; a pending order has
+none.
+
+Writing the paid order and its `OrderPaid` event in the same transaction is
+the outbox pattern: if the order is stored, its event is stored too, and the
+relay (relay.py) publishes it to Kafka whenever Kafka is reachable. A paid
+order is therefore never lost while Kafka is down, and the notify handler
+never waits on Kafka.
 
 The store is synchronous (any SQLAlchemy URL works: SQLite by default,
 PostgreSQL by setting) and is called from the order store process or an
@@ -32,10 +41,20 @@ from rtdash.contracts import OrderPaid, to_json
 from rtdash.payments import PaymentNotify
 from rtdash.retry import retrying
 
+from .handoff import PlaceOrder
+
 log = logging.getLogger("rtdash.order_service.store")
 
 metadata = MetaData()
 
+placed_orders = Table(
+    "placed_orders", metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("amount_cents", BigInteger, nullable=False),
+    Column("placed_at_ms", BigInteger, nullable=False),     # when the shop placed it
+)
+
+# The paid orders (a row once the order is paid; the ground truth of the dashboard's figures).
 orders = Table(
     "orders", metadata,
     Column("order_id", String(64), primary_key=True),
@@ -57,14 +76,20 @@ outbox = Table(
     Column("published_at_ms", BigInteger, nullable=True, index=True),   # NULL until Kafka acknowledged it
 )
 
+PLACED_COLUMNS = ("order_id", "amount_cents", "placed_at_ms")
 ORDER_COLUMNS = ("order_id", "trade_no", "amount_cents", "trade_status", "paid_at_ms", "notify_id", "recorded_at_ms")
 OUTBOX_COLUMNS = ("topic", "key", "payload", "created_at_ms")
 
 
 # The statements of the hot paths (each group commit, each relay round), built once: building
 # a statement and its cache key costs more than SQLite running it.
-KNOWN_ORDERS = (select(orders.c.order_id, orders.c.amount_cents)
-                .where(orders.c.order_id.in_(bindparam("ids", expanding=True))))
+# One query per group: each placed order among the group's ids, its amount and whether it is paid.
+KNOWN_ORDERS = (select(placed_orders.c.order_id, placed_orders.c.amount_cents, orders.c.order_id.is_not(None))
+                .select_from(placed_orders.outerjoin(orders, orders.c.order_id == placed_orders.c.order_id))
+                .where(placed_orders.c.order_id.in_(bindparam("ids", expanding=True))))
+ONE_ORDER = (select(placed_orders.c.amount_cents, orders.c.trade_no, orders.c.paid_at_ms)
+             .select_from(placed_orders.outerjoin(orders, orders.c.order_id == placed_orders.c.order_id))
+             .where(placed_orders.c.order_id == bindparam("order_id")))
 PENDING_OUTBOX = (select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.payload)
                   .where(outbox.c.published_at_ms.is_(None), outbox.c.id > bindparam("after_id"))
                   .order_by(outbox.c.id).limit(bindparam("limit")))
@@ -95,9 +120,26 @@ class ConcurrentWrites(RuntimeError):
 
 
 class Outcome(enum.Enum):
-    PAID = "paid"              # new paid order stored, event queued in the outbox
-    DUPLICATE = "duplicate"    # same order, same amount: already counted
-    CONFLICT = "conflict"      # same order id, different amount: refused
+    """What became of one item of a group (a placed order or a verified notify)."""
+
+    PLACED = "placed"                   # a new pending order
+    PLACED_BEFORE = "placed before"     # the same order with the same amount again: nothing new
+    PAID = "paid"                       # a pending order paid: its row and its event stored
+    DUPLICATE = "duplicate"             # a paid notify for an order paid before: already counted
+    NOT_PAID = "not paid"               # a notify of a status that pays nothing (WAIT_BUYER_PAY, TRADE_CLOSED)
+    UNKNOWN_ORDER = "unknown order"     # a notify for an order never placed: refused
+    AMOUNT_DIFFERS = "amount differs"   # another amount than the order's: refused
+
+
+@dataclass(frozen=True)
+class OrderState:
+    """An order as the internal API shows it: pending until paid."""
+
+    order_id: str
+    amount_cents: int
+    status: str                   # "pending" or "paid"
+    trade_no: str | None          # the provider's, once paid
+    paid_at_ms: int | None        # gmt_payment, once paid
 
 
 @dataclass(frozen=True)
@@ -129,7 +171,7 @@ class BulkInsert:
 
 
 class OrderStore:
-    """Records paid orders exactly once; hands outbox rows to the relay."""
+    """Records placed orders, and each one's payment exactly once; hands outbox rows to the relay."""
 
     def __init__(self, engine: Engine, *, topic: str, on_outbox_write: Callable[[], None] | None = None):
         self.engine = engine
@@ -138,17 +180,18 @@ class OrderStore:
         self.on_outbox_write = on_outbox_write or (lambda: None)
         metadata.create_all(engine)
         self._check_schema()
+        self._insert_placed = BulkInsert(engine, placed_orders, PLACED_COLUMNS)
         self._insert_orders = BulkInsert(engine, orders, ORDER_COLUMNS)
         self._insert_outbox = BulkInsert(engine, outbox, OUTBOX_COLUMNS)
         self._sqlite = engine.dialect.name == "sqlite"
         # Built once: a group commit is the hot path, and a policy costs more to build than to run.
         self._store_again = retrying(first_s=0.01, max_s=0.1, attempts=STORE_ATTEMPTS, on=IntegrityError,
-                                     log=log, what="storing a group of paid orders")
+                                     log=log, what="storing a group of orders")
 
     def _check_schema(self) -> None:
         """Refuse, with a clear reason, a database whose tables this version cannot write."""
         found = inspect(self.engine)
-        for table in (orders, outbox):
+        for table in (placed_orders, orders, outbox):
             have = {c["name"] for c in found.get_columns(table.name)}
             want = {c.name for c in table.columns}
             if have != want:
@@ -157,30 +200,32 @@ class OrderStore:
                     f"{sorted(have)}, this order service writes {sorted(want)}: the database was made by another "
                     "version of rtdash. Move it away (paid orders are also in the Kafka topic) or migrate it.")
 
-    def record_paid_many(self, notifies: list[PaymentNotify]) -> list[Outcome]:
-        """Store paid notifies in one transaction (group commit); one outcome each, in order.
+    def take_in(self, items: list[PlaceOrder | PaymentNotify]) -> list[Outcome]:
+        """Store a group of placed orders and verified notifies in one transaction; one outcome each, in order.
 
-        The first notify of an order pays it; later ones (in this group or
-        before) are duplicates, or conflicts when the amount differs. One
-        transaction for many notifies is what lets a single SQLite writer keep
-        up with thousands per second. A concurrent writer (several service
-        workers on PostgreSQL) can store one of these orders first: the group
-        is then stored again, now seeing its row, up to `STORE_ATTEMPTS` times
-        in all before `ConcurrentWrites` is raised.
+        Items count in order, as one-by-one commits would: an order placed
+        earlier in the group can be paid later in it. A notify must name a
+        placed order and say its amount; the first paid one pays it, later
+        ones are duplicates. A group holds one SELECT of its orders and one
+        INSERT per table: one transaction for many items is what lets a
+        single SQLite writer keep up with thousands of notifies per second. A
+        concurrent writer (several service workers on PostgreSQL) can store
+        one of these rows first: the group is then stored again, now seeing
+        it, up to `STORE_ATTEMPTS` times in all before `ConcurrentWrites`.
         """
         try:
             for attempt in self._store_again:
                 with attempt:
-                    outcomes = self._store_group(notifies)
+                    outcomes = self._store_group(items)
         except IntegrityError as exc:
             raise ConcurrentWrites(
-                f"{len(notifies)} paid orders not stored: each of {STORE_ATTEMPTS} attempts met rows another "
+                f"a group of {len(items)} not stored: each of {STORE_ATTEMPTS} attempts met rows another "
                 f"writer was storing at the same time ({type(exc).__name__})") from exc
         if Outcome.PAID in outcomes:
             self.on_outbox_write()
         return outcomes
 
-    def _store_group(self, notifies: list[PaymentNotify]) -> list[Outcome]:
+    def _store_group(self, items: list[PlaceOrder | PaymentNotify]) -> list[Outcome]:
         now = datetime.now(timezone.utc)
         now_ms = epoch_ms(now)
         with self.engine.begin() as conn:
@@ -188,26 +233,54 @@ class OrderStore:
                 # Take the write lock before reading: a read transaction that later writes fails
                 # at once if another connection (the relay marking rows) committed in between.
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
-            ids = list({n.out_trade_no for n in notifies})
-            known = dict(conn.execute(KNOWN_ORDERS, {"ids": ids}).all())
-            outcomes, order_rows, outbox_rows = [], [], []
-            for notify in notifies:
-                if notify.out_trade_no in known:
-                    same = known[notify.out_trade_no] == notify.amount_cents
-                    outcomes.append(Outcome.DUPLICATE if same else Outcome.CONFLICT)
+            ids = list({item.order_id if isinstance(item, PlaceOrder) else item.out_trade_no for item in items})
+            # order id -> (amount_cents, paid)
+            known = {order_id: (amount, bool(paid))
+                     for order_id, amount, paid in conn.execute(KNOWN_ORDERS, {"ids": ids})}
+            outcomes, placed_rows, order_rows, outbox_rows = [], [], [], []
+            for item in items:
+                if isinstance(item, PlaceOrder):
+                    order = known.get(item.order_id)
+                    if order is None:
+                        known[item.order_id] = (item.amount_cents, False)
+                        placed_rows.append((item.order_id, item.amount_cents, now_ms))
+                        outcomes.append(Outcome.PLACED)
+                    else:
+                        outcomes.append(Outcome.PLACED_BEFORE if order[0] == item.amount_cents
+                                        else Outcome.AMOUNT_DIFFERS)
                     continue
-                known[notify.out_trade_no] = notify.amount_cents
-                event = OrderPaid(
-                    order_id=notify.out_trade_no, trade_no=notify.trade_no, amount_cents=notify.amount_cents,
-                    paid_at=notify.paid_at, trade_status=notify.trade_status, notify_id=notify.notify_id,
-                    recorded_at=now)
-                order_rows.append((notify.out_trade_no, notify.trade_no, notify.amount_cents,
-                                   notify.trade_status, epoch_ms(notify.paid_at), notify.notify_id, now_ms))
-                outbox_rows.append((self.topic, event.key(), to_json(event), now_ms))
-                outcomes.append(Outcome.PAID)
+                order = known.get(item.out_trade_no)
+                if order is None:
+                    outcomes.append(Outcome.UNKNOWN_ORDER)
+                elif order[0] != item.amount_cents:
+                    outcomes.append(Outcome.AMOUNT_DIFFERS)
+                elif not item.is_paid:
+                    outcomes.append(Outcome.NOT_PAID)
+                elif order[1]:
+                    outcomes.append(Outcome.DUPLICATE)
+                else:
+                    known[item.out_trade_no] = (item.amount_cents, True)
+                    event = OrderPaid(
+                        order_id=item.out_trade_no, trade_no=item.trade_no, amount_cents=item.amount_cents,
+                        paid_at=item.paid_at, trade_status=item.trade_status, notify_id=item.notify_id,
+                        recorded_at=now)
+                    order_rows.append((item.out_trade_no, item.trade_no, item.amount_cents,
+                                       item.trade_status, epoch_ms(item.paid_at), item.notify_id, now_ms))
+                    outbox_rows.append((self.topic, event.key(), to_json(event), now_ms))
+                    outcomes.append(Outcome.PAID)
+            self._insert_placed.run(conn, placed_rows)
             self._insert_orders.run(conn, order_rows)
             self._insert_outbox.run(conn, outbox_rows)
         return outcomes
+
+    def order(self, order_id: str) -> OrderState | None:
+        """The placed order `order_id`, pending or paid; None if it was never placed."""
+        with self.engine.connect() as conn:
+            row = conn.execute(ONE_ORDER, {"order_id": order_id}).first()
+        if row is None:
+            return None
+        amount, trade_no, paid_at_ms = row
+        return OrderState(order_id, amount, "pending" if paid_at_ms is None else "paid", trade_no, paid_at_ms)
 
     def pending(self, limit: int = 500, *, after_id: int = 0) -> list[OutboxRow]:
         """Unpublished outbox rows in id order, from `after_id` on (the relay skips rows it sent)."""

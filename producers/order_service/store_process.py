@@ -1,11 +1,14 @@
 """The order store's own process: the notify intake, group commits and the outbox relay.
 
-The HTTP process reads the form of each notify, and its `GroupWriter` hands
-every waiting notify, as one group, to `StoreProcess.accept`, which sends it
-over a pipe as a `TakeIn` (handoff.py names every message). Here the group
-goes through the intake (intake.py: verify, parse, and store the paid ones in
-one transaction), its replies go back as a `TakenIn`, and the relay thread
-(`OutboxRelay`) is woken to publish the new outbox rows to Kafka.
+The HTTP process reads the form of each notify (and each order the shop
+places), and its `GroupWriter` hands everything waiting, as one group, to
+`StoreProcess.accept`, which sends it over a pipe as a `TakeIn` (handoff.py
+names every message). Here the group goes through the intake (intake.py:
+verify, parse, and store the placed and the paid orders in one transaction),
+its replies go back as a `TakenIn`, and the relay thread (`OutboxRelay`) is
+woken to publish the new outbox rows to Kafka. This process is the one
+writer of orders: the internal API's placements join the notifies' groups
+rather than contend with them for SQLite's write lock.
 
 Why a process and not a thread: the group commits need a good share of a
 core at full load, and as a thread they shared the GIL with the event loop,
@@ -28,7 +31,7 @@ from multiprocessing.connection import Connection
 
 from rtdash.settings import Settings
 
-from .handoff import SPAWN, FromStore, GroupFailed, Received, RelayStatus, Reply, Stop, TakeIn, TakenIn, ToStore
+from .handoff import SPAWN, FromStore, GroupFailed, Item, RelayStatus, Reply, Stop, TakeIn, TakenIn, ToStore
 from .relay import OutboxRelay
 
 log = logging.getLogger("rtdash.order_service.store_process")
@@ -68,8 +71,8 @@ class StoreProcess:
         self._process.start()
         self._child_conn.close()  # the child has its own copy; ours would keep the pipe open
 
-    async def accept(self, group: list[Received]) -> list[Reply]:
-        """Take one group of notifies in, in the store process; one reply per notify, in order."""
+    async def accept(self, group: list[Item]) -> list[Reply]:
+        """Take one group of notifies and placed orders in, in the store process; one reply each, in order."""
         if self._loop is None:
             self._attach(asyncio.get_running_loop())
         if not self.alive:
@@ -180,9 +183,9 @@ def _store_main(settings: Settings, conn: Connection, status: RelayStatus) -> No
             if isinstance(message, Stop):
                 break
             try:
-                answer: FromStore = TakenIn(message.group_id, intake.accept(message.notifies))
+                answer: FromStore = TakenIn(message.group_id, intake.accept(message.items))
             except Exception as exc:  # noqa: BLE001 - the waiting notifies get a 5xx and are sent again
-                log.error("taking in %d notifies failed: %s", len(message.notifies), exc)
+                log.error("taking in a group of %d failed: %s", len(message.items), exc)
                 answer = GroupFailed(message.group_id, f"storing the notify failed: {type(exc).__name__}")
             try:
                 conn.send(answer)

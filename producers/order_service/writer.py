@@ -1,7 +1,8 @@
-"""Group commit: every notify waiting for the database goes into one transaction.
+"""Group commit: every notify (and placed order) waiting for the database goes into one transaction.
 
-The endpoint takes `writer.submit(received)`, a future of the notify's
-reply; one task on the loop takes whatever is queued (up to `MAX_GROUP`),
+The endpoints take `writer.submit(item)`, a future of the item's reply (a
+notify's `Received`, or a `PlaceOrder` from the internal API); one task on
+the loop takes whatever is queued (up to `MAX_GROUP`),
 hands it to `commit` in one call and resolves each future with its own
 reply. While one group commits the next one gathers (for at least
 `gather_s` under load, see `GroupWriter`), so under load a transaction
@@ -17,9 +18,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from .handoff import Received, Reply
+from .handoff import Item, Reply
 
-Commit = Callable[[list[Received]], Awaitable[list[Reply]]]
+Commit = Callable[[list[Item]], Awaitable[list[Reply]]]
 
 MAX_GROUP = 256      # notifies in one group at most
 GATHER_S = 0.002     # under load, how long a group waits for company before it goes
@@ -40,7 +41,7 @@ class GroupWriter:
         self.commit = commit
         self.gather_s = gather_s
         self._last_size = 0
-        self._queue: asyncio.Queue[tuple[Received, asyncio.Future]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[Item, asyncio.Future]] = asyncio.Queue()
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -59,11 +60,11 @@ class GroupWriter:
         except asyncio.CancelledError:
             pass
 
-    def submit(self, received: Received) -> "asyncio.Future[Reply]":
-        """The reply to one notify, resolved once its group has been through the intake."""
+    def submit(self, item: Item) -> "asyncio.Future[Reply]":
+        """The reply to one notify or placed order, resolved once its group has been through the intake."""
         self.start()
         future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((received, future))
+        self._queue.put_nowait((item, future))
         return future
 
     async def _run(self) -> None:
@@ -75,7 +76,7 @@ class GroupWriter:
                 group.append(self._queue.get_nowait())
             self._last_size = len(group)
             try:
-                replies = await self.commit([received for received, _ in group])
+                replies = await self.commit([item for item, _ in group])
             except Exception as exc:  # noqa: BLE001 - every waiter learns of the failure (and logs it)
                 for _, future in group:
                     if not future.done():

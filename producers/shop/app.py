@@ -16,6 +16,7 @@ from rtdash.settings import Settings
 from .handlers import (CartHandler, CartItemHandler, CartItemsHandler, CategoriesHandler, CheckoutHandler,
                        HealthHandler, IndexHandler, LoginHandler, LogoutHandler, NotFoundHandler, OrderHandler,
                        ProductHandler, SearchHandler)
+from .orders import OrderServiceClient
 from .payment import PaymentClient
 from .store import ShopStore
 
@@ -35,9 +36,10 @@ def ensure_cookie_secret(keys_dir: Path) -> str:
 
 
 def make_app(settings: Settings, *, store: ShopStore, db: Executor, payments: PaymentClient,
-             cookie_secret: str) -> tornado.web.Application:
-    """The shop's routes; the store, executor and payment client reach handlers through initialize()."""
-    deps = dict(store=store, db=db, payments=payments)
+             orders: OrderServiceClient, cookie_secret: str) -> tornado.web.Application:
+    """The shop's routes; the store, executor and clients (provider, order service) reach handlers through
+    initialize()."""
+    deps = dict(store=store, db=db, payments=payments, orders=orders)
     return tornado.web.Application([
         (r"/", IndexHandler, deps),
         (r"/healthz", HealthHandler, deps),

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from rtdash.contracts import describe
 from rtdash.payments import format_amount
 
+from .orders import OrderServiceClient, OrderServiceError
 from .payment import PaymentClient, PaymentError
 from .shapes import CartItemRequest, LoginRequest, cart_json, order_json, product_json
 from .store import CATEGORIES, ShopError, ShopStore
@@ -54,10 +55,12 @@ class ShopHandler(tornado.web.RequestHandler):
 
     user_id: str | None = None
 
-    def initialize(self, *, store: ShopStore, db: Executor, payments: PaymentClient) -> None:
+    def initialize(self, *, store: ShopStore, db: Executor, payments: PaymentClient,
+                   orders: OrderServiceClient) -> None:
         self.store = store
         self.db = db
         self.payments = payments
+        self.orders = orders
 
     def prepare(self) -> None:
         value = self.get_signed_cookie(SESSION_COOKIE, max_age_days=SESSION_DAYS)
@@ -220,31 +223,55 @@ class CartItemHandler(ShopHandler):
 
 
 class CheckoutHandler(ShopHandler):
+    """The cart becomes a pending order, placed with its amount in the order service, then paid at the provider.
+
+    The order service must know the order before the provider's notify comes:
+    a notify pays only an order placed there, for its amount.
+    """
+
     async def post(self) -> None:
         key = self.cart_key()
         if key is None:
             raise ApiError(409, "cart is empty")
         order = await self.run(self.store.create_order, key, self.user_id)
         try:
+            await self.orders.place(order.order_id, order.total_cents)
+        except OrderServiceError as exc:
+            return await self.not_started(order.order_id, exc, "payment unavailable, try again")
+        try:
             payment_id = await self.payments.pay(order.order_id, order.total_cents)
         except PaymentError as exc:
-            await self.run(self.store.payment_failed, order.order_id)
-            log.warning("order %s: payment not started, cart kept: %s", order.order_id, exc)
-            self.set_status(502)
-            return self.finish({"error": "payment provider unavailable, try again", "order_id": order.order_id})
+            return await self.not_started(order.order_id, exc, "payment provider unavailable, try again")
         await self.run(self.store.payment_started, order, payment_id)
         log.info("order %s pending: %s yuan, %d items, user %s, payment %s", order.order_id,
                  format_amount(order.total_cents), len(order.lines), self.user_id or "-", payment_id)
         self.set_status(201)
         self.finish({**order_json(order), "payment_id": payment_id})
 
+    async def not_started(self, order_id: str, exc: Exception, message: str) -> None:
+        await self.run(self.store.payment_failed, order_id)
+        log.warning("order %s: payment not started, cart kept: %s", order_id, exc)
+        self.set_status(502)
+        self.finish({"error": message, "order_id": order_id})
+
 
 class OrderHandler(ShopHandler):
+    """An order of this session's cart; one not shown paid yet is looked up in the order service, which owns
+    payment (a checkout whose provider call failed may have been paid all the same)."""
+
     async def get(self, order_id: str) -> None:
         key = self.cart_key()
         order = await self.run(self.store.order, order_id, key) if key and len(order_id) <= 64 else None
         if order is None:
             raise ApiError(404, f"unknown order {order_id[:64]}")
+        if order.status != "paid":
+            try:
+                paid = await self.orders.status(order_id) == "paid"
+            except OrderServiceError as exc:   # shown as the shop last knew it
+                log.warning("order %s: payment status not known: %s", order_id, exc)
+                paid = False
+            if paid:
+                order = await self.run(self.store.payment_done, order)
         self.finish(order_json(order))
 
 

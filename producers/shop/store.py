@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
@@ -224,6 +224,13 @@ class ShopStore:
     def payment_failed(self, order_id: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(orders).where(orders.c.order_id == order_id).values(status="failed"))
+
+    def payment_done(self, order: Order) -> Order:
+        """The order service says the order is paid: so it shows from now on."""
+        with self.engine.begin() as conn:
+            conn.execute(update(orders).where(orders.c.order_id == order.order_id, orders.c.status != "paid")
+                         .values(status="paid"))
+        return replace(order, status="paid")
 
     def order(self, order_id: str, owner: str) -> Order | None:
         with self.engine.connect() as conn:

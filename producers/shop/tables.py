@@ -39,7 +39,7 @@ orders = Table(
     Column("owner", String(80), nullable=False, index=True),
     Column("user_id", String(32), nullable=True),
     Column("total_cents", BigInteger, nullable=False),
-    Column("status", String(16), nullable=False),      # pending | failed
+    Column("status", String(16), nullable=False),      # pending | paid | failed
     Column("payment_id", String(64), nullable=True),   # the provider's trade_no
     Column("created_at", DateTime(timezone=True), nullable=False),
 )

@@ -10,6 +10,7 @@ from tornado.testing import AsyncHTTPTestCase
 from producers.shop.app import ensure_cookie_secret, make_app
 from producers.shop.catalogue import generate_catalogue
 from producers.shop.handlers import SESSION_COOKIE
+from producers.shop.orders import OrderServiceError
 from producers.shop.payment import PaymentError
 from producers.shop.store import ShopStore
 from rtdash.database import make_engine
@@ -30,6 +31,25 @@ class FakePayments:
         return f"T{len(self.paid):04d}"
 
 
+class FakeOrderService:
+    """Stands in for the order service's internal API: records placed orders, says which are paid."""
+
+    def __init__(self):
+        self.placed: list[tuple[str, int]] = []
+        self.paid: set[str] = set()
+        self.fail = False
+
+    async def place(self, order_id: str, amount_cents: int) -> None:
+        if self.fail:
+            raise OrderServiceError("order service unreachable")
+        self.placed.append((order_id, amount_cents))
+
+    async def status(self, order_id: str) -> str:
+        if self.fail:
+            raise OrderServiceError("order service unreachable")
+        return "paid" if order_id in self.paid else "pending"
+
+
 def body(resp):
     return json.loads(resp.body)
 
@@ -44,9 +64,11 @@ class ShopAppTest(AsyncHTTPTestCase):
         self.store = ShopStore(self.engine)
         self.db = ThreadPoolExecutor(1)
         self.payments = FakePayments()
+        self.orders = FakeOrderService()
         settings = Settings(home=self.tmp, _env_file=None)
         self.secret = ensure_cookie_secret(settings.keys_dir)
-        return make_app(settings, store=self.store, db=self.db, payments=self.payments, cookie_secret=self.secret)
+        return make_app(settings, store=self.store, db=self.db, payments=self.payments, orders=self.orders,
+                        cookie_secret=self.secret)
 
     def tearDown(self):
         super().tearDown()
@@ -190,7 +212,7 @@ class ShopAppTest(AsyncHTTPTestCase):
         order = body(resp)
         assert order["status"] == "pending" and order["payment_id"] == "T0001"
         assert order["total_cents"] == 2 * a.price_cents + c.price_cents and order["user_id"] == "user0042"
-        assert self.payments.paid == [(order["order_id"], order["total_cents"])]
+        assert self.orders.placed == self.payments.paid == [(order["order_id"], order["total_cents"])]
         assert body(b.call("GET", "/cart"))["items"] == []
         seen = body(b.call("GET", f"/orders/{order['order_id']}"))
         assert {k: seen[k] for k in ("order_id", "status", "total_cents", "payment_id")} == \
@@ -241,7 +263,7 @@ class ShopAppTest(AsyncHTTPTestCase):
                 b.call("DELETE", "/cart/items/P00001")
             resp = visitor.call("POST", "/checkout")
             assert resp.code == 409 and body(resp) == {"error": "cart is empty"}
-        assert self.payments.paid == []
+        assert self.payments.paid == [] and self.orders.placed == []
         resp = self.fetch("/checkout")  # wrong method
         assert resp.code == 405 and "error" in body(resp)
 
@@ -255,3 +277,36 @@ class ShopAppTest(AsyncHTTPTestCase):
         assert body(b.call("GET", "/cart"))["count"] == 1
         self.payments.fail = False
         assert b.call("POST", "/checkout").code == 201
+
+    def test_order_service_down_at_checkout_pays_nothing_and_answers_502(self):
+        b = self.browser()
+        b.call("POST", "/cart/items", {"product_id": "P00003"})
+        self.orders.fail = True
+        resp = b.call("POST", "/checkout")
+        assert resp.code == 502 and body(resp)["error"] == "payment unavailable, try again"
+        assert self.payments.paid == []              # never paid at the provider: no order to pay
+        assert body(b.call("GET", f"/orders/{body(resp)['order_id']}"))["status"] == "failed"
+        assert body(b.call("GET", "/cart"))["count"] == 1
+
+    def test_an_order_shows_paid_once_the_order_service_has_it_paid(self):
+        b = self.browser()
+        b.call("POST", "/cart/items", {"product_id": "P00004"})
+        order_id = body(b.call("POST", "/checkout"))["order_id"]
+        assert body(b.call("GET", f"/orders/{order_id}"))["status"] == "pending"
+        self.orders.fail = True                      # not reachable: shown as the shop last knew it
+        resp = b.call("GET", f"/orders/{order_id}")
+        assert resp.code == 200 and body(resp)["status"] == "pending"
+        self.orders.fail = False
+        self.orders.paid.add(order_id)
+        assert body(b.call("GET", f"/orders/{order_id}"))["status"] == "paid"
+        self.orders.fail = True                      # remembered: no need to ask again
+        assert body(b.call("GET", f"/orders/{order_id}"))["status"] == "paid"
+
+    def test_a_checkout_whose_provider_call_failed_shows_paid_if_the_order_service_has_it_paid(self):
+        b = self.browser()
+        b.call("POST", "/cart/items", {"product_id": "P00005"})
+        self.payments.fail = True                    # e.g. the provider took it but the answer timed out
+        order_id = body(b.call("POST", "/checkout"))["order_id"]
+        assert body(b.call("GET", f"/orders/{order_id}"))["status"] == "failed"
+        self.orders.paid.add(order_id)
+        assert body(b.call("GET", f"/orders/{order_id}"))["status"] == "paid"

@@ -2,8 +2,10 @@
 
 The three services run in-process on free ports (the order service's intake
 on a thread, no store process, no outbox relay: Kafka is not part of this
-test). A second test starts the shop and the provider as processes, checks
-/healthz and a clean SIGTERM stop.
+test; its internal API on a listener of its own, as in the service). The
+checkout places the order in the order service, the provider's notify pays
+it, and the shop's order then shows paid. A second test starts the shop and
+the provider as processes, checks /healthz and a clean SIGTERM stop.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from producers.provider.app import make_app as provider_app
 from producers.provider.notify_sender import NotifySender
 from producers.shop.app import make_app as shop_app
 from producers.shop.catalogue import generate_catalogue
+from producers.shop.orders import OrderServiceClient
 from producers.shop.payment import PaymentClient
 from producers.shop.store import ShopStore
 from rtdash.database import make_engine
@@ -35,7 +38,7 @@ from rtdash.payments import NOTIFY_PATH
 from rtdash.settings import Settings
 from stack.testing import free_port
 
-from order_service_in_thread import in_thread_app
+from order_service_in_thread import in_internal_app, in_thread_app, in_thread_writer
 from served_apps import ServedApps
 from waiting import eventually, eventually_async
 
@@ -54,13 +57,16 @@ class CheckoutToPaidOrderTest(ServedApps, AsyncTestCase):
         self.executors, self.engines = [], []
         order_engine = self.engine(f"sqlite:///{self.tmp}/orders.db")
         self.order_store = OrderStore(order_engine, topic="orders")
-        orders_url = self.serve(in_thread_app(self.settings, self.order_store, self.executor(),
-                                              PROVIDER_KEY.public_key()))
+        order_db = self.executor()
+        writer = in_thread_writer(self.settings, self.order_store, order_db, PROVIDER_KEY.public_key())
+        orders_url = self.serve(in_thread_app(self.settings, self.order_store, order_db, PROVIDER_KEY.public_key(),
+                                              writer=writer))
+        self.orders = OrderServiceClient(self.serve(in_internal_app(writer, self.order_store, order_db)))
         self.sender = NotifySender(self.settings, PROVIDER_KEY, delay_s=0.01, backoff_s=0.01)
         provider_url = self.serve(provider_app(self.settings, sender=self.sender))
         self.payments = PaymentClient(provider_url, orders_url + NOTIFY_PATH)
         shop = shop_app(self.settings, store=ShopStore(self.engine(self.shop_db_url)), db=self.executor(),
-                        payments=self.payments, cookie_secret="test-secret")
+                        payments=self.payments, orders=self.orders, cookie_secret="test-secret")
         self.shop_url = self.serve(shop)
         self.client = AsyncHTTPClient(force_instance=True)
 
@@ -75,6 +81,7 @@ class CheckoutToPaidOrderTest(ServedApps, AsyncTestCase):
     def tearDown(self):
         self.io_loop.run_sync(self.sender.close)
         self.payments.close()
+        self.orders.close()
         self.client.close()
         self.stop_servers()
         for executor in self.executors:
@@ -108,6 +115,9 @@ class CheckoutToPaidOrderTest(ServedApps, AsyncTestCase):
         assert row["trade_no"] == order["payment_id"] and row["trade_status"] == "TRADE_SUCCESS"
         assert self.order_store.paid_totals() == (1, order["total_cents"])
         assert self.order_store.pending_count() == 1  # its OrderPaid event waits in the outbox
+        seen = json.loads((await shopper.acall("GET", f"/orders/{order['order_id']}")).body)
+        assert (seen["order_id"], seen["status"], seen["total_cents"]) == (order["order_id"], "paid",
+                                                                          order["total_cents"])
 
 
 class ProcessExited(Exception):
