@@ -7,7 +7,9 @@ empty database the catalogue (--seed, --products) and the demo users
 cookie secret is generated under <RTDASH_HOME>/keys/ on first start. Payments
 go to the payment provider simulator (default http://127.0.0.1:<RTDASH_PAYMENT_PROVIDER_PORT>),
 which sends its notify to --notify-url (default: the gateway's public notify
-path). Stops cleanly on SIGTERM/SIGINT.
+path); each order is placed first in the order service's internal API
+(RTDASH_ORDER_SERVICE_INTERNAL_URL, default http://127.0.0.1:<RTDASH_ORDER_SERVICE_INTERNAL_PORT>).
+Stops cleanly on SIGTERM/SIGINT.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from rtdash.settings import Settings
 
 from .app import ensure_cookie_secret, make_app
 from .catalogue import DEFAULT_PRODUCTS, DEFAULT_SEED, DEFAULT_USERS
+from .orders import OrderServiceClient
 from .payment import PaymentClient, default_provider_url
 from .store import ShopStore
 
@@ -54,18 +57,20 @@ async def main(settings: Settings | None = None, args: argparse.Namespace | None
                                                       user_count=args.users))
     payments = PaymentClient(args.provider_url or default_provider_url(settings),
                              args.notify_url or default_notify_url(settings))
-    app = make_app(settings, store=store, db=db, payments=payments,
+    orders = OrderServiceClient(settings.order_service_internal)
+    app = make_app(settings, store=store, db=db, payments=payments, orders=orders,
                    cookie_secret=ensure_cookie_secret(settings.keys_dir))
     server = app.listen(settings.shop_port, address=settings.bind_host, max_body_size=64 * 1024,
                         xheaders=False)
-    log.info("shop listening on http://%s:%d (database %s, payments %s, notify %s)", settings.bind_host,
-             settings.shop_port, engine.url.render_as_string(hide_password=True), payments.pay_url,
-             payments.notify_url)
+    log.info("shop listening on http://%s:%d (database %s, orders %s, payments %s, notify %s)", settings.bind_host,
+             settings.shop_port, engine.url.render_as_string(hide_password=True), orders.orders_url,
+             payments.pay_url, payments.notify_url)
     await until_stopped()
     log.info("shop stopping")
     server.stop()
     await server.close_all_connections()
     payments.close()
+    orders.close()
     db.shutdown(wait=True)
     engine.dispose()
     log.info("shop stopped")
