@@ -11,7 +11,7 @@ reverse order (SIGKILL after a grace period), so no process or port is left behi
 signalling only processes that are still the ones recorded (pid and start time).
 
 `Stack(supervise=True)` (`rtdash up` and `demo`) also keeps each service running: one
-that dies is reported at once and restarted with growing pauses (rtdash.retry).
+that dies is reported at once and restarted with growing pauses (stack.supervision).
 """
 from __future__ import annotations
 
@@ -27,13 +27,13 @@ from pathlib import Path
 
 import psutil
 
-from rtdash.retry import retrying
 from rtdash.settings import Settings
 
 from .logfiles import RotatingLog, copy_output, tail
 from .probes import port_open
 from .processes import exit_description, group_alive, pid_alive, process_started, same_process, stop_process_group
 from .state import read_state, state_path, stop_running_stack, write_state
+from .supervision import Supervisor
 
 __all__ = ["Service", "Stack", "StackError", "group_alive", "pid_alive", "read_state", "state_path",
            "stop_process_group", "stop_running_stack", "tail"]
@@ -121,6 +121,14 @@ class Service:
         self.stop()
         self.start_ready(stop)
 
+    def ended(self) -> str | None:
+        """None while the service's process runs, else how it ended ("not running" when it has none)."""
+        process = self.process
+        if process is None:
+            return "not running"
+        code = process.poll()
+        return None if code is None else exit_description(code)
+
     def kill(self) -> None:
         """SIGKILL every process of the service at once, as a crash would (fault drills); `restart` or
         `stop` reaps it."""
@@ -148,23 +156,14 @@ class Service:
             self._log.close()
 
 
-# Supervision (Stack(supervise=True)): pauses before restarting a service that died, doubling from
-# the first to the largest; one that ran this long before it died has died anew: its pauses start over.
-RESTART_FIRST_S = 1.0
-RESTART_MAX_S = 30.0
-RESTART_STEADY_S = 60.0
-# How often a supervisor looks at its service's process.
-WATCH_S = 0.5
-
-
 class Stack:
     """Starts services in order, waits for each to be ready, stops them in reverse order.
 
-    With `supervise`, a thread per service watches its process once the stack is up: when it
-    dies, `report` gets one line at once (which service, how it ended, where it logs), and it is
-    restarted with pauses doubling from RESTART_FIRST_S to RESTART_MAX_S until it is back or the
-    stack stops; the state file counts its restarts. Off by default: tests and the fault drill
-    kill and restart services themselves (`restart`), which a supervisor would race with.
+    With `supervise`, a thread per service keeps it running once the stack is up (stack.supervision):
+    when it dies, `report` gets one line at once (which service, how it ended, where it logs) and
+    it is restarted with growing pauses; the state file counts its restarts. Off by default: tests
+    and the fault drill kill and restart services themselves (`restart`), which a supervisor
+    would race with.
     """
 
     def __init__(self, settings: Settings, services: list[Service], *, supervise: bool = False,
@@ -180,7 +179,7 @@ class Stack:
         self.restarts: dict[str, int] = {}
         self._stopping = threading.Event()
         self._supervisors: list[threading.Thread] = []
-        self._locks = {service.name: threading.Lock() for service in services}
+        self._locks = {service.name: threading.Lock() for service in services}  # one restart at a time
         self._state_lock = threading.Lock()
 
     def start(self, on_step: Callable[[str], None] = lambda _msg: None) -> None:
@@ -202,8 +201,8 @@ class Stack:
             raise
         if self.supervise:
             for service in self.services:
-                thread = threading.Thread(target=self._supervise, args=(service,), daemon=True,
-                                          name=f"supervise-{service.name}")
+                supervisor = Supervisor(self, service, self._stopping, self.report)
+                thread = threading.Thread(target=supervisor.run, daemon=True, name=f"supervise-{service.name}")
                 thread.start()
                 self._supervisors.append(thread)
 
@@ -237,52 +236,6 @@ class Stack:
                 service.restart(self._stopping)
             finally:
                 self._write_state()
-
-    def _supervise(self, service: Service) -> None:
-        """Keep `service` running until the stack stops: a series of restarts with growing pauses while
-        it keeps dying soon after each start; one that ran RESTART_STEADY_S before dying starts a new series."""
-        while not self._stopping.is_set():
-            try:
-                for attempt in retrying(first_s=RESTART_FIRST_S, max_s=RESTART_MAX_S, stop=self._stopping,
-                                        on=StackError, log=log, what=f"restarting {service.name}"):
-                    with attempt:
-                        self._keep_running(service)
-            except StackError:
-                return  # it was down as the stack stopped
-
-    def _keep_running(self, service: Service) -> None:
-        """Restart `service` if it is down, then watch it. Returns when the stack stops or the service died
-        after running RESTART_STEADY_S; StackError when it cannot be restarted or died sooner."""
-        if self._stopping.is_set():
-            return
-        if self._ended(service) is not None:
-            self._restart(service)
-            self._say(f"{service.name} restarted (restart {self.restarts[service.name]}), healthy at "
-                      f"{service.address or 'its health check'}")
-        since = time.monotonic()
-        while not self._stopping.wait(WATCH_S):
-            ended = self._ended(service)
-            if ended is not None:
-                self._say(f"{service.name} died ({ended}), restarting it; its log: {service.log_path}")
-                if time.monotonic() - since < RESTART_STEADY_S:
-                    raise StackError(f"{service.name} died ({ended}) {time.monotonic() - since:.0f}s after it started")
-                return
-
-    def _ended(self, service: Service) -> str | None:
-        """None while the service's process runs, else how it ended."""
-        with self._locks[service.name]:
-            if service.process is None:
-                return "not running"
-            code = service.process.poll()
-            return None if code is None else exit_description(code)
-
-    def _say(self, line: str) -> None:
-        log.warning("%s", line)
-        if self.report is not None:
-            try:
-                self.report(line)
-            except OSError:
-                pass  # e.g. its terminal is gone: the log has the line
 
     def _write_state(self) -> None:
         with self._state_lock:

@@ -18,7 +18,7 @@ import psutil
 
 from rtdash.settings import Settings
 
-from .processes import group_members, process_started, same_process, stop_process_group
+from .processes import group_members, pid_alive, process_started, same_process, stop_process_group
 
 log = logging.getLogger("rtdash.stack")
 
@@ -66,7 +66,7 @@ def stop_running_stack(settings: Settings, timeout: float = 60) -> list[str]:
         if same_process(runner, started):
             os.kill(runner, signal.SIGTERM)
             deadline = time.monotonic() + timeout
-            while same_process(runner, started) and time.monotonic() < deadline:
+            while pid_alive(runner) and same_process(runner, started) and time.monotonic() < deadline:
                 time.sleep(0.2)
         elif process_started(runner) is not None:
             log.warning("runner pid %d is another process now (started %s, not %s): left alone",
