@@ -240,7 +240,8 @@ def test_with_only_the_public_key_installed_genuine_notifies_pay_and_forged_ones
     with python_service(settings, "order_service", "producers.order_service", settings.order_service_port):
         for order_id in ("K1", "K2", "A123", "A124"):
             place(order_id, 100)
-        assert notify(PROVIDER_KEY, "K1", 100) == (200, "success")
+        # Alipay writes gmt_payment in Beijing time: 08:00 there is midnight UTC (checked below).
+        assert notify(PROVIDER_KEY, "K1", 100, gmt_payment="2026-11-30 08:00:00") == (200, "success")
         before = database_rows(home / "orders.db")
         assert notify(FORGER_KEY, "K2", 100) == (400, "fail: bad signature")
         # Signed, but a final newline is not part of an order id or an amount.
@@ -250,7 +251,6 @@ def test_with_only_the_public_key_installed_genuine_notifies_pay_and_forged_ones
         assert status == 400 and "total_amount" in reply
         assert database_rows(home / "orders.db") == before
 
-    # gmt_payment is Beijing time, as the provider writes it: 08:00 there is midnight UTC.
     with sqlite3.connect(home / "orders.db") as db:
         (paid_at_ms,), = db.execute("SELECT paid_at_ms FROM orders WHERE order_id = 'K1'").fetchall()
     assert datetime.fromtimestamp(paid_at_ms / 1000, timezone.utc) == datetime(2026, 11, 30, tzinfo=timezone.utc)
