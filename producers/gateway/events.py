@@ -23,6 +23,13 @@ of `rtdash.contracts.GatewayRequest`, applying the privacy rules in one place:
   ``referrer`` field and the header). Extractors see the query as it came:
   they pick business fields (the search term of ``q``), not copies;
 * ``bot`` is `rtdash.traffic_rules.is_bot` of the User-Agent.
+
+Size: each header value (User-Agent and Referer included) and the search term
+keep at most settings.gateway_event_max_chars characters, and so does the
+query string as a whole (parameters past the cut are left out); whatever was
+cut ends with TRUNCATED. So one request makes an event of bounded size, whatever
+it sends (tornado already bounds the request head: 64 KiB by default). The
+visitor id and ``bot`` are computed from the whole User-Agent.
 """
 from __future__ import annotations
 
@@ -38,9 +45,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote_plus
+from urllib.parse import parse_qs, parse_qsl, unquote_plus
 
 from rtdash.contracts import GatewayRequest
+from rtdash.keys import ensure_secret
 from rtdash.settings import Settings
 from rtdash.traffic_rules import is_bot
 
@@ -48,7 +56,6 @@ from .extractors import Extractor, default_extractors
 
 log = logging.getLogger("rtdash.gateway.events")
 
-from rtdash.keys import ensure_secret
 # Headers that carry the address of the client (or of a proxy chain): personal data, and what the
 # visitor id hides; the client IP reaches an event only as `client_ip`, with its setting.
 # X-Forwarded-Host and X-Forwarded-Proto (the site and scheme asked for) stay in clear.
@@ -57,6 +64,9 @@ CLIENT_ADDRESS_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip", "x-origin
                           "x-cluster-client-ip")
 ALWAYS_REDACTED = ("authorization", "cookie", "set-cookie", "proxy-authorization", *CLIENT_ADDRESS_HEADERS)
 REDACTED = "[redacted]"
+# The end of a value the event keeps only the start of (EventBuilder's max_chars).
+TRUNCATED = "…[truncated]"
+DEFAULT_MAX_CHARS = 1024
 # A query parameter name is secret when, lower-cased with camelCase split at "_", it contains one of
 # the first alternatives anywhere, or one of the second as a word (not next to another letter):
 # access_token, apiKey, api-key, APIKEY, X-Amz-Signature, client_secret, new_pwd, sig, auth, sessionId,
@@ -91,6 +101,11 @@ class Exchange:
     response_body: bytes | None = None  # bounded copy, only when an extractor needs it
     content_encoding: str | None = None
     extras: dict[str, str] | None = None
+
+
+def cut(value: str, limit: int) -> str:
+    """`value`, or its first `limit` characters and TRUNCATED when it is longer."""
+    return value if len(value) <= limit else value[:limit] + TRUNCATED
 
 
 def secret_query_name(name: str) -> bool:
@@ -175,7 +190,10 @@ class EventBuilder:
 
     def __init__(self, *, visitors: VisitorIds, trusted: TrustedProxies, store_client_ip: bool = False,
                  redact: Iterable[str] = (), redact_query: Iterable[str] = (),
-                 extractors: Sequence[Extractor] | None = None):
+                 extractors: Sequence[Extractor] | None = None, max_chars: int = DEFAULT_MAX_CHARS):
+        if max_chars < 1:
+            raise ValueError(f"max_chars must be at least 1, not {max_chars}")
+        self.max_chars = max_chars
         self.visitors = visitors
         self.trusted = trusted
         self.store_client_ip = store_client_ip
@@ -189,7 +207,8 @@ class EventBuilder:
                    trusted=TrustedProxies(settings.trusted_proxies),
                    store_client_ip=settings.gateway_store_client_ip,
                    redact=settings.gateway_redact_headers,
-                   redact_query=settings.gateway_redact_query.split(","), extractors=extractors)
+                   redact_query=settings.gateway_redact_query.split(","), extractors=extractors,
+                   max_chars=settings.gateway_event_max_chars)
 
     def needs_body(self, route: str, path: str) -> bool:
         """True when an extractor of this request reads the response body (so keep a copy)."""
@@ -215,20 +234,22 @@ class EventBuilder:
                 log.exception("extractor %s failed on %s", type(extractor).__name__, ex.path)
                 continue
             extras.update(found.pop("extras", None) or {})
-            fields.update({k: v for k, v in found.items() if k in EXTRACTABLE and v is not None})
+            fields.update({k: cut(v, self.max_chars) if isinstance(v, str) else v
+                           for k, v in found.items() if k in EXTRACTABLE and v is not None})
         referrer = headers.get("Referer")
         total = round(ex.total_ms, 3)
         upstream = round(ex.upstream_ms, 3) if ex.upstream_ms is not None else None
         return GatewayRequest(
             request_id=ex.request_id, started_at=ex.started_at, method=ex.method, path=ex.path,
-            route=ex.route, query=self.redacted_query(query), status=ex.status, request_bytes=ex.request_bytes,
+            route=ex.route, query=self.event_query(ex.query, query), status=ex.status,
+            request_bytes=ex.request_bytes,
             response_bytes=ex.response_bytes, total_ms=total,
             gateway_ms=round(max(0.0, total - (upstream or 0.0)), 3),
             visitor_id=self.visitors.visitor_id(client_ip, user_agent or "", ex.started_at),
             source=ex.source, upstream_ms=upstream,
             client_ip=client_ip if self.store_client_ip else None,
-            user_id=ex.user_id or None, user_agent=user_agent,
-            referrer=self.redacted_url(referrer) if referrer else None,
+            user_id=ex.user_id or None, user_agent=cut(user_agent, self.max_chars) if user_agent else user_agent,
+            referrer=cut(self.redacted_url(referrer), self.max_chars) if referrer else None,
             headers=self.redacted(headers), extras=extras or None, bot=is_bot(user_agent), **fields)
 
     def redacted(self, headers: Any) -> dict[str, str]:
@@ -240,7 +261,8 @@ class EventBuilder:
             elif lower == "referer":
                 value = self.redacted_url(value)
             out.setdefault(name, []).append(value)
-        return {name: REDACTED if values[0] == REDACTED else ", ".join(values) for name, values in out.items()}
+        return {name: REDACTED if values[0] == REDACTED else cut(", ".join(values), self.max_chars)
+                for name, values in out.items()}
 
     def secret_param(self, name: str) -> bool:
         return name.lower() in self.redact_query or secret_query_name(name)
@@ -249,6 +271,20 @@ class EventBuilder:
         """The parsed query with the values of secret parameters replaced (names and counts kept)."""
         return {name: [REDACTED] * len(values) if self.secret_param(name) else values
                 for name, values in query.items()}
+
+    def event_query(self, raw: str, parsed: Mapping[str, list[str]]) -> dict[str, list[str]]:
+        """The query as the event keeps it: redacted, and of a query string longer than max_chars only
+        the parameters of its first max_chars characters, the last of them ending with TRUNCATED."""
+        if len(raw) <= self.max_chars:
+            return self.redacted_query(parsed)
+        pairs = parse_qsl(raw[:self.max_chars], keep_blank_values=True)
+        kept: dict[str, list[str]] = {}
+        for name, value in pairs:
+            kept.setdefault(name, []).append(value)
+        query = self.redacted_query(kept)
+        last = pairs[-1][0] if pairs else ""
+        query.setdefault(last, [""])[-1] += TRUNCATED
+        return query
 
     def redacted_url(self, url: str) -> str:
         """`url` with the values of its secret query parameters replaced, everything else as written."""

@@ -5,7 +5,7 @@ For services that cannot sit behind the proxy. Derive the handlers from
 application settings under ``gateway_events``::
 
     publisher = KafkaPublisher(bootstrap_servers=..., topic=settings.gateway_topic,
-                               queue_size=settings.gateway_queue_size)
+                               queue_size=settings.gateway_queue_size, queue_bytes=settings.gateway_queue_bytes)
     publisher.start()
     app = tornado.web.Application(handlers, **gateway_events(settings, publisher, route="billing"))
 

@@ -4,9 +4,11 @@
 event (key = visitor id, value = `rtdash.contracts.to_json(event)`) to a
 librdkafka producer (`rtdash.kafka_producer`, acks=1, linger 50 ms), which
 queues it and returns at once. The producer batches, sends, reconnects and
-retries by itself. When its queue holds settings.gateway_queue_size events
-(Kafka down or slow) it refuses more: the event is dropped and counted, and
-the request goes on; nothing on the request path waits for Kafka. A poll
+retries by itself. When its queue holds settings.gateway_queue_size events, or
+an event would take it beyond settings.gateway_queue_bytes bytes (Kafka down or
+slow: large events fill the bytes first), it refuses more: the event is dropped
+and counted, and the request goes on; nothing on the request path waits for
+Kafka, and an outage takes no more memory than the bound. A poll
 thread serves the delivery reports (published / failed counts, "kafka back")
 and the client's errors ("kafka unavailable", once per outage); events Kafka
 has not taken within the delivery timeout count as failed. `stop` publishes
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException
@@ -66,22 +68,27 @@ class MemoryPublisher:
 class KafkaPublisher:
     """A librdkafka producer and the thread that serves its reports; see the module docstring."""
 
-    def __init__(self, *, bootstrap_servers: str, topic: str, queue_size: int, linger_ms: int = 50,
-                 delivery_timeout_s: float = 120.0, client_id: str = "rtdash-gateway",
-                 prepare: Callable[[], object] | None = None):
+    def __init__(self, *, bootstrap_servers: str, topic: str, queue_size: int, queue_bytes: int = 64 << 20,
+                 linger_ms: int = 50, delivery_timeout_s: float = 120.0, client_id: str = "rtdash-gateway",
+                 prepare: Callable[[], object] | None = None, producer_options: Mapping[str, Any] | None = None):
+        """`producer_options` adds librdkafka properties (e.g. a ``stats_cb``) to the producer's own."""
         self.topic = topic
         self.queue_size = queue_size
+        self.queue_bytes = queue_bytes
         self.prepare = prepare                       # run once before serving (e.g. create the topic)
         # log_level 2: librdkafka keeps its per-reconnect errors to itself; the outage is logged here once.
         self._producer = make_producer(bootstrap_servers, client_id=client_id, acks=1, linger_ms=linger_ms,
-                                       queue_messages=queue_size, delivery_timeout_s=delivery_timeout_s,
-                                       log_level=2, extra={"on_delivery": self._delivered,
-                                                           "error_cb": self._client_error})
+                                       queue_messages=queue_size, queue_bytes=queue_bytes,
+                                       delivery_timeout_s=delivery_timeout_s, log_level=2,
+                                       extra={**(producer_options or {}), "on_delivery": self._delivered,
+                                              "error_cb": self._client_error})
         # Each counter has one writer: `produced` and `dropped` the event loop, the others the poll thread.
         self._produced = 0
+        self._produced_bytes = 0
         self._dropped = 0
         self._published = 0
         self._failed = 0
+        self._settled_bytes = 0                      # bytes published or failed
         self._connected = False
         self._warned_down = False
         self._last_error: str | None = None
@@ -93,14 +100,15 @@ class KafkaPublisher:
 
     def publish(self, event: GatewayRequest) -> bool:
         """Queue `event` for Kafka; never blocks. False (and counted) when the producer's queue is full."""
+        value = to_json(event)
         try:
-            self._producer.produce(self.topic, to_json(event), event.key())
+            self._producer.produce(self.topic, value, event.key())
         except BufferError:
             self._dropped += 1
             if not self._dropping:
                 self._dropping = True
-                log.warning("event queue full (%d): dropping gateway events until Kafka catches up",
-                            self.queue_size)
+                log.warning("event queue full (%d events or %d bytes): dropping gateway events until Kafka "
+                            "catches up", self.queue_size, self.queue_bytes)
             return False
         except KafkaException as exc:                # refused outright (e.g. larger than the broker takes)
             self._dropped += 1
@@ -108,11 +116,14 @@ class KafkaPublisher:
             log.warning("gateway event %s not publishable: %s", event.request_id, exc)
             return False
         self._produced += 1
+        self._produced_bytes += len(value)
         self._dropping = False
         return True
 
     def health(self) -> dict[str, Any]:
+        """Events (and bytes of their values) waiting in the queue, its bounds, the counts and Kafka's state."""
         return {"queue_depth": self._produced - self._published - self._failed, "queue_size": self.queue_size,
+                "queue_bytes": self._produced_bytes - self._settled_bytes, "queue_size_bytes": self.queue_bytes,
                 "published": self._published, "dropped": self._dropped, "failed": self._failed,
                 "kafka_connected": self._connected, "last_error": self._last_error}
 
@@ -145,7 +156,8 @@ class KafkaPublisher:
         while not self._stopping.is_set():
             self._producer.poll(0.2)
 
-    def _delivered(self, err: KafkaError | None, _msg: Any) -> None:
+    def _delivered(self, err: KafkaError | None, msg: Any) -> None:
+        self._settled_bytes += len(msg)
         if err is not None:
             self._failed += 1
             self._down(err.str())
@@ -171,5 +183,5 @@ class KafkaPublisher:
         self._last_error = reason
         if not self._warned_down:                   # once per outage, not on every retry
             self._warned_down = True
-            log.warning("kafka unavailable, gateway events wait in the producer's queue of %d "
-                        "(dropped when it is full): %s", self.queue_size, reason)
+            log.warning("kafka unavailable, gateway events wait in the producer's queue of %d events "
+                        "and %d bytes (dropped when it is full): %s", self.queue_size, self.queue_bytes, reason)

@@ -140,6 +140,40 @@ def test_secret_query_values_are_redacted_names_kept(make_gateway):
         assert f'"{secret}"' not in wire and f"={secret}" not in wire, secret
 
 
+def test_long_header_query_and_search_values_are_cut_with_a_marker(make_gateway):
+    """One request cannot make a huge event: each header value, the query string and the search term
+    keep at most RTDASH_GATEWAY_EVENT_MAX_CHARS characters, and say they were cut."""
+    gw = make_gateway(gateway_event_max_chars=100)
+    long_ua = "Mozilla/5.0 " + "u" * 5000
+    query = "q=" + "pan" * 2000 + "&token=t1&page=" + "9" * 300 + "&after=the+cut"
+    resp, _ = gw.request("GET", f"/search?{query}", headers={
+        "User-Agent": long_ua, "X-Big": "b" * 20000, "X-Small": "fine",
+        "Referer": "http://shop.example/?" + "r" * 3000, "Cookie": "c" * 5000})
+    assert resp.status == 200
+    event = gw.events()[0]
+    cut = "…[truncated]"
+    assert event.headers["X-Big"] == "b" * 100 + cut and event.headers["X-Small"] == "fine"
+    assert event.user_agent == event.headers["User-Agent"] == long_ua[:100] + cut
+    assert event.referrer == event.headers["Referer"] == ("http://shop.example/?" + "r" * 3000)[:100] + cut
+    assert event.headers["Cookie"] == "[redacted]"
+    # The query string is kept up to 100 characters: its first parameter, cut, and nothing after it.
+    assert event.query == {"q": ["pan" * 32 + "pa" + cut]}
+    assert event.search_term == ("pan" * 2000)[:100] + cut
+    # The visitor id is the whole User-Agent's: the same as for a request that sent it whole.
+    gw.request("GET", "/status/200", headers={"User-Agent": long_ua})
+    assert gw.events(2)[1].visitor_id == event.visitor_id
+    assert len(to_json(event)) < 2000
+
+
+def test_a_query_cut_among_its_parameters_keeps_the_whole_ones_before(make_gateway):
+    gw = make_gateway(gateway_event_max_chars=40)
+    kept = "a=1&token=secret-value&b="
+    gw.request("GET", "/echo?" + kept + "x" * 100 + "&c=3")
+    event = gw.events()[0]
+    assert event.query == {"a": ["1"], "token": ["[redacted]"], "b": ["x" * (40 - len(kept)) + "…[truncated]"]}
+    assert "secret-value" not in to_json(event).decode()
+
+
 def test_secret_query_names():
     secret = ["token", "access_token", "refreshToken", "apiKey", "api-key", "APIKEY", "AWSAccessKeyId", "key",
               "password", "passwd", "new_pwd", "secret", "client_secret", "signature", "X-Amz-Signature", "sig",

@@ -12,9 +12,11 @@ from datetime import datetime, timezone
 
 import pytest
 from kafka import KafkaConsumer
+from tornado.httputil import HTTPHeaders
 
+from producers.gateway.events import EventBuilder, Exchange, TrustedProxies, VisitorIds
 from producers.gateway.publisher import KafkaPublisher
-from rtdash.contracts import GatewayRequest, from_json
+from rtdash.contracts import GatewayRequest, from_json, to_json
 from rtdash.kafka_admin import ensure_topics
 from stack.testing import free_port
 from waiting import eventually
@@ -144,6 +146,67 @@ def test_broker_outage_keeps_serving_counts_drops_and_recovers(stack_settings, g
         publisher.stop()
 
 
+def large_events(count: int) -> list[GatewayRequest]:
+    """Events of requests with many large headers, as the gateway builds them (each value cut to 1024)."""
+    builder = EventBuilder(visitors=VisitorIds(b"secret", timezone.utc), trusted=TrustedProxies([]))
+    headers = HTTPHeaders({f"X-Large-{n}": chr(ord("a") + n) * 20_000 for n in range(16)})
+    headers["User-Agent"] = "Mozilla/5.0 " + "u" * 20_000
+    return [builder.build(Exchange(
+        request_id=f"large-{i}-{uuid.uuid4().hex[:8]}", started_at=datetime.now(timezone.utc), method="GET",
+        path="/search", query="q=" + "pan" * 5000, route="shop", status=200, request_bytes=0,
+        response_bytes=10, total_ms=1.0, peer_ip="203.0.113.7", request_headers=headers))
+        for i in range(count)]
+
+
+@pytest.mark.integration
+def test_large_events_in_an_outage_stay_within_the_byte_bound_and_are_delivered_when_kafka_is_back(
+        stack_settings, gateway_topic, kafka):
+    """A Kafka outage with large events takes no more memory than RTDASH_GATEWAY_QUEUE_BYTES: the
+    producer's queue (librdkafka's own figures) stays within it, the excess is dropped and counted,
+    and what was queued is delivered once the broker is back."""
+    bound = 256 * 1024
+    reports: list[dict] = []
+    publisher = make_publisher(stack_settings, queue_size=10_000, queue_bytes=bound,
+                               producer_options={"statistics.interval.ms": 100,
+                                                 "stats_cb": lambda doc: reports.append(json.loads(doc))})
+    try:
+        events = large_events(200)
+        size = len(to_json(events[0]))
+        assert 16 * 1024 < size < 40 * 1024                      # cut to 1024 per value, not 20,000
+        assert publisher.publish(events[0])
+        eventually(lambda: publisher.health()["published"] == 1, what="the first event published")
+        kafka.stop()
+        try:
+            eventually(lambda: publisher.health()["kafka_connected"] is False, what="kafka_connected false")
+            taken = [publisher.publish(e) for e in events[1:]]
+            accepted = {e.request_id for e, ok in zip(events[1:], taken) if ok}
+            queued = sum(len(to_json(e)) for e, ok in zip(events[1:], taken) if ok)
+            health = publisher.health()
+            # As many as fit in the bound (librdkafka counts the values), then every further one is
+            # dropped and counted.
+            assert False in taken, "every event was queued: the queue has no byte bound"
+            first_dropped = taken.index(False)
+            assert taken == [True] * first_dropped + [False] * (199 - first_dropped)
+            assert queued <= bound < queued + len(to_json(events[1 + first_dropped])), (queued, size)
+            assert health["queue_depth"] == len(accepted) and health["dropped"] == 199 - len(accepted)
+            assert health["queue_bytes"] == queued
+            # librdkafka's own figures, from a report made after the last publish.
+            seen = len(reports)
+            report = eventually(lambda: len(reports) > seen + 1 and reports[-1], what="a producer report")
+            assert (report["msg_cnt"], report["msg_size"], report["msg_size_max"]) == (len(accepted), queued, bound)
+        finally:
+            kafka.start()
+            kafka.wait_healthy()
+        found = consume(stack_settings, accepted, timeout=90)
+        assert set(found) == accepted
+        eventually(lambda: (h := publisher.health())["queue_depth"] == 0 and h["queue_bytes"] == 0,
+                   timeout=60, what="the queue empty")
+        assert publisher.health()["published"] == 1 + len(accepted)
+        assert publisher.health()["dropped"] == 199 - len(accepted)
+    finally:
+        publisher.stop()
+
+
 def test_kafka_down_publish_never_waits_and_stop_is_bounded(caplog):
     """No broker at all: the first events queue, the rest are dropped, and stopping does not wait for Kafka."""
     caplog.set_level(logging.INFO, logger="rtdash.gateway.publisher")
@@ -160,7 +223,8 @@ def test_kafka_down_publish_never_waits_and_stop_is_bounded(caplog):
             assert time.perf_counter() - t0 < 0.05
         assert calls == [True] * 5 + [False] * 45
         eventually(lambda: publisher.health()["last_error"], what="the outage noticed")
-        assert publisher.health() == {"queue_depth": 5, "queue_size": 5, "published": 0, "dropped": 45,
+        assert publisher.health() == {"queue_depth": 5, "queue_size": 5, "queue_bytes": 5 * len(to_json(event)),
+                                      "queue_size_bytes": 64 << 20, "published": 0, "dropped": 45,
                                       "failed": 0, "kafka_connected": False,
                                       "last_error": publisher.health()["last_error"]}
     finally:
@@ -169,7 +233,8 @@ def test_kafka_down_publish_never_waits_and_stop_is_bounded(caplog):
         assert time.monotonic() - t0 < 2
     said = [r.getMessage() for r in caplog.records if r.name == "rtdash.gateway.publisher"]
     assert sorted(m.split(",")[0].split(":")[0] for m in said) == [
-        "5 gateway events left unpublished at stop", "event queue full (5)", "kafka unavailable"], said
+        "5 gateway events left unpublished at stop", "event queue full (5 events or 67108864 bytes)",
+        "kafka unavailable"], said
 
 
 def test_topic_preparation_is_tried_again_until_it_succeeds_or_the_publisher_stops(caplog):
@@ -194,8 +259,8 @@ def test_topic_preparation_is_tried_again_until_it_succeeds_or_the_publisher_sto
         publisher.stop(timeout=2)
     assert len(attempts) == 3 and attempts[2] - attempts[0] >= 0.25    # pauses of 0.1 and 0.2 s between
     # (With no broker at all, librdkafka then reports the outage, which is logged as the next one.)
-    assert said()[:2] == ["kafka unavailable, gateway events wait in the producer's queue of 5 (dropped when "
-                          "it is full): ConnectionError: no broker yet",
+    assert said()[:2] == ["kafka unavailable, gateway events wait in the producer's queue of 5 events and "
+                          "67108864 bytes (dropped when it is full): ConnectionError: no broker yet",
                           "kafka back: publishing gateway events to gateway"]
 
     never = KafkaPublisher(bootstrap_servers=f"127.0.0.1:{free_port()}", topic="gateway", queue_size=5,
