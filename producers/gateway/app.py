@@ -1,7 +1,7 @@
 """The gateway's application: the route table, what every request shares, and its own health endpoint.
 
-``GET /_gateway/healthz`` reports the routes and the publisher's queue depth,
-published / dropped counts and Kafka state; it is the gateway's own path so
+``GET /_gateway/healthz`` reports the routes (names and prefixes) and the publisher's
+queue depth and bytes, published / dropped counts and Kafka state; it is the gateway's own path so
 that ``/healthz`` stays the upstreams'. Every other path goes to `ProxyHandler`.
 """
 from __future__ import annotations
@@ -65,8 +65,9 @@ class HealthHandler(tornado.web.RequestHandler):
         self.set_header("Cache-Control", "no-store")
         self.finish({"status": "ok", "service": "gateway",
                      "uptime_s": round(time.time() - self.gw.started, 1),
-                     "routes": [{"name": r.name, "prefix": r.prefix, "upstream": r.upstream.url}
-                                for r in self.gw.routes],
+                     # Names and prefixes only: like the error replies, nothing here tells a client
+                     # where the upstreams are (the gateway logs them when it starts).
+                     "routes": [{"name": r.name, "prefix": r.prefix} for r in self.gw.routes],
                      "publisher": self.gw.publisher.health()})
 
 

@@ -11,7 +11,9 @@ are added. Request and response bodies stream through in both directions; the
 upstream's status, headers and body reach the client as they were sent (no
 decompression, no redirect following). When the upstream is down the client
 gets 502, when it stays silent for settings.gateway_upstream_timeout_seconds
-504, and with no matching route 404, each with a JSON body saying why.
+504, and with no matching route 404, each with a JSON body saying why in words
+and which route failed; the upstream's address (and what its socket said) is
+only in the gateway's log line, never in a reply.
 
 After the response has gone out, `on_finish` describes the exchange and the
 shared `EventBuilder` turns it into one GatewayRequest, handed to the
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
@@ -42,6 +45,21 @@ HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-connection", "te", "t
 IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "PUT", "DELETE"))
 BODY_CAPTURE_BYTES = 256 * 1024
 DEFAULT_MAX_BODY_BYTES = 1 << 30
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def body_length(headers: httputil.HTTPHeaders) -> int | None:
+    """The request's Content-Length read as tornado reads it (equal repeats are one); None without one.
+
+    ValueError for a value tornado refuses (it does so as it reads the body, after `prepare`).
+    """
+    value = headers.get("Content-Length")
+    if value is None:
+        return None
+    pieces = re.split(r",[ \t]*", value)
+    if any(piece != pieces[0] for piece in pieces) or not _DIGITS.fullmatch(pieces[0]):
+        raise ValueError(f"bad Content-Length {value!r}")
+    return int(pieces[0])
 
 
 def hop_by_hop(headers: httputil.HTTPHeaders) -> set[str]:
@@ -63,6 +81,7 @@ class ProxyHandler(tornado.web.RequestHandler):
         self.call: UpstreamCall | None = None
         self.request_id = ""
         self.request_bytes = 0
+        self.body_length: int | None = None
         self.response_bytes = 0
         self.capture: bytearray | None = None
         self.capture_overflow = False
@@ -78,6 +97,11 @@ class ProxyHandler(tornado.web.RequestHandler):
         self.request.connection.stream.set_nodelay(True)   # relay each piece as soon as it is written
         self.request_id = request_id_from(self.request.headers)
         self.route = self.gw.match(self.request.path)
+        try:
+            self.body_length = body_length(self.request.headers)
+        except ValueError:
+            self.route = None               # tornado answers 400 (one log line) as it reads the body
+            return
         if self.route is None:
             return                          # 404 once the body (if any) has been read
         if self.gw.builder.needs_body(self.route.name, self.request.path):
@@ -85,13 +109,13 @@ class ProxyHandler(tornado.web.RequestHandler):
         try:
             await self._start_call(retry=False)
         except UpstreamError as exc:
-            self._reply_error(exc.status, exc.message)
+            self._upstream_failed(exc)
 
     async def _start_call(self, *, retry: bool) -> None:
         req = self.request
         headers = self._upstream_headers()
         chunked = "chunked" in req.headers.get("Transfer-Encoding", "").lower()
-        has_body = chunked or int(req.headers.get("Content-Length", "0") or 0) > 0
+        has_body = chunked or (self.body_length or 0) > 0
         self_chunked = chunked and req.method not in ("POST", "PUT", "PATCH")
         if self_chunked:
             headers["Transfer-Encoding"] = "chunked"
@@ -118,8 +142,9 @@ class ProxyHandler(tornado.web.RequestHandler):
         out["X-Request-Id"] = self.request_id
         if "Host" not in out:
             out["Host"] = self.route.upstream.netloc
-        if "Content-Length" not in out and "Transfer-Encoding" not in req.headers \
-                and req.method in ("POST", "PUT", "PATCH"):
+        if self.body_length is not None:
+            out["Content-Length"] = str(self.body_length)   # "5, 5" (a repeat) as one value
+        elif "Transfer-Encoding" not in req.headers and req.method in ("POST", "PUT", "PATCH"):
             out["Content-Length"] = "0"     # no body at all: say so instead of chunking nothing
         return out
 
@@ -161,12 +186,12 @@ class ProxyHandler(tornado.web.RequestHandler):
         if self.client_gone:
             self.broken = "client closed the connection"
         elif not self._headers_written:
-            log.warning("%s %s via %s: %d %s", self.request.method, self.request.path, self.route.name,
-                        exc.status, exc.message)
+            log.warning("%s %s via %s: %d %s (%s)", self.request.method, self.request.path, self.route.name,
+                        exc.status, exc.message, exc.detail)
             return self._reply_error(exc.status, exc.message)
         else:
-            log.warning("%s %s via %s: response broken off: %s", self.request.method, self.request.path,
-                        self.route.name, exc.message)
+            log.warning("%s %s via %s: response broken off: %s (%s)", self.request.method, self.request.path,
+                        self.route.name, exc.message, exc.detail)
             self.broken = exc.message
         # Part of the response is out: the only honest signal left is to close the connection.
         self.request.connection.stream.close()
@@ -181,7 +206,6 @@ class ProxyHandler(tornado.web.RequestHandler):
         body: dict = {"error": message, "status": status, "request_id": self.request_id}
         if self.route is not None:
             body["route"] = self.route.name
-            body["upstream"] = self.route.upstream.url
         payload = json.dumps(body).encode()
         self.response_bytes = len(payload)
         self.finish(payload)

@@ -32,12 +32,17 @@ from tornado.tcpclient import TCPClient
 
 
 class UpstreamError(Exception):
-    """The upstream could not answer; `status` is what the gateway replies (502 or 504)."""
+    """The upstream could not answer; `status` is what the gateway replies (502 or 504).
 
-    def __init__(self, status: int, message: str, *, retryable: bool = False):
+    `message` says why in words and goes to the client, so it never names the upstream's
+    address; `detail` (the upstream's URL, what the socket or parser said) is for the log.
+    """
+
+    def __init__(self, status: int, message: str, *, detail: str = "", retryable: bool = False):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.detail = detail
         self.retryable = retryable     # nothing was received on a reused connection
 
 
@@ -95,10 +100,13 @@ class UpstreamPool:
                                              max_buffer_size=self.params.chunk_size * 4 + (1 << 20),
                                              timeout=self.connect_timeout)
         except TimeoutError:
-            raise UpstreamError(504, f"no connection to {upstream.url} within {self.connect_timeout:g}s") from None
+            raise UpstreamError(504, f"no connection to the upstream within {self.connect_timeout:g}s",
+                                detail=upstream.url) from None
         except (OSError, StreamClosedError) as exc:
-            raise UpstreamError(502, f"{upstream.url} is unavailable: {exc.strerror or exc}"
-                                if isinstance(exc, OSError) else f"{upstream.url} closed the connection") from None
+            cause = exc.real_error if isinstance(exc, StreamClosedError) and exc.real_error else exc
+            why = cause.strerror if isinstance(cause, OSError) and cause.strerror else "the connection failed"
+            raise UpstreamError(502, f"the upstream is unavailable ({why.lower()})",
+                                detail=f"{upstream.url}: {cause}") from None
         stream.set_nodelay(True)
         return stream, False
 
@@ -195,9 +203,10 @@ class UpstreamCall(httputil.HTTPMessageDelegate):
             raise self._error
         if not self._complete:
             if self.head is None:
-                raise UpstreamError(502, f"{self.upstream.url} closed the connection without a response",
-                                    retryable=self._reused)
-            raise UpstreamError(502, f"{self.upstream.url} closed the connection in the middle of the response")
+                raise UpstreamError(502, "the upstream closed the connection without a response",
+                                    detail=self.upstream.url, retryable=self._reused)
+            raise UpstreamError(502, "the upstream closed the connection in the middle of the response",
+                                detail=self.upstream.url)
         if self._reusable():
             self.pool.release(self.upstream, self._stream)
         elif self._stream is not None:
@@ -220,13 +229,15 @@ class UpstreamCall(httputil.HTTPMessageDelegate):
                 self._error_from(exc)
         except Exception as exc:  # noqa: BLE001 - a sink failure (client gone): the call is over
             if self._error is None:
-                self._error = UpstreamError(502, f"response relay failed: {type(exc).__name__}: {exc}")
+                self._error = UpstreamError(502, "relaying the response failed",
+                                            detail=f"{self.upstream.url}: {type(exc).__name__}: {exc}")
             if self._stream is not None:
                 self._stream.close()
 
     def _error_from(self, exc: Exception) -> None:
         if isinstance(exc, httputil.HTTPInputError):
-            self._error = UpstreamError(502, f"{self.upstream.url} sent a malformed response: {exc}")
+            self._error = UpstreamError(502, "the upstream sent a malformed response",
+                                        detail=f"{self.upstream.url}: {exc}")
 
     def headers_received(self, start_line, headers):
         if start_line.code < 200:          # 1xx: the final head follows
@@ -291,6 +302,6 @@ class UpstreamCall(httputil.HTTPMessageDelegate):
             self._arm()                    # there was progress: wait for the rest of the silence
             return
         what = "did not answer" if self.head is None else "stopped sending its response"
-        self._error = UpstreamError(504, f"{self.upstream.url} {what} within {self.timeout:g}s")
+        self._error = UpstreamError(504, f"the upstream {what} within {self.timeout:g}s", detail=self.upstream.url)
         if self._stream is not None:
             self._stream.close()
