@@ -80,6 +80,13 @@ def test_services_reach_each_other_by_compose_name(compose, defaults):
     shop = services["shop"]
     assert command_option(shop, "--provider-url") == f"http://payment-provider:{defaults.payment_provider_port}"
     assert command_option(shop, "--notify-url") == f"http://gateway:{defaults.gateway_port}{NOTIFY_PATH}"
+    # Checkout places each order in the order service's internal API, inside the compose network only.
+    internal = defaults.order_service_internal_port
+    assert services["order-service"]["environment"]["RTDASH_ORDER_SERVICE_INTERNAL_HOST"] == "0.0.0.0"
+    assert not any(str(internal) in port for port in services["order-service"]["ports"])
+    for name in ("shop", "payment-provider"):
+        assert services[name]["environment"]["RTDASH_ORDER_SERVICE_INTERNAL_URL"] == \
+            f"http://order-service:{internal}"
     notifier = services["notifier"]
     assert command_option(notifier, "--sms-gateway-url") == f"http://sms-gateway:{defaults.sms_gateway_port}"
     assert notifier["depends_on"] == {"kafka-init": {"condition": "service_completed_successfully"},
