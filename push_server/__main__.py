@@ -12,7 +12,7 @@ import asyncio
 import logging
 
 from rtdash.logs import setup_logging
-from rtdash.service import until_stopped
+from rtdash.service import listen, until_stopped
 from rtdash.settings import Settings
 
 from .app import make_app
@@ -29,7 +29,7 @@ async def main(settings: Settings | None = None, stop: asyncio.Event | None = No
     hub = Hub()
     broker = RedisBroker(hub, settings.redis, settings.redis_prefix)
     app = make_app(settings, hub, broker)
-    server = app.listen(settings.push_port, address=settings.bind_host)
+    server = listen(app, settings, settings.push_port)
     await broker.start()
     log.info("push server on http://%s:%d/ (WebSocket /ws, origins %s, redis %s)", settings.bind_host,
              settings.push_port, ", ".join(settings.origins), settings.redis)

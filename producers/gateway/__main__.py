@@ -4,7 +4,8 @@ Listens on RTDASH_BIND_HOST:RTDASH_GATEWAY_PORT (8000) and proxies by the
 route table RTDASH_GATEWAY_ROUTES (default: /order_center/ to the order
 service, everything else to the demo shop). Events go to the Kafka topic
 RTDASH_GATEWAY_TOPIC (created when missing) through a librdkafka producer whose
-queue holds RTDASH_GATEWAY_QUEUE_SIZE events. Health: GET /_gateway/healthz.
+queue holds RTDASH_GATEWAY_QUEUE_SIZE events and RTDASH_GATEWAY_QUEUE_BYTES bytes.
+Health: GET /_gateway/healthz.
 Stops cleanly on SIGTERM/SIGINT: stop accepting, finish open requests, publish
 what is queued (if Kafka takes it within a few seconds).
 """
@@ -15,7 +16,7 @@ import logging
 import sys
 
 from rtdash.logs import setup_logging
-from rtdash.service import until_stopped
+from rtdash.service import listen, until_stopped
 from rtdash.settings import Settings
 from rtdash.kafka_admin import ensure_topics
 
@@ -29,12 +30,12 @@ log = logging.getLogger("rtdash.gateway")
 async def main(settings: Settings | None = None) -> None:
     settings = settings or Settings()
     publisher = KafkaPublisher(bootstrap_servers=settings.kafka_servers, topic=settings.gateway_topic,
-                               queue_size=settings.gateway_queue_size,
+                               queue_size=settings.gateway_queue_size, queue_bytes=settings.gateway_queue_bytes,
                                prepare=lambda: ensure_topics(settings, [settings.gateway_topic]))
     publisher.start()
     app = make_app(settings, publisher=publisher)
-    server = app.listen(settings.gateway_port, address=settings.bind_host, xheaders=False,
-                        max_body_size=DEFAULT_MAX_BODY_BYTES, decompress_request=False)
+    server = listen(app, settings, settings.gateway_port, xheaders=False, max_body_size=DEFAULT_MAX_BODY_BYTES,
+                    decompress_request=False)
     for route in app.gateway.routes:
         log.info("route %s: %s -> %s", route.name, route.prefix, route.upstream.url)
     log.info("gateway listening on http://%s:%d (health %s, topic %s)", settings.bind_host,

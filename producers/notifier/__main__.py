@@ -23,7 +23,7 @@ import re
 from kafka import KafkaConsumer
 
 from rtdash.logs import setup_logging
-from rtdash.service import until_stopped
+from rtdash.service import listen, until_stopped
 from rtdash.settings import Settings
 
 from .app import make_app
@@ -73,8 +73,7 @@ async def main(settings: Settings | None = None, args: argparse.Namespace | None
     sender = ConfirmationSender(lambda: kafka_consumer(settings, args),
                                 SmsClient(gateway_url).send, topic=settings.orders_topic, to=args.to,
                                 max_records=args.max_records, on_exit=consumer_ended)
-    server = make_app(settings, sender=sender, group=args.group).listen(
-        settings.notifier_health_port, address=settings.bind_host)
+    server = listen(make_app(settings, sender=sender, group=args.group), settings, settings.notifier_health_port)
     sender.start()
     log.info("notifier reading %s as group %s from %s, sending to %s (health http://%s:%d/healthz)",
              settings.orders_topic, args.group, settings.kafka_servers, gateway_url, settings.bind_host,

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from rtdash.database import make_engine
 from rtdash.logs import setup_logging
 from rtdash.payments import default_notify_url
-from rtdash.service import until_stopped
+from rtdash.service import listen, until_stopped
 from rtdash.settings import Settings
 
 from .app import ensure_cookie_secret, make_app
@@ -60,8 +60,7 @@ async def main(settings: Settings | None = None, args: argparse.Namespace | None
     orders = OrderServiceClient(settings.order_service_internal)
     app = make_app(settings, store=store, db=db, payments=payments, orders=orders,
                    cookie_secret=ensure_cookie_secret(settings.keys_dir))
-    server = app.listen(settings.shop_port, address=settings.bind_host, max_body_size=64 * 1024,
-                        xheaders=False)
+    server = listen(app, settings, settings.shop_port, max_body_size=64 * 1024, xheaders=False)
     log.info("shop listening on http://%s:%d (database %s, orders %s, payments %s, notify %s)", settings.bind_host,
              settings.shop_port, engine.url.render_as_string(hide_password=True), orders.orders_url,
              payments.pay_url, payments.notify_url)

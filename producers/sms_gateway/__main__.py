@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 from rtdash.logs import setup_logging
-from rtdash.service import until_stopped
+from rtdash.service import listen, until_stopped
 from rtdash.settings import Settings
 
 from .app import MAX_MESSAGES, MessageLog, make_app
@@ -36,8 +36,8 @@ async def main(settings: Settings | None = None, args: argparse.Namespace | None
     args = args or parse_args([])
     journal = settings.home / "sms_gateway" / "messages.jsonl" if args.journal is None else args.journal
     messages = MessageLog(Path(journal) if journal else None, max_messages=args.max_messages)
-    server = make_app(settings, messages=messages).listen(
-        settings.sms_gateway_port, address=settings.bind_host, max_body_size=64 * 1024)
+    server = listen(make_app(settings, messages=messages), settings, settings.sms_gateway_port,
+                    max_body_size=64 * 1024)
     log.info("sms gateway listening on http://%s:%d (journal %s)", settings.bind_host, settings.sms_gateway_port,
              journal or "off")
     await until_stopped()
