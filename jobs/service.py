@@ -11,8 +11,11 @@ starts one streaming query. What makes such queries a service lives here, once:
   after pauses doubling to a cap (rtdash.retry), so one query's failure
   (Redis down, a broker outage) leaves the others running;
 * `GET /healthz` on RTDASH_BIND_HOST:RTDASH_JOBS_HEALTH_PORT answers 200 when
-  every query is active (503 otherwise), with one entry per query: status,
-  restarts, last error, and its last micro-batch (id, input rows, duration).
+  every query is active and none is stalled (503 otherwise, with the reason),
+  with one entry per query: status, restarts, last error, its last micro-batch
+  (id, input rows, duration), and how long input has waited for it. A query is
+  stalled when input has waited longer than RTDASH_JOBS_STALL_SECONDS with no
+  micro-batch completed (jobs/stall.py): Spark itself reports nothing wrong then.
 
 `python -m jobs` runs all of the queries in one application (the local stack
 does this: on a small machine a second driver JVM would take the cores the
@@ -28,12 +31,13 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
+from jobs.stall import StallWatch
 from rtdash.retry import retrying
 from rtdash.settings import Settings
 
@@ -46,6 +50,8 @@ BACKOFF_MAX_S = 30.0
 BACKOFF_RESET_AFTER_S = 60.0
 # How often a supervisor looks at its query.
 WATCH_S = 0.5
+# How often it reads the query's progress and status for the stall watch.
+LOOK_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -66,17 +72,30 @@ class QueryState:
     query: StreamingQuery | None = None
     restarts: int = 0
     last_error: str | None = None
+    stall: StallWatch = field(default_factory=StallWatch)
 
-    def health(self) -> dict:
+    def look(self, now: float) -> tuple[bool, dict | None, dict | None]:
+        """Read the query's progress and status once, note them in the stall watch; (active, progress, status)."""
         query = self.query
         active = query is not None and query.isActive
         progress = query.lastProgress if query is not None else None
-        report = {"active": active, "query": query.name if query is not None else None,
-                  "query_status": query.status["message"] if active else None,
+        status = query.status if active else None
+        self.stall.look(progress, status, now)
+        return active, progress, status
+
+    def health(self, now: float | None = None, stall_s: float = float("inf")) -> dict:
+        """The query's entry in /healthz at `now` (monotonic seconds); stalled once input waited over `stall_s`."""
+        now = time.monotonic() if now is None else now
+        active, progress, status = self.look(now)
+        waited = self.stall.waiting_for(now) if active else None
+        report = {"active": active, "query": self.query.name if self.query is not None else None,
+                  "query_status": status["message"] if status else None,
                   "restarts": self.restarts, "last_error": self.last_error,
                   "last_batch": progress["batchId"] if progress else None,
                   "last_input_rows": progress["numInputRows"] if progress else None,
-                  "last_batch_ms": progress["durationMs"].get("triggerExecution") if progress else None}
+                  "last_batch_ms": progress["durationMs"].get("triggerExecution") if progress else None,
+                  "input_waiting_s": round(waited, 1) if waited is not None else None,
+                  "stalled": waited is not None and waited > stall_s}
         return report
 
 
@@ -87,12 +106,14 @@ class QueryFailed(Exception):
 class JobRunner:
     """Starts each query under its own supervisor thread; `stop()` ends them all."""
 
-    def __init__(self, spark: SparkSession, settings: Settings, specs: list[QuerySpec]):
+    def __init__(self, spark: SparkSession, settings: Settings, specs: list[QuerySpec], *,
+                 clock: Callable[[], float] = time.monotonic):
         if len({spec.name for spec in specs}) != len(specs):
             raise ValueError("query names must be unique")
         self.spark = spark
         self.settings = settings
         self.specs = specs
+        self.clock = clock
         self.states = {spec.name: QueryState(spec.name) for spec in specs}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -109,16 +130,24 @@ class JobRunner:
             thread.join()
 
     def health(self) -> dict:
-        queries = {name: state.health() for name, state in self.states.items()}
+        """Every query's report; healthy when all are active and none is stalled (else a reason says why)."""
+        now, limit = self.clock(), self.settings.jobs_stall_seconds
+        queries = {name: state.health(now, limit) for name, state in self.states.items()}
         for spec in self.specs:
             if spec.figures is not None:
                 try:
                     queries[spec.name].update(spec.figures(self.settings))
                 except Exception as exc:  # noqa: BLE001 - e.g. Redis down: the health says so, not a 500
                     queries[spec.name]["figures_error"] = str(exc)
-        healthy = all(q["active"] for q in queries.values())
-        return {"status": "ok" if healthy else "starting", "service": "spark_jobs", "active": healthy,
-                "queries": queries}
+        active = all(q["active"] for q in queries.values())
+        stalled = [name for name, q in queries.items() if q["stalled"]]
+        health = {"status": "stalled" if stalled else "ok" if active else "starting", "service": "spark_jobs",
+                  "active": active, "healthy": active and not stalled, "queries": queries}
+        if stalled:
+            health["reason"] = "; ".join(
+                f"query {name}: input has waited {queries[name]['input_waiting_s']:.0f}s with no micro-batch "
+                f"completed (limit {limit:g}s; Spark says: {queries[name]['query_status']})" for name in stalled)
+        return health
 
     def _supervise(self, spec: QuerySpec) -> None:
         """Run one query until stopped; restart it from its checkpoint when it fails or cannot start.
@@ -155,7 +184,11 @@ class JobRunner:
             state.last_error = f"cannot start: {exc}"
         else:
             log.info("query %s started", state.query.name)
+            next_look = 0.0
             while not self._stop.is_set() and state.query.isActive:
+                if time.monotonic() >= next_look:
+                    state.look(self.clock())  # for the stall watch, between health requests too
+                    next_look = time.monotonic() + LOOK_S
                 self._stop.wait(WATCH_S)  # supervision only; the data path is Spark's own
             if self._stop.is_set():
                 _stop_query(state.query)
@@ -180,13 +213,13 @@ def _stop_query(query: StreamingQuery) -> None:
 
 
 def serve_health(runner: JobRunner, host: str, port: int) -> ThreadingHTTPServer:
-    """`GET /healthz` in a thread of its own: 200 when every query is active, else 503."""
+    """`GET /healthz` in a thread of its own: 200 when every query is active and none stalled, else 503."""
 
     class Health(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             health = runner.health()
             body = json.dumps(health).encode()
-            self.send_response(404 if self.path != "/healthz" else 200 if health["active"] else 503)
+            self.send_response(404 if self.path != "/healthz" else 200 if health["healthy"] else 503)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

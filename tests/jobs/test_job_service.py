@@ -93,6 +93,9 @@ class FailingQuery:
     def isActive(self) -> bool:  # noqa: N802 - StreamingQuery's naming
         return time.monotonic() < self.until
 
+    lastProgress = None  # noqa: N815 - StreamingQuery's naming
+    status = {"message": "Waiting for data to arrive", "isDataAvailable": False, "isTriggerActive": False}
+
     def exception(self):
         return RuntimeError("broker gone\nat org.apache.kafka...")
 
@@ -158,3 +161,135 @@ def test_stopping_the_runner_ends_a_restart_pause(monkeypatch, job_settings):
     began = time.monotonic()
     runner.stop()
     assert time.monotonic() - began < 5 and len(starts) == 1
+
+
+# --- stalled queries: input waits and no micro-batch completes (a fake query and clock, no Spark) ---
+
+class ReportingQuery:
+    """An active query whose last progress and status the test sets, in Spark's shapes (offsets as JSON text)."""
+
+    name = "fake_orders"
+    isActive = True  # noqa: N815 - StreamingQuery's naming
+
+    def __init__(self):
+        self.lastProgress = None  # noqa: N815
+        self.status = IDLE
+
+    def exception(self):
+        return None
+
+    def stop(self) -> None:
+        pass
+
+    def batch(self, batch_id: int, end: int, latest: int) -> None:
+        """Micro-batch `batch_id` completed, having read to offset `end` of the topic's newest `latest`."""
+        self.lastProgress = {
+            "runId": "run-1", "batchId": batch_id, "timestamp": f"2026-11-30T12:00:{batch_id:02d}.000Z",
+            "numInputRows": 10, "durationMs": {"triggerExecution": 40},
+            "sources": [{"description": "KafkaV2[Subscribe[orders]]", "startOffset": json.dumps({"orders": {"0": 0}}),
+                         "endOffset": json.dumps({"orders": {"0": end}}),
+                         "latestOffset": json.dumps({"orders": {"0": latest}})}]}
+
+
+IDLE = {"message": "Waiting for data to arrive", "isDataAvailable": False, "isTriggerActive": False}
+PROCESSING = {"message": "Processing new data", "isDataAvailable": True, "isTriggerActive": True}
+
+
+@pytest.fixture
+def watched(tmp_path):
+    """A runner of one fake query with a clock the test moves; the stall limit is 120 s."""
+    from rtdash.settings import Settings
+
+    now = [1000.0]
+    query = ReportingQuery()
+    runner = JobRunner(NO_SPARK, Settings(_env_file=None, home=tmp_path, jobs_stall_seconds=120),
+                       [QuerySpec("orders", lambda *_: query)], clock=lambda: now[0])
+    runner.states["orders"].query = query
+
+    def at(seconds: float) -> dict:
+        now[0] = 1000.0 + seconds
+        return runner.health()
+    return SimpleNamespace(runner=runner, query=query, at=at)
+
+
+def test_a_micro_batch_that_never_completes_is_reported_stalled_after_the_limit(watched):
+    watched.query.batch(1, end=10, latest=10)
+    watched.query.status = PROCESSING  # batch 2 has started with new data, and hangs
+    assert watched.at(0)["healthy"] is True
+    before = watched.at(119)
+    assert (before["healthy"], before["queries"]["orders"]["input_waiting_s"]) == (True, 119.0)
+    after = watched.at(121)
+    assert (after["healthy"], after["status"], after["active"]) == (False, "stalled", True)
+    assert after["queries"]["orders"]["stalled"] is True
+    assert after["reason"] == ("query orders: input has waited 121s with no micro-batch completed "
+                               "(limit 120s; Spark says: Processing new data)")
+    # it completes at last, with nothing left behind: healthy again
+    watched.query.batch(2, end=25, latest=25)
+    watched.query.status = IDLE
+    recovered = watched.at(122)
+    assert (recovered["healthy"], recovered["queries"]["orders"]["input_waiting_s"]) == (True, None)
+    assert "reason" not in recovered
+
+
+def test_an_idle_query_is_healthy_however_long_since_its_last_batch(watched):
+    watched.query.batch(7, end=42, latest=42)
+    for seconds in (0, 121, 3600, 86_400):
+        health = watched.at(seconds)
+        assert health["healthy"] is True and health["status"] == "ok"
+        assert health["queries"]["orders"]["input_waiting_s"] is None
+
+
+def test_a_backlog_left_behind_counts_while_no_batch_completes_but_steady_batches_are_healthy(watched):
+    """A backlog cut by maxOffsetsPerTrigger: fine while batches keep completing, stalled when they stop."""
+    for n, seconds in enumerate(range(0, 600, 30)):  # a batch every 30 s, each leaving input behind
+        watched.query.batch(n, end=1000 * (n + 1), latest=50_000)
+        assert watched.at(seconds)["healthy"] is True
+    assert watched.at(570 + 120)["healthy"] is True
+    stalled = watched.at(570 + 121)
+    assert stalled["healthy"] is False and stalled["queries"]["orders"]["input_waiting_s"] == 121.0
+
+
+def test_the_health_endpoint_answers_503_with_the_reason_when_a_query_stalls(watched):
+    port = free_port()
+    server = serve_health(watched.runner, "127.0.0.1", port)
+    try:
+        watched.query.batch(1, end=10, latest=10)
+        watched.query.status = PROCESSING
+        watched.at(0)
+        assert health(port)[0] == 200
+        watched.at(200)
+        status, body = health(port)
+        assert status == 503 and body["status"] == "stalled"
+        assert body["reason"].startswith("query orders: input has waited 200s")
+    finally:
+        server.shutdown()
+
+
+def test_offsets_behind_compares_each_partition_and_ignores_what_cannot_be_compared():
+    from jobs.stall import offsets_behind
+
+    assert offsets_behind('{"orders": {"0": 5, "1": 9}}', '{"orders": {"0": 5, "1": 10}}') is True
+    assert offsets_behind('{"orders": {"0": 5, "1": 9}}', '{"orders": {"0": 5, "1": 9}}') is False
+    assert offsets_behind({"orders": {"0": 7}}, {"orders": {"0": 6}}) is False
+    assert offsets_behind(3, 4) is True
+    assert offsets_behind("null", '{"orders": {"0": 5}}') is False
+    assert offsets_behind('{"orders": {"0": 5}}', None) is False
+    assert offsets_behind("not json", "4") is False
+
+
+def test_a_supervised_query_is_looked_at_between_health_requests(short_pauses, job_settings, monkeypatch):
+    """The stall watch starts counting when the supervisor sees input waiting, not at the next request."""
+    monkeypatch.setattr(service, "LOOK_S", 0.01)
+    query = ReportingQuery()
+    query.batch(1, end=10, latest=10)
+    query.status = PROCESSING
+    now = [0.0]
+    runner = JobRunner(NO_SPARK, job_settings, [QuerySpec("orders", lambda *_: query)], clock=lambda: now[0])
+    runner.start()
+    try:
+        eventually(lambda: runner.states["orders"].stall.waiting_for(0.0) is not None, timeout=10,
+                   what="the supervisor's first look")
+        now[0] = 121.0
+        assert runner.health()["queries"]["orders"]["stalled"] is True
+    finally:
+        runner.stop()
