@@ -31,12 +31,10 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from tornado.httpserver import HTTPServer
-
 from rtdash.database import make_engine
 from rtdash.logs import setup_logging
 from rtdash.keys import KeyFileError, load_public_key
-from rtdash.service import until_stopped
+from rtdash.service import listen, until_stopped
 from rtdash.settings import Settings
 
 from .app import make_app
@@ -69,11 +67,11 @@ async def main(settings: Settings | None = None) -> None:
     db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orders-db")
     writer = GroupWriter(store_process.accept)
     app = make_app(settings, writer=writer, store=store, db=db, relay_status=store_process.status)
-    server = HTTPServer(app, max_body_size=max(65536, settings.notify_max_body_bytes), xheaders=False)
-    server.listen(settings.order_service_port, address=settings.bind_host)
-    internal = HTTPServer(make_internal_app(writer=writer, store=store, db=db),
-                          max_body_size=INTERNAL_MAX_BODY_BYTES, xheaders=False)
-    internal.listen(settings.order_service_internal_port, address=settings.order_service_internal_host)
+    server = listen(app, settings, settings.order_service_port,
+                    max_body_size=max(65536, settings.notify_max_body_bytes), xheaders=False)
+    internal = listen(make_internal_app(writer=writer, store=store, db=db), settings,
+                      settings.order_service_internal_port, address=settings.order_service_internal_host,
+                      max_body_size=INTERNAL_MAX_BODY_BYTES, xheaders=False)
     log.info("order service listening on http://%s:%d, internal API on http://%s:%d (database %s, topic %s)",
              settings.bind_host, settings.order_service_port, settings.order_service_internal_host,
              settings.order_service_internal_port, engine.url.render_as_string(hide_password=True),

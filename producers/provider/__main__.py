@@ -18,7 +18,7 @@ import logging
 
 from rtdash.logs import setup_logging
 from rtdash.keys import KeyFileError, load_private_key
-from rtdash.service import until_stopped
+from rtdash.service import listen, until_stopped
 from rtdash.settings import Settings
 
 from .app import make_app
@@ -46,8 +46,8 @@ async def main(settings: Settings | None = None, args: argparse.Namespace | None
     sender = NotifySender(settings, private_key, delay_s=args.notify_delay_ms / 1000,
                         max_attempts=args.max_attempts, backoff_s=args.backoff_s,
                         max_backoff_s=args.max_backoff_s)
-    server = make_app(settings, sender=sender).listen(
-        settings.payment_provider_port, address=settings.bind_host, max_body_size=64 * 1024)
+    server = listen(make_app(settings, sender=sender), settings, settings.payment_provider_port,
+                    max_body_size=64 * 1024)
     log.info("payment provider listening on http://%s:%d (notify delay %.0f ms, %d attempts)",
              settings.bind_host, settings.payment_provider_port, args.notify_delay_ms, args.max_attempts)
     await until_stopped()

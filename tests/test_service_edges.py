@@ -1,7 +1,8 @@
-"""The gateway process at its edge: malformed requests log one line each, and its connection limit holds.
+"""The gateway and the order service at their edge: malformed requests log one line each, and the
+connection limit holds.
 
-Runs the real ``python -m producers.gateway`` (through the stack's own service definition) with
-no Kafka at all: the edge does not need it.
+Runs the real processes (through the stack's own service definitions) with no Kafka at all: the
+edge does not need it.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import socket
 
 import pytest
 
+from rtdash.keys import demo_keys
 from rtdash.settings import Settings
 from stack.services import python_service
 from stack.testing import free_port
@@ -24,14 +26,24 @@ MALFORMED = [
 ]
 
 
-@pytest.fixture
-def gateway(tmp_path):
+@pytest.fixture(params=["gateway", "order_service"])
+def edge(request, tmp_path):
+    """(service, port) of a running gateway or order service that holds at most 3 connections."""
     settings = Settings(_env_file=None, home=tmp_path, gateway_port=free_port(), kafka_port=free_port(),
+                        order_service_port=free_port(), order_service_internal_port=free_port(),
                         gateway_routes=f"shop=/=http://127.0.0.1:{free_port()}", visitor_secret="s",
-                        max_connections=3, log_max_bytes=1 << 20)
-    with python_service(settings, "gateway", "producers.gateway", settings.gateway_port,
-                        health_path="/_gateway/healthz") as service:
-        yield service, settings
+                        max_connections=3)
+    if request.param == "gateway":
+        service = python_service(settings, "gateway", "producers.gateway", settings.gateway_port,
+                                 health_path="/_gateway/healthz")
+        port = settings.gateway_port
+    else:
+        demo_keys(settings)
+        service = python_service(settings, "order_service", "producers.order_service",
+                                 settings.order_service_port)
+        port = settings.order_service_port
+    with service:
+        yield service, port
 
 
 def exchange(port: int, data: bytes) -> bytes:
@@ -43,10 +55,11 @@ def exchange(port: int, data: bytes) -> bytes:
         return reply
 
 
-def test_each_malformed_request_is_answered_400_and_logged_in_one_line(gateway):
-    service, settings = gateway
+def test_each_malformed_request_is_answered_400_and_logged_in_one_line(edge):
+    service, port = edge
     for data in MALFORMED:
-        assert exchange(settings.gateway_port, data).startswith(b"HTTP/1.1 400 "), data
+        assert exchange(port, data).startswith(b"HTTP/1.1 400 "), data
+
     def said() -> list[str]:
         return service.log_path.read_text().splitlines()
 
@@ -56,14 +69,12 @@ def test_each_malformed_request_is_answered_400_and_logged_in_one_line(gateway):
     assert not [line for line in said() if "Traceback" in line or "ERROR" in line], said()
 
 
-def test_the_gateway_refuses_connections_beyond_its_limit(gateway):
-    service, settings = gateway
-    held = [socket.create_connection(("127.0.0.1", settings.gateway_port), timeout=10) for _ in range(3)]
+def test_connections_beyond_the_limit_are_refused(edge):
+    service, port = edge
+    held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
     try:
-        eventually(lambda: exchange(settings.gateway_port, b"").startswith(b"HTTP/1.1 503 "),
-                   what="the fourth connection refused")
+        eventually(lambda: exchange(port, b"").startswith(b"HTTP/1.1 503 "), what="the fourth connection refused")
     finally:
         for sock in held:
             sock.close()
-    health = exchange(settings.gateway_port, b"GET /_gateway/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    assert health.startswith(b"HTTP/1.1 200 ")
+    eventually(lambda: service.health(), what="served again once the held connections closed")
