@@ -54,10 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def kafka_consumer(settings: Settings, args: argparse.Namespace) -> KafkaConsumer:
+    # Reconnect pauses capped at 1 s, as the producers' (rtdash.kafka_producer): kafka-python's default cap,
+    # 30 s, kept the notifier idle for up to half a minute after a restarted broker was back.
     return KafkaConsumer(bootstrap_servers=settings.kafka_servers, group_id=args.group,
                          group_instance_id=args.instance_id, client_id="rtdash-notifier", enable_auto_commit=False,
                          auto_offset_reset="earliest", max_poll_records=args.max_records,
-                         bootstrap_timeout_ms=5000)
+                         bootstrap_timeout_ms=5000, reconnect_backoff_max_ms=1000)
 
 
 async def main(settings: Settings | None = None, args: argparse.Namespace | None = None) -> None:
