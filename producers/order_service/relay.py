@@ -210,7 +210,7 @@ class OutboxRelay:
         if self._producer is None:
             self._producer = make_producer(
                 self.bootstrap_servers, client_id="rtdash-order-service", acks="all", linger_ms=5,
-                delivery_timeout_s=self.send_timeout_s,
+                delivery_timeout_s=self.send_timeout_s, log_level=2,  # the outage is logged here, once
                 extra={"enable.idempotence": True, "delivery.report.only.error": True,
                        "on_delivery": self._on_delivery_error})
         return self._producer
