@@ -5,6 +5,7 @@
     rtdash down                    stop a stack started by `up`/`demo` in another terminal
     rtdash status                  health of each service of the local stack
     rtdash simulate payments       post signed payment notifies at a rate
+    rtdash drill                   kill each component under load (own stack, free ports), check the numbers
     rtdash keys demo               create the demo payment provider's key pair (never overwrites)
 
 Settings come from RTDASH_* environment variables (see README).
@@ -13,9 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import signal
+import tempfile
 import threading
 import time
+from datetime import datetime, timezone
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -41,11 +46,6 @@ def main(log_level: str) -> None:
     setup_logging(log_level)
 
 
-def _start_stack(settings: Settings):
-    from stack.runner import Stack, StackError
-    from stack.services import local_stack
-
-    # Supervised: a service that dies is reported here at once and restarted with growing pauses.
 def _demo_keys(settings: Settings) -> None:
     """The demo provider's key pair, created if absent: the local stack runs the demo provider."""
     from rtdash.keys import KeyFileError, demo_keys
@@ -67,11 +67,16 @@ def _private_key(settings: Settings):
         raise click.ClickException(str(exc)) from exc
 
 
+def _start_stack(settings: Settings):
+    from stack.runner import Stack, StackError
+    from stack.services import local_stack
+
+    _demo_keys(settings)
+    # Supervised: a service that dies is reported here at once and restarted with growing pauses.
     stack = Stack(settings, local_stack(settings), supervise=True,
                   report=lambda line: console.print(line, style="bold yellow", markup=False, highlight=False))
     try:
         with console.status("starting the local stack") as status:
-    _demo_keys(settings)
             stack.start(on_step=status.update)
     except StackError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -201,11 +206,6 @@ def status() -> None:
 
 
 @main.group()
-def simulate() -> None:
-    """Simulated traffic."""
-
-
-@main.group()
 def keys() -> None:
     """The payment provider's key files."""
 
@@ -308,3 +308,62 @@ def simulate_traffic(users: int, rate: float, duration: float, seed: int, logged
     console.print(report.summary())
     if report.errors:
         raise SystemExit(1)
+
+
+@main.command()
+@click.option("--rate", type=float, default=20.0, show_default=True, help="New paid notifies per second.")
+@click.option("--duplicate-share", type=float, default=0.1, show_default=True, help="Share of notifies re-sent.")
+@click.option("--seconds", type=float, default=20.0, show_default=True, help="Seconds of load before each fault.")
+@click.option("--down", type=float, default=5.0, show_default=True,
+              help="Seconds a killed component stays down (the load goes on) before its restart.")
+@click.option("--traffic-rate", type=float, default=1.0, show_default=True,
+              help="Shopper sessions per second through the gateway (0: none).")
+@click.option("--faults", default="order_service,kafka,redis,spark_jobs,push_server,notifier", show_default=True,
+              help="Components to kill, in order (comma list).")
+@click.option("--recovery-timeout", type=float, default=180.0, show_default=True,
+              help="Seconds to wait for the numbers after a component is back.")
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path),
+              help="RTDASH_HOME of the drill's own stack (default: a new temporary one, removed afterwards).")
+@click.option("--keep", is_flag=True, help="Keep the temporary home (logs, databases) and print where it is.")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the table as Markdown to this file.")
+def drill(rate: float, duplicate_share: float, seconds: float, down: float, traffic_rate: float, faults: str,
+          recovery_timeout: float, home: Path | None, keep: bool, markdown_path: Path | None) -> None:
+    """The fault drill: a stack of its own on free ports; each component SIGKILLed under load and restarted;
+    the dashboard's numbers checked against the order database after each. Exit 1 if any check fails."""
+    from stack.drill import RECOVERY_TARGET_S, DrillPlan, drill_settings, run_drill
+    from stack.drill_report import markdown, rich_table
+    from stack.runner import StackError
+
+    plan = DrillPlan(rate=rate, duplicate_share=duplicate_share, seconds=seconds, down=down, traffic_rate=traffic_rate,
+                     faults=tuple(f.strip() for f in faults.split(",") if f.strip()), recovery_timeout=recovery_timeout)
+    try:
+        plan.check()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    temporary = home is None
+    home = Path(tempfile.mkdtemp(prefix="rtdash-drill-")) if temporary else home
+    # SIGTERM and a closed terminal end the drill as Ctrl-C does: the stack is stopped on the way out.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.default_int_handler)
+    started = datetime.now(timezone.utc)
+    try:
+        with console.status("fault drill") as status:
+            report = run_drill(plan, drill_settings(home, _settings()), on_step=lambda msg: (status.update(msg),
+                                                                                             console.log(msg)))
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        if temporary and not keep:
+            shutil.rmtree(home, ignore_errors=True)
+        else:
+            console.print(f"home (logs, databases): {home}")
+    title = (f"fault drill, {started:%Y-%m-%d %H:%M} UTC: {rate:g} notifies/s ({duplicate_share:.0%} duplicates), "
+             f"{seconds:g} s load, {down:g} s down")
+    console.print(rich_table(report.results, RECOVERY_TARGET_S, title), width=max(console.width, 150), crop=False)
+    for line in report.summary:
+        console.print(line, markup=False, highlight=False)
+    if markdown_path is not None:
+        markdown_path.write_text(f"{title}\n\n{markdown(report.results, RECOVERY_TARGET_S)}\n\n"
+                                 + "".join(f"- {line}\n" for line in report.summary))
+    raise SystemExit(0 if report.ok else 1)
