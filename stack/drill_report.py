@@ -9,7 +9,10 @@ it differs: *today* (``orders.today``), *per minute* (``orders.per_minute``,
 minute by minute and summed), *WebSocket* (a connected dashboard against
 Redis), *lost* (acknowledged to the payer, missing from the database), *SMS*
 (one message per stored order); *result* is ok when every difference is zero
-and the recovery took at most the target.
+and the recovery took at most the target; else DIFFERENCE (at the last reading,
+after the recovery timeout), never back (the component did not restart), not
+quiescent (notifies or sessions still under way at the timeout), or over the
+target.
 """
 from __future__ import annotations
 
@@ -32,8 +35,9 @@ def rows(results: Iterable, target_s: float) -> list[list[str]]:
     """One row of HEADERS per PhaseResult."""
     table = []
     for r in results:
-        verdict = "ok" if r.ok else ("no recovery" if r.recovery_s is None else
-                                     f"over {target_s:g} s" if not any(r.differences.values()) else "DIFFERENCE")
+        verdict = ("ok" if r.ok else "DIFFERENCE" if any(r.differences.values()) else "never back"
+                   if r.down_s is None and r.fault != "none" else "not quiescent" if r.recovery_s is None
+                   else f"over {target_s:g} s")
         table.append([r.fault, _seconds(r.down_s, "-" if r.fault == "none" else "never back"),
                       _seconds(r.recovery_s, "never"), str(r.orders), format_amount(r.amount_cents),
                       *(r.differences[check] or "0" for check in ("today", "per_minute", "websocket", "lost", "sms")),

@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 
 from rtdash.settings import Settings
-from stack.drill import FAULTS, PORTS, RECOVERY_TARGET_S, DrillPlan, drill_settings, run_drill
+from stack.drill import FAULTS, PORTS, RECOVERY_TARGET_S, DrillPlan, PhaseResult, drill_settings, run_drill
 from stack.drill_checks import DashboardSocket, Figures, Sms, Truth, differences
-from stack.drill_report import markdown
+from stack.drill_report import markdown, rows
 from stack.probes import port_open
 
 DAY = "2026-11-30"
@@ -72,6 +72,17 @@ def test_the_dashboard_socket_merges_changed_minutes_and_replaces_another_day(tm
     assert (socket.figures.minutes_day, socket.figures.minutes) == ("2026-12-01", {})
 
 
+def test_a_phase_is_ok_only_exact_and_back_within_the_target():
+    exact = PhaseResult("redis", down_s=1.5, recovery_s=4.25, orders=3, amount_cents=600)
+    late = PhaseResult("kafka", down_s=12.0, recovery_s=RECOVERY_TARGET_S + 1)
+    wrong = PhaseResult("spark_jobs", down_s=30.0)
+    wrong.differences["today"] = "+1 orders, +3.00"
+    table = rows([exact, late, wrong, PhaseResult("notifier"), PhaseResult("none")], RECOVERY_TARGET_S)
+    assert table[0] == ["redis", "1.5", "4.2", "3", "6.00", "0", "0", "0", "0", "0", "ok"]
+    assert [row[-1] for row in table] == ["ok", "over 30 s", "DIFFERENCE", "never back", "not quiescent"]
+    assert table[2][5] == "+1 orders, +3.00" and table[3][1:3] == ["never back", "never"]
+
+
 def test_a_plan_names_known_faults_and_sensible_figures():
     with pytest.raises(ValueError, match="unknown fault shop: choose from order_service"):
         DrillPlan(faults=("kafka", "shop")).check()
@@ -79,6 +90,12 @@ def test_a_plan_names_known_faults_and_sensible_figures():
         DrillPlan(rate=0).check()
     with pytest.raises(ValueError, match=r"duplicate share must be in \[0, 1\)"):
         DrillPlan(duplicate_share=1).check()
+
+
+def test_the_command_kills_every_component_by_default():
+    from stack.cli import drill
+
+    assert next(p.default for p in drill.params if p.name == "faults") == ",".join(FAULTS)
 
 
 def test_the_drills_stack_is_its_own_whatever_the_environment_names(tmp_path):
