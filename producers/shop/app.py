@@ -11,6 +11,7 @@ from pathlib import Path
 
 import tornado.web
 
+from rtdash.keys import ensure_secret
 from rtdash.settings import Settings
 
 from .handlers import (CartHandler, CartItemHandler, CartItemsHandler, CategoriesHandler, CheckoutHandler,
@@ -24,15 +25,8 @@ COOKIE_SECRET_FILE = "shop_cookie_secret"
 
 
 def ensure_cookie_secret(keys_dir: Path) -> str:
-    """The secret that signs the shop's cookies, generated on first start (never committed)."""
-    path = keys_dir / COOKIE_SECRET_FILE
-    if not path.exists():
-        keys_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(secrets.token_urlsafe(48))
-        tmp.chmod(0o600)
-        tmp.replace(path)
-    return path.read_text().strip()
+    """The secret that signs the shop's cookies, generated on first start (0600 in a 0700 folder, never committed)."""
+    return ensure_secret(keys_dir / COOKIE_SECRET_FILE, lambda: secrets.token_urlsafe(48).encode()).decode().strip()
 
 
 def make_app(settings: Settings, *, store: ShopStore, db: Executor, payments: PaymentClient,
