@@ -360,9 +360,10 @@ def drill(rate: float, duplicate_share: float, seconds: float, down: float, traf
             console.print(f"home (logs, databases): {home}")
     title = (f"fault drill, {started:%Y-%m-%d %H:%M} UTC: {rate:g} notifies/s ({duplicate_share:.0%} duplicates), "
              f"{seconds:g} s load, {down:g} s down")
-    console.print(rich_table(report.results, RECOVERY_TARGET_S, title), width=max(console.width, 150), crop=False)
+    # Written to a file or a pipe, the table gets the width it needs rather than rich's 80 columns.
+    (console if console.is_terminal else Console(width=160)).print(rich_table(report.results, RECOVERY_TARGET_S, title))
     for line in report.summary:
-        console.print(line, markup=False, highlight=False)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     if markdown_path is not None:
         markdown_path.write_text(f"{title}\n\n{markdown(report.results, RECOVERY_TARGET_S)}\n\n"
                                  + "".join(f"- {line}\n" for line in report.summary))
