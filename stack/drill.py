@@ -2,18 +2,20 @@
 
 It starts the whole local stack under its own home on free ports (never a
 running stack's), without automatic restarts, then runs phases. Each phase
-puts load on for `seconds`: paid notifies at `rate`/s straight to the order
-service with a share of duplicates, each re-sent until answered ``success``
-(stack.drill_load), and shoppers through the gateway. Then it SIGKILLs the
-fault's whole process group (the order service's HTTP and store processes;
-Spark's Python driver and its JVM), leaves it down for `down` seconds while
-the load goes on, and restarts it (`Stack.restart`); the component is *back*
-once its health check answers and its on_ready hook (Kafka's topics) ran. The load then stops, and the phase ends at a quiescent point:
-no notify of the payer or the payment provider outstanding, no shopper
-session under way, and every check of stack.drill_checks holding. The
-recovery time is from back to that moment; the differences are those of the
-last reading (all empty on success). A first phase without a fault is the
-baseline: the time from the end of its load to the checks holding.
+puts load on for `seconds`: paid orders at `rate`/s, placed in the order
+service and paid by notifies sent straight to it, with a share of duplicates,
+each re-sent until answered ``success`` (stack.drill_load); and shoppers
+through the gateway. Then it SIGKILLs every process of the fault (the order
+service's HTTP and store processes; Spark's Python driver and its JVM), leaves
+it down for `down` seconds while the load goes on, and restarts it
+(`Stack.restart`); the component is *back* once its health check answers and
+its on_ready hook (Kafka's topics) has run. The load then stops, and the phase
+ends at a quiescent point: no notify of the payer or the payment provider
+outstanding, no shopper session under way, and every check of
+stack.drill_checks holding. The recovery time is from back to that moment; the
+differences are those of the last reading (all empty on success). A first
+phase without a fault is the baseline: the time from the end of its load to
+the checks holding.
 """
 from __future__ import annotations
 
