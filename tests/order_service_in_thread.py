@@ -1,6 +1,6 @@
 """The order service's routes in one process, for tests: the intake on a thread, not in the store process.
 
-tests/test_store_process.py covers the store process and its pipe; the tests
+tests/order_service/test_store_process.py covers the store process and its pipe; the tests
 that only need the endpoint and the store use this instead.
 """
 from __future__ import annotations

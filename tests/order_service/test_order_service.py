@@ -1,8 +1,8 @@
 """The order service in one process: the notify endpoint and the store (placed orders, idempotency, refusals).
 
 The store process is left out here: the intake runs on a thread
-(order_service_in_thread.py); tests/test_store_process.py covers the pipe,
-tests/test_order_service_internal.py the internal API where orders are placed.
+(order_service_in_thread.py); tests/order_service/test_store_process.py covers the pipe,
+test_internal.py the internal API where orders are placed.
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ class NotifyEndpointTest(AsyncHTTPTestCase):
         return {**params, **extra}
 
     def place(self, order_id="ORDER1", cents=12345):
-        """The shop placed the order (the internal API's own tests are in test_order_service_internal.py)."""
+        """The shop placed the order (the internal API's own tests are in test_internal.py)."""
         assert self.store.take_in([PlaceOrder(order_id, cents)]) == [Outcome.PLACED]
 
     def post(self, body, headers=FORM):
