@@ -4,7 +4,8 @@
     rtdash demo                    `up` plus simulated payments; dashboard at http://127.0.0.1:8888/
     rtdash down                    stop a stack started by `up`/`demo` in another terminal
     rtdash status                  health of each service of the local stack
-    rtdash simulate payments       post signed payment notifies at a rate
+    rtdash simulate payments       place orders and post their signed payment notifies at a rate
+    rtdash simulate traffic        synthetic shoppers through the gateway
     rtdash drill                   kill each component under load (own stack, free ports), check the numbers
     rtdash keys demo               create the demo payment provider's key pair (never overwrites)
 
@@ -13,7 +14,6 @@ Settings come from RTDASH_* environment variables (see README).
 from __future__ import annotations
 
 import asyncio
-import logging
 import shutil
 import signal
 import tempfile
@@ -24,26 +24,21 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from rtdash.logs import setup_logging
 from rtdash.settings import Settings
 
-console = Console()
-
-
-def _settings() -> Settings:
-    try:
-        return Settings()
-    except ValueError as exc:
-        raise click.ClickException(f"bad RTDASH_* setting: {exc}") from exc
-
+from .cli_common import console, private_key, settings_from_env
+from .cli_simulate import simulate
 
 @click.group(help=__doc__.split("\n\n")[0])
 @click.option("--log-level", default="INFO", show_default=True, help="Log level of the runner.")
 def main(log_level: str) -> None:
     setup_logging(log_level)
+
+
+main.add_command(simulate)
 
 
 def _demo_keys(settings: Settings) -> None:
@@ -56,15 +51,6 @@ def _demo_keys(settings: Settings) -> None:
         raise click.ClickException(str(exc)) from exc
     for path in written:
         console.print(f"created {path}", soft_wrap=True, markup=False, highlight=False)
-
-
-def _private_key(settings: Settings):
-    from rtdash.keys import KeyFileError, load_private_key
-
-    try:
-        return load_private_key(settings.provider_private_key_path)
-    except KeyFileError as exc:
-        raise click.ClickException(str(exc)) from exc
 
 
 def _start_stack(settings: Settings):
@@ -120,7 +106,7 @@ def _stop_stack(stack) -> None:
 @main.command()
 def up() -> None:
     """Start the local stack (no simulated traffic) and run until Ctrl-C or `rtdash down`."""
-    settings = _settings()
+    settings = settings_from_env()
     stop = _wait_for_stop()
     stack = _start_stack(settings)
     try:
@@ -139,12 +125,12 @@ def demo(rate: float, users: int, payments: float) -> None:
     from producers.provider.simulator import PaymentSimulator
     from producers.traffic import TrafficConfig, TrafficSimulator
 
-    settings = _settings()
+    settings = settings_from_env()
     stop = _wait_for_stop()
     stack = _start_stack(settings)
     shoppers = TrafficSimulator(f"http://{settings.bind_host}:{settings.gateway_port}",
                                 TrafficConfig(users=users, rate=rate, duration=10**9, seed=int(time.time())))
-    payer = PaymentSimulator(settings, _private_key(settings)) if payments > 0 else None
+    payer = PaymentSimulator(settings, private_key(settings)) if payments > 0 else None
 
     async def run() -> None:
         tasks = [asyncio.create_task(shoppers.run())]
@@ -174,7 +160,7 @@ def down() -> None:
     """Stop the stack that `rtdash up` or `rtdash demo` started."""
     from stack.runner import stop_running_stack
 
-    stopped = stop_running_stack(_settings())
+    stopped = stop_running_stack(settings_from_env())
     console.print("stopped " + ", ".join(stopped) if stopped else "no stack running")
 
 
@@ -185,7 +171,7 @@ def status() -> None:
     from stack.runner import read_state
     from stack.services import local_stack
 
-    settings = _settings()
+    settings = settings_from_env()
     state = read_state(settings) or {}
     services = state.get("services") or {}
     table = Table(title="rtdash local stack")
@@ -218,96 +204,10 @@ def keys_demo() -> None:
     the payment simulator; the order service reads only the public key. A real
     deployment installs the provider's public key instead and runs no demo provider.
     """
-    settings = _settings()
+    settings = settings_from_env()
     _demo_keys(settings)
     console.print(f"demo provider keys: private {settings.provider_private_key_path}, "
                   f"public {settings.provider_public_key_path}", soft_wrap=True, markup=False, highlight=False)
-
-
-@main.group()
-def simulate() -> None:
-    """Simulated traffic."""
-
-
-@simulate.command("payments")
-@click.option("--rate", type=float, default=10.0, show_default=True, help="Notifies per second.")
-@click.option("--duration", type=float, help="Seconds to run (or give --count).")
-@click.option("--count", type=int, help="Number of notifies to send.")
-@click.option("--duplicate-share", default=0.05, show_default=True, help="Share of notifies re-sent.")
-@click.option("--seed", type=int, help="Random seed, for reproducible amounts.")
-@click.option("--url", help="Notify URL (default: the local order service).")
-def simulate_payments(rate: float, duration: float | None, count: int | None, duplicate_share: float,
-                      seed: int | None, url: str | None) -> None:
-    """Act as the payment provider: sign and post notifies, then report what was accepted."""
-    from producers.provider.simulator import PaymentSimulator
-
-    if (duration is None) == (count is None):
-        raise click.UsageError("give exactly one of --duration and --count")
-    if rate <= 0:
-        raise click.UsageError("--rate must be positive")
-    settings = _settings()
-    key = _private_key(settings)
-    try:
-        simulator = PaymentSimulator(settings, key, url=url, duplicate_share=duplicate_share, seed=seed)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
-    columns = (TextColumn("notifies"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console) as progress:
-        bar = progress.add_task("send", total=count or int(rate * duration))
-        report = asyncio.run(simulator.run(rate=rate, count=count, duration=duration,
-                                           on_tick=lambda done, _total: progress.update(bar, completed=done)))
-    simulator.close()
-    console.print(report.summary())
-    logging.getLogger("rtdash.simulate").info(report.summary())
-    if report.errors:
-        raise SystemExit(1)
-
-
-@simulate.command("traffic")
-@click.option("--users", type=int, default=200, show_default=True, help="Synthetic visitors.")
-@click.option("--rate", type=float, default=5.0, show_default=True, help="Sessions per second (Poisson mean).")
-@click.option("--duration", type=float, default=60.0, show_default=True, help="Seconds of arrivals.")
-@click.option("--seed", type=int, default=7, show_default=True, help="Random seed: same seed, same sessions.")
-@click.option("--logged-in-share", type=float, default=0.3, show_default=True, help="Visitors who log in.")
-@click.option("--bot-share", type=float, default=0.05, show_default=True, help="Sessions that are crawlers.")
-@click.option("--funnel", default="0.8,0.3,0.6", show_default=True,
-              help="Stage probabilities search->view, view->cart, cart->pay.")
-@click.option("--think-time", type=float, default=0.2, show_default=True, help="Mean pause between requests (s).")
-@click.option("--daily-curve/--flat", default=False, show_default=True,
-              help="Shape the rate by time of day (quiet at night, busiest in the evening).")
-@click.option("--url", help="Where to send traffic (default: the local gateway).")
-def simulate_traffic(users: int, rate: float, duration: float, seed: int, logged_in_share: float,
-                     bot_share: float, funnel: str, think_time: float, daily_curve: bool, url: str | None) -> None:
-    """Synthetic shoppers through the gateway: search, view, cart and pay, with bots and logins."""
-    from producers.traffic import TrafficConfig, TrafficSimulator
-
-    try:
-        view_rate, cart_rate, pay_rate = (float(x) for x in funnel.split(","))
-    except ValueError as exc:
-        raise click.UsageError("--funnel takes three probabilities, e.g. 0.8,0.3,0.6") from exc
-    settings = _settings()
-    config = TrafficConfig(users=users, rate=rate, duration=duration, seed=seed, logged_in_share=logged_in_share,
-                           bot_share=bot_share, view_rate=view_rate, cart_rate=cart_rate, pay_rate=pay_rate,
-                           think_time=think_time, daily_curve=daily_curve)
-    try:
-        simulator = TrafficSimulator(url or f"http://{settings.bind_host}:{settings.gateway_port}", config)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
-               TimeRemainingColumn())
-    with Progress(*columns, console=console) as progress:
-        bar = progress.add_task("traffic", total=duration, status="")
-
-        def tick(at: float, report) -> None:
-            progress.update(bar, completed=at, status=f"{report.sessions} sessions, "
-                                                      f"{sum(report.requests.values())} requests, "
-                                                      f"{len(report.orders)} orders")
-
-        report = asyncio.run(simulator.run(on_tick=tick))
-        progress.update(bar, completed=duration)
-    console.print(report.summary())
-    if report.errors:
-        raise SystemExit(1)
 
 
 @main.command()
@@ -349,7 +249,7 @@ def drill(rate: float, duplicate_share: float, seconds: float, down: float, traf
     started = datetime.now(timezone.utc)
     try:
         with console.status("fault drill") as status:
-            report = run_drill(plan, drill_settings(home, _settings()), on_step=lambda msg: (status.update(msg),
+            report = run_drill(plan, drill_settings(home, settings_from_env()), on_step=lambda msg: (status.update(msg),
                                                                                              console.log(msg)))
     except StackError as exc:
         raise click.ClickException(str(exc)) from exc
