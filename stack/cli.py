@@ -1,7 +1,7 @@
 """The `rtdash` command: run the local stack, simulate traffic, inspect it.
 
-    rtdash up                      start Kafka, Redis, order service, orders job, push server
-    rtdash demo                    `up` plus simulated payments; dashboard at http://127.0.0.1:8888/
+    rtdash up                      start every service of the local stack and keep it running
+    rtdash demo                    `up` plus simulated shoppers; dashboard at http://127.0.0.1:8888/
     rtdash down                    stop a stack started by `up`/`demo` in another terminal
     rtdash status                  health of each service of the local stack
     rtdash simulate payments       place orders and post their signed payment notifies at a rate
