@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from urllib.parse import quote, urlencode
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy.exc import IntegrityError
 from tornado.testing import AsyncHTTPTestCase
@@ -136,10 +137,10 @@ class NotifyEndpointTest(AsyncHTTPTestCase):
         assert self.post(genuine).body == b"success"       # the genuine notify pays the order, for 1 yuan
         assert self.totals() == ((1, 100), 1)
 
-    def test_a_full_alipay_notify_with_chinese_text_and_json_values_is_accepted(self):
+    def full_notify(self):
         """Every parameter of an Alipay async notify, as Alipay sends it (UTF-8, percent-encoded)."""
         self.place("2026112600001", 8850)
-        params = dict(
+        return dict(
             self.params("2026112600001", 8850), notify_time="2026-11-26 17:54:55", notify_type="trade_status_sync",
             charset="utf-8", version="1.0", auth_app_id=self.settings.payment_app_id,
             out_biz_no="HZRF001", buyer_id="2088102177846880", buyer_logon_id="159****5620",
@@ -150,7 +151,24 @@ class NotifyEndpointTest(AsyncHTTPTestCase):
             passback_params=quote("merchantBizType=3C&merchantBizNo=2016010101111"),
             voucher_detail_list='[{"amount":"0.00","merchantContribute":"0.00","name":"立减",'
                                 '"type":"ALIPAY_DISCOUNT_VOUCHER"}]')
-        resp = self.post(signed(params, PROVIDER_KEY))
+
+    def test_a_full_alipay_notify_with_chinese_text_and_json_values_is_accepted(self):
+        resp = self.post(signed(self.full_notify(), PROVIDER_KEY))
+        assert (resp.code, resp.body) == (200, b"success")
+        assert self.totals() == ((1, 8850), 1)
+
+    def test_a_notify_signed_by_alipays_official_sdk_is_accepted(self):
+        """The signed text is built exactly as Alipay's own SDK builds it (alipay-sdk-python's SignatureUtils)."""
+        from alipay.aop.api.util.SignatureUtils import get_sign_content, sign_with_rsa2
+
+        params = self.full_notify()
+        pkcs1 = PROVIDER_KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                           serialization.NoEncryption()).decode()
+        body = "".join(line for line in pkcs1.splitlines() if not line.startswith("-----"))
+        params["sign_type"] = "RSA2"
+        params["sign"] = sign_with_rsa2(body, get_sign_content({k: v for k, v in params.items()
+                                                                 if k not in ("sign", "sign_type")}), "utf-8")
+        resp = self.post(params)
         assert (resp.code, resp.body) == (200, b"success")
         assert self.totals() == ((1, 8850), 1)
 
