@@ -2,15 +2,11 @@
 
 Run it with ``python -m push_server`` (settings: RTDASH_BIND_HOST,
 RTDASH_PUSH_PORT, RTDASH_REDIS_URL / RTDASH_REDIS_PORT, RTDASH_REDIS_PREFIX,
-<<<<<<< /tmp/mine/files/push_server/__init__.py
 RTDASH_ALLOWED_ORIGINS, RTDASH_ALLOWED_HOSTS, RTDASH_PUSH_TOKEN_SECRET,
 RTDASH_PUSH_MAX_CONNECTIONS, RTDASH_PUSH_MAX_CONNECTIONS_PER_ADDRESS,
-RTDASH_PUSH_MAX_MESSAGES_PER_SECOND).
-=======
-RTDASH_ALLOWED_ORIGINS). Several processes may share one Redis (`rtdash up`
+RTDASH_PUSH_MAX_MESSAGES_PER_SECOND). Several processes may share one Redis (`rtdash up`
 starts RTDASH_PUSH_SERVERS of them on RTDASH_PUSH_PORT, +1, ...): every
 envelope, epoch and history comes from Redis, so any process serves any client.
->>>>>>> /tmp/mine/new.tmp
 
 Routes (``/``, ``/ws`` and ``/auth/check`` answer 403 to a Host header outside
 RTDASH_ALLOWED_HOSTS, default ``127.0.0.1:<port>``, ``localhost:<port>``: no
@@ -27,7 +23,6 @@ DNS rebinding):
   "redis_connected": bool, "clients": int, "channels": {channel: last seq}}``,
   always HTTP 200 while the process serves (degraded = Redis unreachable).
 
-<<<<<<< /tmp/mine/files/push_server/__init__.py
 Refused before the upgrade, with a JSON body ``{"error": reason, "detail": text}``:
 401 token missing / token invalid (malformed, wrongly signed, another
 algorithm, no channels) / token expired; 403 foreign Host or foreign Origin.
@@ -49,29 +44,12 @@ What the dashboard page does with tokens:
 5. Close codes on an open socket: 4001 token expired (forget T, explain, do not
    reconnect); 4008 too many messages from this client, 4029 too many
    connections from this address, 1013 server full or client too slow, 1012
-   Redis lost its data, 1001 server stopping: reconnect with growing pauses.
+   stream restarted, 1001 server stopping: reconnect with growing pauses.
 6. A subscribe naming an unknown channel, or one outside the token's channels,
    is answered ``{"error": "unknown channel"|"channel not allowed", "channel":
    name}`` and changes nothing (the connection stays, subscriptions as they
    were); such a message has no ``seq``.
 
-WebSocket protocol (protocol.py): every server message is an envelope
-``{"channel": str, "seq": int, "data": {...}}`` forwarded verbatim from Redis.
-On connect the client gets, per channel, the latest snapshot, then the live
-envelopes numbered after it; ``seq`` grows strictly per channel on one
-connection. A client may send ``{"subscribe": [channel, ...]}`` to narrow its
-channels (default: all its token allows); a newly subscribed channel's snapshot comes first.
-Close codes: 1001 server stopping, 1003 unintelligible client message, 1009
-client message over the size limit, 1012 Redis lost its data (reconnect and
-start over from the snapshots), 1013 client too slow to keep up or server at
-RTDASH_PUSH_MAX_CONNECTIONS, 4001 token expired, 4008 over
-RTDASH_PUSH_MAX_MESSAGES_PER_SECOND, 4029 over
-RTDASH_PUSH_MAX_CONNECTIONS_PER_ADDRESS.
-
-Modules: protocol (message shapes), hub (channels to sessions, no I/O),
-session (bounded queue + writer per connection), tokens (access tokens),
-limits (connections and message rate), broker / broker_redis (where
-=======
 WebSocket protocol (protocol.py). Every server message is an envelope
 ``{"channel": str, "epoch": str, "seq": int, "data": {...}}`` forwarded
 verbatim from Redis, where the job wrote it:
@@ -88,7 +66,7 @@ verbatim from Redis, where the job wrote it:
 
 On a fresh connect the client gets, per channel, the latest snapshot, then the
 live envelopes numbered after it. A client may send
-``{"subscribe": [channel, ...]}`` to narrow its channels (default: all); a
+``{"subscribe": [channel, ...]}`` to narrow its channels (default: all its token allows); a
 newly subscribed channel's snapshot comes first.
 
 Resume after a reconnect (to this or any other push server process): the
@@ -107,10 +85,12 @@ socket with 1003.
 Close codes: 1001 server stopping, 1003 unintelligible client message, 1009
 client message over the size limit, 1012 a channel's stream restarted (new
 epoch: reconnect with ``since``, that channel comes back as a snapshot), 1013
-client too slow to keep up.
+client too slow to keep up or server at RTDASH_PUSH_MAX_CONNECTIONS, 4001 token
+expired, 4008 over RTDASH_PUSH_MAX_MESSAGES_PER_SECOND, 4029 over
+RTDASH_PUSH_MAX_CONNECTIONS_PER_ADDRESS.
 
 Modules: protocol (message shapes), hub (channels to sessions, history, no
-I/O), session (per-connection queue + writer), broker / broker_redis (where
->>>>>>> /tmp/mine/new.tmp
+I/O), session (per-connection queue + writer), tokens (access tokens), limits
+(connections and message rate), broker / broker_redis (where
 envelopes come from), handlers, app (make_app), __main__ (process lifecycle).
 """
