@@ -25,8 +25,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -45,6 +43,7 @@ from kafka import KafkaProducer
 from rich.console import Console
 from rich.table import Table
 
+from bench.machine import machine
 from bench.gateway_events import ShopperLog
 from rtdash.contracts import GatewayRequest, to_json
 from rtdash.kafka_admin import ensure_topics
@@ -216,13 +215,6 @@ def records_on(servers: str, topic: str) -> int:
         return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
     finally:
         consumer.close()
-
-
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem = int(Path("/proc/meminfo").read_text().split()[1]) // (1024 * 1024)
-    return f"{os.cpu_count()} cores ({cpu}), {mem} GiB RAM, {platform.system()} {platform.release()}"
 
 
 def main() -> int:

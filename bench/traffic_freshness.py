@@ -34,8 +34,6 @@ import asyncio
 import dataclasses
 import json
 import multiprocessing
-import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -49,7 +47,9 @@ from rich.table import Table
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
+from bench.machine import machine
 from bench.e2e_latency import measure_rate, percentiles
+from push_server.tokens import Tokens
 from rtdash.channels import TRAFFIC_TODAY, snapshot_key
 from rtdash.keys import demo_keys
 from rtdash.settings import Settings
@@ -110,7 +110,8 @@ class Dashboard:
 
     async def run(self) -> None:
         port = self.settings.push_port
-        ws = await websocket_connect(HTTPRequest(f"ws://127.0.0.1:{port}/ws",
+        token = Tokens.from_settings(self.settings).issue(subject="bench")
+        ws = await websocket_connect(HTTPRequest(f"ws://127.0.0.1:{port}/ws?token={token}",
                                                  headers={"Origin": f"http://127.0.0.1:{port}"}))
         try:
             while True:
@@ -193,13 +194,6 @@ async def measure(settings: Settings, args) -> dict:
     traffic = percentiles(freshness(dashboard, result["marks"], since, until))
     return {"traffic": traffic, "orders": orders, "loader": result, "batches": batches,
             "messages": len(dashboard.messages), "window": until - since}
-
-
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem = int(Path("/proc/meminfo").read_text().split()[1]) // (1024 * 1024)
-    return f"{os.cpu_count()} cores ({cpu}), {mem} GiB RAM, {platform.system()} {platform.release()}"
 
 
 def main() -> int:

@@ -48,7 +48,6 @@ import heapq
 import json
 import math
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -64,6 +63,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bench.machine import machine
 from bench.gateway_events import ShopperLog
 from rtdash.contracts import GatewayRequest
 from producers.traffic import daily_curve
@@ -366,13 +366,6 @@ def check_redis(settings: Settings, log: ShopperLog, events: int) -> list[str]:
     if c["requests"] != events:
         problems.append(f"the log tallied {c['requests']} requests of {events}")
     return problems
-
-
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem = int(Path("/proc/meminfo").read_text().split()[1]) // (1024 * 1024)
-    return f"{os.cpu_count()} cores ({cpu}), {mem} GiB RAM, {platform.system()} {platform.release()}"
 
 
 def report(runs: list[Run], stages: Stages, settings: Settings, args, load_rate: float, problems: list[str],
