@@ -26,13 +26,13 @@ import logging
 import re
 from concurrent.futures import Executor
 from datetime import timedelta
-from typing import Any
 
 import tornado.web
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 from rtdash.contracts import describe
 from rtdash.payments import MAX_AMOUNT_CENTS
+from rtdash.web import ApiError, JsonHandler
 
 from .handoff import PlaceOrder
 from .store import EPOCH, OrderStore
@@ -62,35 +62,13 @@ class OrderToPlace(BaseModel):
         return value
 
 
-class ApiError(tornado.web.HTTPError):
-    """A refusal; `message` goes into the JSON body (kept out of Tornado's log format string)."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(status)
-        self.message = message
-
-
-class InternalHandler(tornado.web.RequestHandler):
+class InternalHandler(JsonHandler):
     """JSON replies; errors as ``{"error": ...}``."""
 
     def initialize(self, *, writer: GroupWriter, store: OrderStore, db: Executor) -> None:
         self.writer = writer
         self.store = store
         self.db = db
-
-    def set_default_headers(self) -> None:
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.set_header("Cache-Control", "no-store")
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, ApiError):
-            message = exc.message
-        elif status_code < 500:
-            message = self._reason
-        else:
-            message = "internal error"
-        self.finish({"error": message})
 
 
 class PlacedOrdersHandler(InternalHandler):

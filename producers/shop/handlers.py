@@ -19,10 +19,10 @@ import secrets
 from concurrent.futures import Executor
 from typing import Any, Callable, TypeVar
 
-import tornado.web
 from pydantic import BaseModel, ValidationError
 
 from rtdash.contracts import describe
+from rtdash.web import ApiError, JsonHandler
 from rtdash.payments import format_amount
 
 from .orders import OrderServiceClient, OrderServiceError
@@ -42,15 +42,7 @@ T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
 
-class ApiError(tornado.web.HTTPError):
-    """An error the client caused; `message` goes into the JSON body."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(status)
-        self.message = message
-
-
-class ShopHandler(tornado.web.RequestHandler):
+class ShopHandler(JsonHandler):
     """JSON replies, the session, the cart key, and store calls on the executor."""
 
     user_id: str | None = None
@@ -79,22 +71,6 @@ class ShopHandler(tornado.web.RequestHandler):
         super().clear()
         if self.user_id:  # error replies clear the headers: keep the user visible to the gateway
             self.set_header("X-User-Id", self.user_id)
-
-    def set_default_headers(self) -> None:
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.set_header("Cache-Control", "no-store")
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, ApiError):
-            message = exc.message
-        elif isinstance(exc, tornado.web.HTTPError) and exc.log_message and status_code < 500:
-            message = exc.log_message % exc.args if exc.args else exc.log_message
-        elif status_code < 500:
-            message = self._reason
-        else:
-            message = "internal error"
-        self.finish({"error": message})
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking store call on the database executor; ShopError becomes a 4xx."""
