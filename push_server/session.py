@@ -1,23 +1,43 @@
-"""One connected dashboard: a bounded queue and one writer task.
+"""One connected dashboard: at most one waiting envelope per channel, and one writer task.
 
-The hub only ever calls `offer`, which never blocks: a client too slow to
-drain its queue is disconnected (close code 1013, try again later) rather than
-slowing anyone else down or growing memory without bound. A session also never
-sends an envelope not newer than the last one it sent on that channel, so a
-client sees ``seq`` grow on every channel.
+The hub only ever calls `offer`, which never blocks. A client that reads
+slowly gets the latest state of each channel instead of every intermediate
+envelope: a newer envelope replaces the one still waiting on its channel, so
+a session holds at most one waiting envelope per channel (plus the one being
+written) whatever the publish rate. On the per-minute channels a live
+envelope may carry only the minutes that changed, so there the waiting
+envelope and the newer one are merged (minutes of both, the newer's value for
+a minute in both, as the page merges them); a new day or another epoch
+replaces. A client that stops reading (one write unfinished for
+`stall_seconds`) is closed with 1013 (try again later).
+
+A session also never sends an envelope not newer than the last one it took on
+that channel, so a client sees ``seq`` grow on every channel.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
+import struct
+from functools import lru_cache
 from typing import Callable, Protocol
 
+from rtdash.channels import ORDERS_PER_MINUTE, ROUTES_PER_MINUTE, TRAFFIC_PER_MINUTE
+
+from . import metrics
 from .protocol import Envelope
 
 log = logging.getLogger("rtdash.push.session")
 
-CLOSE_TOO_SLOW = 1013      # "try again later"
+CLOSE_TOO_SLOW = 1013      # "try again later": stopped reading, or more channels waiting than allowed
 CLOSE_RESET = 1012         # "service restart": reconnect and start from snapshots
+
+# Channels whose live envelopes may hold only the minutes that changed ({"date", "minutes": {...}}).
+PER_MINUTE_CHANNELS = frozenset({ORDERS_PER_MINUTE, TRAFFIC_PER_MINUTE, ROUTES_PER_MINUTE})
+
+DEFAULT_STALL_SECONDS = 30.0
 
 
 class Connection(Protocol):
@@ -25,32 +45,98 @@ class Connection(Protocol):
     def close(self, code: int, reason: str) -> None: ...
 
 
+@lru_cache(maxsize=256)
+def merged_minutes(older: str, newer: str) -> str:
+    """The text of a per-minute envelope equal to applying `older` then `newer` (both JSON texts).
+
+    Same day and epoch: `newer` with the minutes of both (its own value where both have a minute)
+    and any top-level field only `older` had (a mark such as "this is a full state" stays true).
+    Otherwise `newer` alone, as the page replaces its day. Cached: every slow session of a channel
+    merges the same pair.
+    """
+    old, new = json.loads(older), json.loads(newer)
+    old_data, new_data = old.get("data"), new.get("data")
+    if (old.get("epoch") != new.get("epoch") or not isinstance(old_data, dict) or not isinstance(new_data, dict)
+            or old_data.get("date") != new_data.get("date")
+            or not isinstance(old_data.get("minutes"), dict) or not isinstance(new_data.get("minutes"), dict)):
+        return newer
+    merged = {**old, **new, "data": {**new_data, "minutes": {**old_data["minutes"], **new_data["minutes"]}}}
+    return json.dumps(merged, separators=(",", ":"), ensure_ascii=False)
+
+
+@lru_cache(maxsize=128)
+def text_frame(text: str) -> bytes:
+    """The WebSocket frame of a text message as a server sends it (RFC 6455: one frame, unmasked).
+
+    Built once per envelope, however many sessions write it (cached by text).
+    """
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        head = struct.pack("!BB", 0x81, size)
+    elif size <= 0xFFFF:
+        head = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        head = struct.pack("!BBQ", 0x81, 127, size)
+    return head + payload
+
+
+def coalesce(older: Envelope, newer: Envelope) -> Envelope:
+    """What a client that missed `older` must get instead of both: `newer`, or both merged on a per-minute channel."""
+    if newer.channel not in PER_MINUTE_CHANNELS:
+        return newer
+    text = merged_minutes(older.text, newer.text)
+    return newer if text is newer.text else dataclasses.replace(newer, text=text)
+
+
 class Session:
-    """Per-connection state: the queue, the writer task and the last seq offered per channel."""
+    """Per-connection state: the envelopes waiting (one per channel), the writer task, the last seq per channel.
+
+    `queue_size` bounds how many channels may wait at once (more: closed with 1013); `stall_seconds`
+    is how long one write may stay unfinished before the client counts as gone (None: the default,
+    `Session.stall_seconds`, which the process sets from RTDASH_PUSH_STALL_SECONDS).
+    """
+
+    stall_seconds: float = DEFAULT_STALL_SECONDS
 
     def __init__(self, connection: Connection, *, queue_size: int, name: str = "client",
-                 on_close: Callable[[Session], None] | None = None):
+                 on_close: Callable[[Session], None] | None = None, stall_seconds: float | None = None):
         self.connection = connection
         self.on_close = on_close
         self.name = name
-        self.queue: asyncio.Queue[Envelope] = asyncio.Queue(maxsize=queue_size)
+        self.max_waiting = queue_size
+        if stall_seconds is not None:
+            self.stall_seconds = stall_seconds
+        self.waiting: dict[str, Envelope] = {}   # by channel, oldest first
         self.closed = False
         self.last_seq: dict[str, int] = {}
-        self._writer = asyncio.get_running_loop().create_task(self._write())
+        self._loop = asyncio.get_running_loop()
+        self._wakeup: asyncio.Future[None] | None = None
+        self._writing_since: float | None = None
+        self._watchdog = self._loop.call_later(self.stall_seconds, self._check_stall)
+        self._writer = self._loop.create_task(self._write())
 
     def offer(self, envelope: Envelope) -> None:
-        """Queue an envelope without waiting; disconnect the client if its queue is full."""
+        """Take an envelope without waiting: it joins, replaces or merges with the one waiting on its channel."""
         if self.closed:
             return
-        last = self.last_seq.get(envelope.channel)
+        channel = envelope.channel
+        last = self.last_seq.get(channel)
         if last is not None and envelope.seq <= last:
             return
-        self.last_seq[envelope.channel] = envelope.seq
-        try:
-            self.queue.put_nowait(envelope)
-        except asyncio.QueueFull:
-            log.warning("%s too slow (%d messages queued): disconnecting", self.name, self.queue.qsize())
+        self.last_seq[channel] = envelope.seq
+        older = self.waiting.get(channel)
+        if older is not None:
+            self.waiting[channel] = coalesce(older, envelope)
+            metrics.MESSAGES_COALESCED.inc()
+            return
+        if len(self.waiting) >= self.max_waiting:
+            log.warning("%s too slow (%d channels waiting): disconnecting", self.name, len(self.waiting))
             self.close(CLOSE_TOO_SLOW, "too slow")
+            return
+        self.waiting[channel] = envelope
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
 
     def reset(self, reason: str) -> None:
         self.close(CLOSE_RESET, reason)
@@ -59,7 +145,9 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        self._watchdog.cancel()
         self._writer.cancel()
+        self.waiting.clear()
         self.connection.close(code, reason)
         if self.on_close is not None:
             self.on_close(self)
@@ -70,12 +158,37 @@ class Session:
         except asyncio.CancelledError:
             pass
 
+    def _check_stall(self) -> None:
+        """Close the session if one write has been unfinished for `stall_seconds`; else look again when it could be."""
+        if self.closed:
+            return
+        now = self._loop.time()
+        since = self._writing_since
+        if since is not None and now - since >= self.stall_seconds:
+            log.warning("%s stopped reading (one write unfinished for %.0f s): disconnecting",
+                        self.name, now - since)
+            self.close(CLOSE_TOO_SLOW, "stopped reading")
+            return
+        self._watchdog = self._loop.call_at((since if since is not None else now) + self.stall_seconds,
+                                            self._check_stall)
+
     async def _write(self) -> None:
+        waiting = self.waiting
         while True:
-            envelope = await self.queue.get()
+            if not waiting:
+                self._wakeup = self._loop.create_future()
+                await self._wakeup
+                self._wakeup = None
+                continue
+            envelope = waiting.pop(next(iter(waiting)))
+            self._writing_since = self._loop.time()
             try:
                 await self.connection.send(envelope.text)
             except Exception as exc:  # noqa: BLE001 - the socket is gone: stop writing
                 log.info("%s gone while writing: %s", self.name, type(exc).__name__)
                 self.closed = True
+                self._watchdog.cancel()
+                waiting.clear()
                 return
+            self._writing_since = None
+            metrics.MESSAGES_SENT.inc()

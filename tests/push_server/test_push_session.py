@@ -1,4 +1,4 @@
-"""Sessions: one bounded queue and one writer each; the slow one is cut off, alone."""
+"""Sessions: one waiting envelope per channel at most, one writer each; one too far behind is cut off, alone."""
 from __future__ import annotations
 
 import asyncio
@@ -30,25 +30,25 @@ class GatedConnection:
         self.closed = (code, reason)
 
 
-def test_slow_session_is_disconnected_without_blocking_others():
+def test_session_with_more_channels_waiting_than_allowed_is_disconnected_without_blocking_others():
     async def scenario():
         hub = Hub()
         slow_conn, fast_conn = GatedConnection(open_gate=False), GatedConnection()
-        slow, fast = Session(slow_conn, queue_size=3), Session(fast_conn, queue_size=3)
+        slow, fast = Session(slow_conn, queue_size=2), Session(fast_conn, queue_size=2)
         hub.join(slow)
         hub.join(fast)
-        for seq in range(1, 9):
-            hub.publish(env("orders.today", seq))
+        for seq, channel in enumerate(("a", "b", "b", "c", "d"), start=1):
+            hub.publish(env(channel, seq))
             await asyncio.sleep(0)                        # one turn of the loop: the writers take what they can
-        # The slow writer holds seq 1 in its send, 2-4 fill its queue of 3: seq 5 finds it full.
+        # The slow writer holds a in its send; b (twice: coalesced) and c wait; d would be a third channel.
         assert slow_conn.closed == (CLOSE_TOO_SLOW, "too slow") and slow.closed
-        assert slow.queue.qsize() == 3 and slow.last_seq == {"orders.today": 5}
-        await eventually_async(lambda: fast_conn.sent == list(range(1, 9)), what="the fast client gets 1-8")
+        assert slow.waiting == {} and slow.last_seq == {"a": 1, "b": 3, "c": 4, "d": 5}
+        await eventually_async(lambda: fast_conn.sent == [1, 2, 3, 4, 5], what="the fast client gets 1-5")
         assert fast_conn.closed is None
         await slow.wait_closed()
         assert slow._writer.done() and slow_conn.sent == []
-        slow.offer(env("orders.today", 9))                # a closed session takes nothing more
-        assert slow.queue.qsize() == 3 and slow.last_seq == {"orders.today": 5}
+        slow.offer(env("e", 6))                           # a closed session takes nothing more
+        assert slow.waiting == {} and "e" not in slow.last_seq
         fast.close()
         await fast.wait_closed()
 
@@ -59,12 +59,11 @@ def test_session_never_sends_a_seq_twice_or_backwards():
     async def scenario():
         conn = GatedConnection()
         session = Session(conn, queue_size=10)
-        for seq in (1, 2, 2, 1, 3):
-            session.offer(env("a", seq))
-        session.offer(env("b", 1))
-        # Sent in order, and with the queue empty nothing else can follow.
-        await eventually_async(lambda: conn.sent == [1, 2, 3, 1] and session.queue.empty(),
-                               what="1, 2, 3 on a and 1 on b, once each")
+        for channel, seq in (("a", 1), ("a", 2), ("a", 2), ("a", 1), ("a", 3), ("b", 1)):
+            session.offer(env(channel, seq))
+            await eventually_async(lambda: not session.waiting, what="the writer took it")
+        # Sent in order, and with nothing waiting nothing else can follow.
+        assert conn.sent == [1, 2, 3, 1]
         session.close()
         await session.wait_closed()
 
