@@ -45,6 +45,7 @@ from tornado.websocket import websocket_connect
 
 from rtdash.database import make_engine
 from producers.provider.simulator import PaymentSimulator
+from push_server.tokens import Tokens
 from rtdash.channels import ORDERS_TODAY
 from rtdash.kafka_producer import make_producer
 from rtdash.keys import demo_keys, load_private_key
@@ -67,7 +68,8 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 async def measure_rate(settings: Settings, rate: float, seconds: float) -> dict[str, float]:
-    ws = await websocket_connect(HTTPRequest(f"ws://127.0.0.1:{settings.push_port}/ws",
+    token = Tokens.from_settings(settings).issue(subject="bench")
+    ws = await websocket_connect(HTTPRequest(f"ws://127.0.0.1:{settings.push_port}/ws?token={token}",
                                              headers={"Origin": f"http://127.0.0.1:{settings.push_port}"}))
     counts: list[tuple[float, int]] = []   # (arrival, count) of every orders.today message
     base = None

@@ -3,7 +3,10 @@
 Serves the dashboard at / and the WebSocket at /ws on
 RTDASH_BIND_HOST:RTDASH_PUSH_PORT, fed from Redis (RTDASH_REDIS_URL, key
 prefix RTDASH_REDIS_PREFIX). WebSocket pages are accepted from
-RTDASH_ALLOWED_ORIGINS only (default: this server's own address).
+RTDASH_ALLOWED_ORIGINS only (default: this server's own address), requests
+naming a host of RTDASH_ALLOWED_HOSTS only, WebSockets with a token only
+(tokens.py; its secret RTDASH_PUSH_TOKEN_SECRET, else generated under
+<home>/keys on first start).
 SIGTERM/SIGINT: stop accepting, close every session, stop the Redis task.
 """
 from __future__ import annotations

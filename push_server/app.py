@@ -8,29 +8,40 @@ import tornado.web
 
 from rtdash.settings import Settings
 
+from .access import Access, log_request
 from .broker import Broker
-from .handlers import DashboardSocketHandler, HealthHandler, IndexHandler
+from .handlers import AuthCheckHandler, DashboardSocketHandler, HealthHandler, IndexHandler
 from .hub import Hub
+from .limits import ConnectionLimits
 from .protocol import MAX_CLIENT_MESSAGE_BYTES
+from .tokens import Tokens
 
 STATIC = Path(__file__).resolve().parent / "static"
 
 
 def make_app(settings: Settings, hub: Hub, broker: Broker, *, queue_size: int = 256,
-             max_message_size: int = MAX_CLIENT_MESSAGE_BYTES, ping_interval: float = 20) -> tornado.web.Application:
-    """The routes: / (dashboard), /static/ (its assets), /ws (envelopes), /healthz.
+             max_message_size: int = MAX_CLIENT_MESSAGE_BYTES, ping_interval: float = 20,
+             tokens: Tokens | None = None) -> tornado.web.Application:
+    """The routes: / (dashboard), /static/ (its assets), /ws (envelopes), /auth/check, /healthz.
 
     `queue_size` bounds each client's queue (a client that falls further behind
     is disconnected); `max_message_size` bounds what a client may send (larger:
-    close 1009).
+    close 1009). `tokens` checks the tokens of /ws (default: with the secret of
+    the settings, generated under <home>/keys when none is set).
     """
+    access = Access.from_settings(settings, tokens)
+    limits = ConnectionLimits(total=settings.push_max_connections,
+                              per_address=settings.push_max_connections_per_address)
     return tornado.web.Application(
         [
-            (r"/", IndexHandler, dict(timezone=settings.timezone)),
-            (r"/ws", DashboardSocketHandler, dict(hub=hub, origins=settings.origins, queue_size=queue_size,
-                                                  ids=itertools.count(1))),
+            (r"/", IndexHandler, dict(timezone=settings.timezone, access=access)),
+            (r"/ws", DashboardSocketHandler, dict(hub=hub, access=access, limits=limits,
+                                                  max_messages_per_second=settings.push_max_messages_per_second,
+                                                  queue_size=queue_size, ids=itertools.count(1))),
+            (r"/auth/check", AuthCheckHandler, dict(access=access)),
             (r"/healthz", HealthHandler, dict(hub=hub, broker=broker)),
         ],
+        log_function=log_request,
         template_path=str(STATIC),
         static_path=str(STATIC),
         websocket_max_message_size=max_message_size,

@@ -175,6 +175,21 @@ class Settings(BaseSettings):
     # Rotated files kept (<service>.log.1 ... .N); 0 keeps only the current file, started over when full.
     log_backups: int = Field(default=3, ge=0)
 
+    # --- who may read the dashboard (push_server/tokens.py, push_server/limits.py) ---
+    # HS256 secret of the dashboard tokens (at least 32 bytes); empty means one generated under <home>/keys.
+    push_token_secret: str = ""
+    # Clock difference allowed when checking a token's times.
+    push_token_leeway_seconds: float = Field(default=5.0, ge=0, le=300)
+    # Host headers the push server answers (host:port, or a host alone for any port); empty means
+    # 127.0.0.1, localhost and [::1] at push_port, and bind_host at push_port unless it is a wildcard.
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Open dashboard WebSockets one push server process holds; one more is closed at once with 1013.
+    push_max_connections: int = Field(default=10_000, gt=0)
+    # ... and from one client address; one more is closed at once with 4029.
+    push_max_connections_per_address: int = Field(default=64, gt=0)
+    # Messages one WebSocket client may send per second (that many at once); one more closes it with 4008.
+    push_max_messages_per_second: float = Field(default=10.0, gt=0)
+
     # Where `make jars` put the JVM dependencies (kafka/ and spark/); empty means <project>/.jars.
     jars_dir: str = ""
 
@@ -183,7 +198,7 @@ class Settings(BaseSettings):
     # Redis key prefix for snapshots, pub/sub channels and job bookkeeping.
     redis_prefix: str = "rtdash"
 
-    @field_validator("allowed_origins", "trusted_proxies", "gateway_redact_headers", mode="before")
+    @field_validator("allowed_origins", "allowed_hosts", "trusted_proxies", "gateway_redact_headers", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
@@ -230,6 +245,17 @@ class Settings(BaseSettings):
         if self.allowed_origins:
             return self.allowed_origins
         return [f"http://127.0.0.1:{self.push_port}", f"http://localhost:{self.push_port}"]
+
+    @property
+    def hosts(self) -> list[str]:
+        """Host headers the push server answers; by default its own address at push_port."""
+        if self.allowed_hosts:
+            return self.allowed_hosts
+        hosts = [f"127.0.0.1:{self.push_port}", f"localhost:{self.push_port}", f"[::1]:{self.push_port}"]
+        if self.bind_host not in ("0.0.0.0", "::", "", "127.0.0.1", "localhost", "::1"):
+            hosts.append(f"[{self.bind_host}]:{self.push_port}" if ":" in self.bind_host
+                         else f"{self.bind_host}:{self.push_port}")
+        return hosts
 
     @property
     def routes(self) -> list[tuple[str, str, str]]:

@@ -8,6 +8,7 @@
     rtdash simulate traffic        synthetic shoppers through the gateway
     rtdash drill                   kill each component under load (own stack, free ports), check the numbers
     rtdash keys demo               create the demo payment provider's key pair (never overwrites)
+    rtdash token                   a token for the dashboard (last line), and the link that carries it
 
 Settings come from RTDASH_* environment variables (see README).
 """
@@ -31,6 +32,7 @@ from rtdash.settings import Settings
 
 from .cli_common import console, private_key, settings_from_env
 from .cli_simulate import simulate
+from .cli_token import dashboard_url, make_token, token
 
 @click.group(help=__doc__.split("\n\n")[0])
 @click.option("--log-level", default="INFO", show_default=True, help="Log level of the runner.")
@@ -39,6 +41,7 @@ def main(log_level: str) -> None:
 
 
 main.add_command(simulate)
+main.add_command(token)
 
 
 def _demo_keys(settings: Settings) -> None:
@@ -58,6 +61,10 @@ def _start_stack(settings: Settings):
     from stack.services import local_stack
 
     _demo_keys(settings)
+    try:                                  # before anything starts: a bad secret stops nothing half-way
+        link = dashboard_url(settings, make_token(settings)[0])
+    except ValueError as exc:
+        raise click.ClickException(f"cannot make a dashboard token: {exc}") from exc
     # Supervised: a service that dies is reported here at once and restarted with growing pauses.
     stack = Stack(settings, local_stack(settings), supervise=True,
                   report=lambda line: console.print(line, style="bold yellow", markup=False, highlight=False))
@@ -72,7 +79,10 @@ def _start_stack(settings: Settings):
     for service in stack.services:
         table.add_row(service.name, service.address, str(service.log_path))
     console.print(table)
-    console.print(f"dashboard: [bold]http://{settings.bind_host}:{settings.push_port}/[/]   (Ctrl-C stops everything)")
+    # The token rides in the fragment: browsers never send it, so no log or Referer holds it.
+    console.print(f"dashboard: {link}", soft_wrap=True, markup=False, highlight=False)
+    console.print("(the link opens the dashboard for 8 hours; `rtdash token` makes another)   "
+                  "(Ctrl-C stops everything)", markup=False, highlight=False)
     return stack
 
 

@@ -27,6 +27,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
 from producers.order_service.store import epoch_ms, orders
+from push_server.tokens import Tokens
 from rtdash.channels import ORDERS_PER_MINUTE, ORDERS_TODAY, snapshot_key
 from rtdash.database import make_engine
 from rtdash.payments import format_amount
@@ -98,7 +99,8 @@ class DashboardSocket:
     """
 
     def __init__(self, settings: Settings, stop: asyncio.Event):
-        self.url = f"ws://{settings.bind_host}:{settings.push_port}/ws"
+        token = Tokens.from_settings(settings).issue(channels=[ORDERS_TODAY, ORDERS_PER_MINUTE], subject="drill")
+        self.url = f"ws://{settings.bind_host}:{settings.push_port}/ws?token={token}"
         self.origin = f"http://127.0.0.1:{settings.push_port}"
         self.stop = stop
         self.figures = Figures()

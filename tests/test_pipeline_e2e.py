@@ -25,6 +25,7 @@ from rtdash.channels import ORDERS_TODAY
 from rtdash.keys import load_private_key
 from rtdash.payments import FORM_HEADERS as FORM, NOTIFY_PATH, notify_body, notify_params
 
+from dashboard_tokens import ws_url
 from paying import paid_on, pay
 from waiting import eventually, eventually_async
 
@@ -38,8 +39,7 @@ def health(url: str) -> dict:
 
 async def connect_dashboard(settings):
     origin = f"http://127.0.0.1:{settings.push_port}"
-    return await websocket_connect(HTTPRequest(f"ws://127.0.0.1:{settings.push_port}/ws",
-                                               headers={"Origin": origin}))
+    return await websocket_connect(HTTPRequest(ws_url(settings), headers={"Origin": origin}))
 
 
 class BrokenStream(Exception):

@@ -9,6 +9,7 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.testing import AsyncHTTPTestCase, gen_test
 from tornado.websocket import websocket_connect
 
+from dashboard_tokens import SECRET, fixed_tokens, with_token
 from push_server.app import make_app
 from push_server.broker import MemoryBroker
 from push_server.hub import Hub
@@ -28,12 +29,13 @@ class PushAppTest(AsyncHTTPTestCase):
         self.hub = Hub()
         self.broker = MemoryBroker(self.hub)
         self.settings = Settings(_env_file=None, allowed_origins=f"{ORIGIN},https://other.example",
-                                 timezone="Asia/Shanghai")
+                                 timezone="Asia/Shanghai", push_port=self.get_http_port(), push_token_secret=SECRET)
         return make_app(self.settings, self.hub, self.broker, queue_size=8, max_message_size=1024)
 
     def connect(self, origin: str | None = ORIGIN):
         headers = {"Origin": origin} if origin else {}
-        return websocket_connect(HTTPRequest(self.get_url("/ws").replace("http", "ws"), headers=headers))
+        url = with_token(self.get_url("/ws").replace("http", "ws"), fixed_tokens().issue())
+        return websocket_connect(HTTPRequest(url, headers=headers))
 
     async def read(self, ws, timeout: float = 5.0) -> dict:
         message = await asyncio.wait_for(ws.read_message(), timeout)

@@ -16,6 +16,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.testing import bind_unused_port
 from tornado.websocket import WebSocketClosedError, websocket_connect
 
+from dashboard_tokens import SECRET, fixed_tokens, with_token
 from push_server.app import make_app
 from push_server.broker_redis import RedisBroker
 from push_server.hub import Hub
@@ -52,7 +53,7 @@ class PushServer:
         sock, self.port = bind_unused_port()
         self.sock = sock
         self.origin = f"http://127.0.0.1:{self.port}"
-        self.settings = Settings(_env_file=None, push_port=self.port)
+        self.settings = Settings(_env_file=None, push_port=self.port, push_token_secret=SECRET)
         self.hub = Hub()
         self.broker = RedisBroker(self.hub, redis_url, PREFIX, min_backoff=0.05, max_backoff=0.3)
 
@@ -71,8 +72,8 @@ class PushServer:
         await asyncio.wait_for(self.server.close_all_connections(), 10)
 
     async def connect(self):
-        return await websocket_connect(HTTPRequest(f"ws://127.0.0.1:{self.port}/ws",
-                                                   headers={"Origin": self.origin}))
+        url = with_token(f"ws://127.0.0.1:{self.port}/ws", fixed_tokens().issue())
+        return await websocket_connect(HTTPRequest(url, headers={"Origin": self.origin}))
 
     async def health(self) -> dict:
         response = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{self.port}/healthz")

@@ -15,7 +15,9 @@ import redis
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
+from dashboard_tokens import ws_url
 from rtdash.channels import snapshot_key
+from rtdash.settings import Settings
 from stack.testing import free_port
 from waiting import eventually
 
@@ -56,8 +58,9 @@ def test_serves_from_redis_and_stops_on_sigterm(push_redis, tmp_path):
         assert state["status"] == "ok" and state["clients"] == 0
 
         async def client_sees_shutdown():
-            ws = await websocket_connect(HTTPRequest(f"ws://127.0.0.1:{port}/ws",
-                                                     headers={"Origin": f"http://localhost:{port}"}))
+            # The process made its token secret under its home; a token from the same home opens /ws.
+            url = ws_url(Settings(_env_file=None, home=tmp_path), port=port)
+            ws = await websocket_connect(HTTPRequest(url, headers={"Origin": f"http://localhost:{port}"}))
             assert json.loads(await ws.read_message()) == json.loads(envelope)
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(ws.read_message(), 10) is None
