@@ -12,7 +12,10 @@ SIGTERM/SIGINT: stop accepting, close every session, stop the Redis task.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+
+import uvloop
 
 from rtdash.logs import setup_logging
 from rtdash.service import listen, until_stopped
@@ -21,6 +24,7 @@ from rtdash.settings import Settings
 from .app import make_app
 from .broker_redis import RedisBroker
 from .hub import Hub
+from .session import Session
 
 log = logging.getLogger("rtdash.push")
 
@@ -29,11 +33,14 @@ async def main(settings: Settings | None = None, stop: asyncio.Event | None = No
     """Serve until SIGTERM/SIGINT (or until `stop` is set), then shut down cleanly."""
     settings = settings or Settings()
     stop = stop or asyncio.Event()
-    hub = Hub()
+    Session.stall_seconds = settings.push_stall_seconds
+    hub = Hub(history_size=settings.push_history_size, history_seconds=settings.push_history_seconds)
     broker = RedisBroker(hub, settings.redis, settings.redis_prefix)
     app = make_app(settings, hub, broker)
     server = listen(app, settings, settings.push_port)
     await broker.start()
+    gc.collect()
+    gc.freeze()
     log.info("push server on http://%s:%d/ (WebSocket /ws, origins %s, redis %s)", settings.bind_host,
              settings.push_port, ", ".join(settings.origins), settings.redis)
     try:
@@ -54,4 +61,4 @@ async def main(settings: Settings | None = None, stop: asyncio.Event | None = No
 
 if __name__ == "__main__":
     setup_logging()
-    asyncio.run(main())
+    uvloop.run(main())

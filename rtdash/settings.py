@@ -195,6 +195,8 @@ class Settings(BaseSettings):
 
     # Origins whose pages may open the dashboard WebSocket.
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # A dashboard client with one write unfinished this long (it stopped reading) is closed with 1013.
+    push_stall_seconds: float = Field(default=30.0, gt=0)
     # Redis key prefix for snapshots, pub/sub channels and job bookkeeping.
     redis_prefix: str = "rtdash"
 
