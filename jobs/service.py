@@ -15,7 +15,9 @@ starts one streaming query. What makes such queries a service lives here, once:
   with one entry per query: status, restarts, last error, its last micro-batch
   (id, input rows, duration), and how long input has waited for it. A query is
   stalled when input has waited longer than RTDASH_JOBS_STALL_SECONDS with no
-  micro-batch completed (jobs/stall.py): Spark itself reports nothing wrong then.
+  micro-batch completed (jobs/stall.py): Spark itself reports nothing wrong then;
+* `GET /metrics` on the same port: per query, micro-batches completed, their
+  durations and input rows, and the input lag (jobs/metrics.py).
 
 `python -m jobs` runs all of the queries in one application (the local stack
 does this: on a small machine a second driver JVM would take the cores the
@@ -37,7 +39,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
+from jobs.metrics import JobMetrics
 from jobs.stall import StallWatch
+from rtdash.metrics import CONTENT_TYPE_LATEST, exposition
 from rtdash.retry import retrying
 from rtdash.settings import Settings
 
@@ -73,6 +77,7 @@ class QueryState:
     restarts: int = 0
     last_error: str | None = None
     stall: StallWatch = field(default_factory=StallWatch)
+    metrics: JobMetrics | None = None    # the runner's: each completed micro-batch counted once
 
     def look(self, now: float) -> tuple[bool, dict | None, dict | None]:
         """Read the query's progress and status once, note them in the stall watch; (active, progress, status)."""
@@ -81,6 +86,8 @@ class QueryState:
         progress = query.lastProgress if query is not None else None
         status = query.status if active else None
         self.stall.look(progress, status, now)
+        if self.metrics is not None:
+            self.metrics.note(self.name, query, progress)
         return active, progress, status
 
     def health(self, now: float | None = None, stall_s: float = float("inf")) -> dict:
@@ -114,7 +121,8 @@ class JobRunner:
         self.settings = settings
         self.specs = specs
         self.clock = clock
-        self.states = {spec.name: QueryState(spec.name) for spec in specs}
+        self.metrics = JobMetrics()
+        self.states = {spec.name: QueryState(spec.name, metrics=self.metrics) for spec in specs}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -213,14 +221,21 @@ def _stop_query(query: StreamingQuery) -> None:
 
 
 def serve_health(runner: JobRunner, host: str, port: int) -> ThreadingHTTPServer:
-    """`GET /healthz` in a thread of its own: 200 when every query is active and none stalled, else 503."""
+    """`GET /healthz` in a thread of its own: 200 when every query is active and none stalled, else 503;
+    `GET /metrics`: the runner's Prometheus metrics (jobs/metrics.py)."""
 
     class Health(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            health = runner.health()
-            body = json.dumps(health).encode()
-            self.send_response(404 if self.path != "/healthz" else 200 if health["healthy"] else 503)
-            self.send_header("Content-Type", "application/json")
+            if self.path == "/metrics":
+                for state in runner.states.values():  # counts up to date at the scrape
+                    state.look(runner.clock())
+                body, content_type = exposition(runner.metrics.registry), CONTENT_TYPE_LATEST
+                self.send_response(200)
+            else:
+                health = runner.health()
+                body, content_type = json.dumps(health).encode(), "application/json"
+                self.send_response(404 if self.path != "/healthz" else 200 if health["healthy"] else 503)
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

@@ -24,7 +24,7 @@ MESSAGES_COALESCED = Counter(
     registry=REGISTRY)
 CLOSES = Counter(
     "rtdash_push_closes", "WebSocket connections closed, by close code (1000 normal, 1001 server stopping, "
-    "1003 bad message, 1009 too big, 1012 reset, 1013 too slow, ...).",
+    "1003 bad message, 1006 lost without a close frame, 1009 too big, 1012 reset, 1013 too slow, ...).",
     ["code"], registry=REGISTRY)
 HISTORY_HITS = Counter(
     "rtdash_push_history_hits",
@@ -37,5 +37,5 @@ HISTORY_MISSES = Counter(
 
 
 def count_close(code: int | None) -> None:
-    """One closed connection under its close code (1005, "no code", when there was none)."""
-    CLOSES.labels(code=str(code if code is not None else 1005)).inc()
+    """One closed connection under its close code (1006, "abnormal closure", when none was exchanged)."""
+    CLOSES.labels(code=str(code if code is not None else 1006)).inc()

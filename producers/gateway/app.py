@@ -2,7 +2,8 @@
 
 ``GET /_gateway/healthz`` reports the routes (names and prefixes) and the publisher's
 queue depth and bytes, published / dropped counts and Kafka state; it is the gateway's own path so
-that ``/healthz`` stays the upstreams'. Every other path goes to `ProxyHandler`.
+that ``/healthz`` stays the upstreams'. ``GET /_gateway/metrics`` serves the same counts to
+Prometheus (metrics.py). Every other path goes to `ProxyHandler`.
 """
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import time
 from dataclasses import dataclass, field
 
 import tornado.web
+from prometheus_client import CollectorRegistry
 
+from rtdash.metrics import metrics_route
 from rtdash.settings import Settings
 
 from .events import EventBuilder, Exchange
+from .metrics import PublisherCollector
 from .proxy import BODY_CAPTURE_BYTES, DEFAULT_MAX_BODY_BYTES, ProxyHandler
 from .publisher import Publisher
 from .upstream import Upstream, UpstreamPool
@@ -22,6 +26,7 @@ from .upstream import Upstream, UpstreamPool
 log = logging.getLogger("rtdash.gateway")
 
 HEALTH_PATH = "/_gateway/healthz"
+METRICS_PATH = "/_gateway/metrics"
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,7 @@ def make_app(settings: Settings, *, publisher: Publisher, builder: EventBuilder 
                       timeout=settings.gateway_upstream_timeout_seconds, max_body_bytes=max_body_bytes)
     app = tornado.web.Application([
         (HEALTH_PATH, HealthHandler, {"gateway": gateway}),
+        metrics_route(CollectorRegistry(), METRICS_PATH, collectors=[PublisherCollector(publisher)]),
         (r".*", ProxyHandler, {"gateway": gateway}),
     ], compress_response=False)
     app.gateway = gateway

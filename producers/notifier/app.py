@@ -1,13 +1,16 @@
-"""The notifier's health endpoint: ``GET /healthz`` with the consumer's state and counters."""
+"""The notifier's endpoints: ``GET /healthz``, the consumer's state and counts; ``GET /metrics``, the same counts."""
 from __future__ import annotations
 
 import dataclasses
 
 import tornado.web
+from prometheus_client import CollectorRegistry
 
+from rtdash.metrics import metrics_route, request_logger
 from rtdash.settings import Settings
 
 from .consumer import ConfirmationSender
+from .metrics import NotifierCollector
 
 
 class HealthHandler(tornado.web.RequestHandler):
@@ -23,4 +26,7 @@ class HealthHandler(tornado.web.RequestHandler):
 
 
 def make_app(settings: Settings, *, sender: ConfirmationSender, group: str) -> tornado.web.Application:
-    return tornado.web.Application([(r"/healthz", HealthHandler, dict(sender=sender, group=group))])
+    registry = CollectorRegistry()
+    return tornado.web.Application([(r"/healthz", HealthHandler, dict(sender=sender, group=group)),
+                                    metrics_route(registry, collectors=[NotifierCollector(sender.status)])],
+                                   log_function=request_logger(registry))

@@ -12,6 +12,8 @@ provider's public key at RTDASH_PROVIDER_PUBLIC_KEY (by default
 one; it never creates a key. Stops cleanly on
 SIGTERM/SIGINT: stop accepting, commit what is waiting, let the relay publish
 and mark it, then exit. If the store process dies, the service stops and says so.
+Prometheus metrics at /metrics on the public port, both processes' merged
+(multiprocess mode, in <RTDASH_HOME>/run/metrics/order_service, emptied at start).
 
 The path of one payment notify, in two processes:
 
@@ -33,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from rtdash.database import make_engine
 from rtdash.logs import setup_logging
+from rtdash.metrics import multiprocess_dir, prepare_multiprocess
 from rtdash.keys import KeyFileError, load_public_key
 from rtdash.service import listen, until_stopped
 from rtdash.settings import Settings
@@ -52,6 +55,8 @@ async def main(settings: Settings | None = None) -> None:
         load_public_key(settings.provider_public_key_path)
     except KeyFileError as exc:
         raise SystemExit(f"order service not started: {exc}") from None
+    # Before the store process starts (it inherits the directory) and before anything counts.
+    prepare_multiprocess(multiprocess_dir(settings.home, "order_service"))
     stopping = asyncio.Event()
 
     def store_exited(code: int | None) -> None:

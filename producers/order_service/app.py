@@ -1,4 +1,4 @@
-"""The order service's HTTP surface: the payment notify endpoint and /healthz.
+"""The order service's HTTP surface: the payment notify endpoint, /healthz and /metrics.
 
 The notify endpoint is small on purpose: read the body, hand it to the group
 writer (writer.py), which takes it with whatever else is waiting to the order
@@ -13,7 +13,7 @@ It is the service's hot path, so it is served one level below tornado.web,
 as a message delegate of Tornado's HTTP server: a RequestHandler's
 per-request machinery (a handler object, default headers, output transforms,
 the Date header) costs several times what the delegate does (BENCHMARKS.md).
-Everything else, /healthz and the 404s, is a plain tornado.web application:
+Everything else, /healthz, /metrics and the 404s, is a plain tornado.web application:
 `NotifyEndpoint` looks at the request line's path and hands any other request
 to it. (Tornado's `RuleRouter` would build a whole `HTTPServerRequest` for
 every notify just to match its path.)
@@ -29,10 +29,12 @@ import tornado.web
 from tornado import httputil
 from tornado.iostream import StreamClosedError
 
+from rtdash.metrics import metrics_route
 from rtdash.payments import FORM_TYPE, NOTIFY_PATH, NotifyError
 from rtdash.settings import Settings
 
 from .handoff import Received, RelayStatus, Reply
+from .metrics import NOTIFIES, REGISTRY, OutboxCollector
 from .store import OrderStore
 from .writer import GroupWriter
 
@@ -60,6 +62,7 @@ class NotifyEndpoint(httputil.HTTPServerConnectionDelegate):
         """The reply to one request, once known: at once for a refusal, else when its group is through
         the intake. `body` is None when it was over the size limit."""
         if method != "POST":
+            NOTIFIES.labels(result="refused_request").inc()
             return _done(Reply(405, "fail: the payment notify is a POST"))
         if body is None:
             return self._refuse(remote_ip, NotifyError(f"body larger than {self.max_body_bytes} bytes", status=413))
@@ -69,6 +72,7 @@ class NotifyEndpoint(httputil.HTTPServerConnectionDelegate):
 
     @staticmethod
     def _refuse(remote_ip: str, exc: NotifyError) -> "asyncio.Future[Reply]":
+        NOTIFIES.labels(result="refused_request").inc()
         log.warning("notify refused from %s: %s", remote_ip, exc.args[0])
         return _done(Reply(exc.status, f"fail: {exc.args[0]}"))
 
@@ -168,8 +172,16 @@ def make_app(settings: Settings, *, writer: GroupWriter, store: OrderStore, db: 
     """The service's routes, for `tornado.httpserver.HTTPServer`.
 
     Notifies go to `writer`; /healthz reads the outbox through `store` on `db`
-    and the relay's counters from `relay_status`.
+    and the relay's counters from `relay_status`; /metrics serves
+    order_service/metrics.py (both processes' values in multiprocess mode) and
+    the same outbox figures.
     """
+    outbox = OutboxCollector(relay_status)
+
+    async def read_backlog() -> None:
+        outbox.backlog = await asyncio.get_running_loop().run_in_executor(db, store.pending_count)
+
     other = tornado.web.Application([(r"/healthz", HealthHandler,
-                                      dict(store=store, db=db, relay_status=relay_status))])
+                                      dict(store=store, db=db, relay_status=relay_status)),
+                                     metrics_route(REGISTRY, refresh=read_backlog, collectors=[outbox])])
     return NotifyEndpoint(max_body_bytes=settings.notify_max_body_bytes, writer=writer, other=other)

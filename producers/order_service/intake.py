@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from rtdash.payments import NotifyError, PaymentNotify, form_params, format_amount, parse_notify
 
 from .handoff import Item, PlaceOrder, Reply
+from .metrics import GROUP_SIZE, NOTIFIES, refusal_result
 from .store import OrderStore, Outcome
 
 log = logging.getLogger("rtdash.order_service")
@@ -33,6 +34,10 @@ AMOUNT_DIFFERS = Reply(409, "fail: total_amount differs from the order's amount"
 PLACED = Reply(201, "placed")
 PLACED_BEFORE = Reply(200, "placed before")
 PLACED_WITH_ANOTHER_AMOUNT = Reply(409, "placed before with another amount")
+
+# A notify's outcome as rtdash_order_notifies_total counts it.
+_RESULTS = {Outcome.PAID: "paid", Outcome.DUPLICATE: "duplicate", Outcome.NOT_PAID: "not_paid",
+            Outcome.UNKNOWN_ORDER: "unknown_order", Outcome.AMOUNT_DIFFERS: "amount_differs"}
 
 
 class NotifyIntake:
@@ -57,6 +62,7 @@ class NotifyIntake:
         amount again, or 409 for another amount. A failing database raises:
         the whole group is answered 5xx and sent again.
         """
+        GROUP_SIZE.observe(len(group))
         replies: list[Reply] = [SUCCESS] * len(group)
         taken: list[tuple[int, PlaceOrder | PaymentNotify]] = []
         for i, item in enumerate(group):
@@ -68,6 +74,7 @@ class NotifyIntake:
                                       app_id=self.app_id, seller_id=self.seller_id, tz=self.tz)
             except NotifyError as exc:
                 log.warning("notify refused from %s: %s", item.remote_ip, exc.args[0])
+                NOTIFIES.labels(result=refusal_result(exc.args[0])).inc()
                 replies[i] = Reply(exc.status, f"fail: {exc.args[0]}")
                 continue
             taken.append((i, notify))
@@ -93,6 +100,7 @@ class NotifyIntake:
 
     @staticmethod
     def _notified(notify: PaymentNotify, outcome: Outcome, remote_ip: str) -> Reply:
+        NOTIFIES.labels(result=_RESULTS[outcome]).inc()
         if outcome is Outcome.UNKNOWN_ORDER:
             log.warning("notify %s from %s for order %s, which was never placed; refused", notify.notify_id,
                         remote_ip, notify.out_trade_no)

@@ -1,4 +1,4 @@
-"""The payment provider simulator's HTTP surface: ``POST /pay`` and ``/healthz``.
+"""The payment provider simulator's HTTP surface: ``POST /pay``, ``/healthz`` and ``/metrics``.
 
 ``POST /pay`` with JSON ``{"out_trade_no", "amount_cents", "notify_url"?}``
 answers at once with ``{"trade_no": ...}``; the `NotifySender` (notify_sender.py)
@@ -15,10 +15,12 @@ import re
 from typing import Annotated
 
 import tornado.web
+from prometheus_client import CollectorRegistry
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from pydantic_core import PydanticCustomError
 
 from rtdash.contracts import describe
+from rtdash.metrics import metrics_route, request_logger
 from rtdash.payments import MAX_AMOUNT_CENTS, default_notify_url, format_amount
 from rtdash.settings import Settings
 from rtdash.web import JsonHandler
@@ -86,7 +88,9 @@ class HealthHandler(ProviderHandler):
 
 def make_app(settings: Settings, *, sender: NotifySender) -> tornado.web.Application:
     deps = dict(settings=settings, sender=sender)
+    registry = CollectorRegistry()   # requests by route and status (rtdash.metrics)
     return tornado.web.Application([
         (r"/pay", PayHandler, deps),
         (r"/healthz", HealthHandler, deps),
-    ])
+        metrics_route(registry),
+    ], log_function=request_logger(registry))

@@ -10,8 +10,10 @@ from concurrent.futures import Executor
 from pathlib import Path
 
 import tornado.web
+from prometheus_client import CollectorRegistry
 
 from rtdash.keys import ensure_secret
+from rtdash.metrics import metrics_route, request_logger
 from rtdash.settings import Settings
 
 from .handlers import (CartHandler, CartItemHandler, CartItemsHandler, CategoriesHandler, CheckoutHandler,
@@ -32,8 +34,9 @@ def ensure_cookie_secret(keys_dir: Path) -> str:
 def make_app(settings: Settings, *, store: ShopStore, db: Executor, payments: PaymentClient,
              orders: OrderServiceClient, cookie_secret: str) -> tornado.web.Application:
     """The shop's routes; the store, executor and clients (provider, order service) reach handlers through
-    initialize()."""
+    initialize(). /metrics counts requests by route and status (rtdash.metrics)."""
     deps = dict(store=store, db=db, payments=payments, orders=orders)
+    registry = CollectorRegistry()
     return tornado.web.Application([
         (r"/", IndexHandler, deps),
         (r"/healthz", HealthHandler, deps),
@@ -47,4 +50,6 @@ def make_app(settings: Settings, *, store: ShopStore, db: Executor, payments: Pa
         (r"/cart/items/([^/]+)", CartItemHandler, deps),
         (r"/checkout", CheckoutHandler, deps),
         (r"/orders/([^/]+)", OrderHandler, deps),
-    ], cookie_secret=cookie_secret, default_handler_class=NotFoundHandler, default_handler_args=deps)
+        metrics_route(registry),
+    ], cookie_secret=cookie_secret, default_handler_class=NotFoundHandler, default_handler_args=deps,
+        log_function=request_logger(registry))

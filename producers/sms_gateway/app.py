@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import tornado.web
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rtdash.contracts import describe, format_ts
+from rtdash.metrics import metrics_route, request_logger
 from rtdash.settings import Settings
 from rtdash.web import JsonHandler
 
@@ -134,7 +136,9 @@ class HealthHandler(GatewayHandler):
 
 def make_app(settings: Settings, *, messages: MessageLog) -> tornado.web.Application:
     deps = dict(messages=messages)
+    registry = CollectorRegistry()   # requests by route and status (rtdash.metrics) at /metrics
     return tornado.web.Application([
         (r"/messages", MessagesHandler, deps),
         (r"/healthz", HealthHandler, deps),
-    ])
+        metrics_route(registry),
+    ], log_function=request_logger(registry))
