@@ -17,6 +17,21 @@ from .protocol import MAX_CLIENT_MESSAGE_BYTES
 from .tokens import Tokens
 
 STATIC = Path(__file__).resolve().parent / "static"
+# The chart library, installed from npm by `make setup` (or the image's npm stage) and copied here; not in git.
+VENDOR_FILES = ("vendor/uPlot.iife.min.js", "vendor/uPlot.min.css")
+
+
+class MissingAssets(RuntimeError):
+    """The dashboard's vendored files are not installed."""
+
+
+def check_assets(static: Path = STATIC) -> None:
+    """Refuse to serve a dashboard that cannot draw its charts, saying how to install what is missing."""
+    missing = [name for name in VENDOR_FILES if not (static / name).is_file()]
+    if missing:
+        raise MissingAssets(f"the dashboard's chart library is missing ({', '.join(missing)} under {static}): "
+                            "run `make setup` (npm ci, then copied into push_server/static/vendor/) "
+                            "before starting or packaging the push server")
 
 
 def make_app(settings: Settings, hub: Hub, broker: Broker, *, queue_size: int = 256,
@@ -26,9 +41,11 @@ def make_app(settings: Settings, hub: Hub, broker: Broker, *, queue_size: int = 
 
     `queue_size` bounds each client's queue (a client that falls further behind
     is disconnected); `max_message_size` bounds what a client may send (larger:
-    close 1009). `tokens` checks the tokens of /ws (default: with the secret of
-    the settings, generated under <home>/keys when none is set).
+    close 1009). Raises MissingAssets when the chart library is not installed.
+    `tokens` checks the tokens of /ws (default: with the secret of the settings,
+    generated under <home>/keys when none is set).
     """
+    check_assets()
     access = Access.from_settings(settings, tokens)
     limits = ConnectionLimits(total=settings.push_max_connections,
                               per_address=settings.push_max_connections_per_address)
