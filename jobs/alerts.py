@@ -118,7 +118,8 @@ def write_alerts(ticks: DataFrame, settings: Settings, evaluation: Evaluation) -
 def start(spark: SparkSession, settings: Settings) -> StreamingQuery:
     """Start the query in `spark` (the job's main, `python -m jobs` and the tests use this)."""
     rules = rules_from(settings)
-    store = AlertStore(redis_client(settings), settings.redis_prefix, settings.tz)
+    store = AlertStore(redis_client(settings), settings.redis_prefix, settings.tz,
+                       history_size=settings.push_history_size, history_seconds=settings.push_history_seconds)
     # ticks -> the rules over the Redis series -> states and channel in Redis, changes to Kafka
     return write_alerts(read_ticks(spark), settings, Evaluation(settings, rules, store))
 

@@ -19,7 +19,7 @@ window before midnight reads yesterday's hashes, a missing field is 0):
     write  <p>:alerts:evaluated                 epoch ms of the last evaluation applied
     write  <p>:alerts:outbox                    AlertStateChanged JSON not yet acknowledged by Kafka
 
-plus the snapshot, live and seq keys of `rtdash.channels` for ``alerts``.
+plus the stream keys of `rtdash.channels` for ``alerts`` (snapshot, live, seq, epoch, history).
 """
 from __future__ import annotations
 
@@ -27,13 +27,13 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from importlib import resources
 from zoneinfo import ZoneInfo
 
 import redis
 
 from jobs.alerts_rules import AlertState, Window, channel_data
-from rtdash.channels import ALERTS, live_channel, seq_key, snapshot_key
+from jobs.checkpoint import load_script
+from rtdash.channels import ALERTS, HISTORY_SECONDS, HISTORY_SIZE, stream_keys
 from rtdash.contracts import AlertStateChanged, to_json
 from rtdash.kafka_producer import make_producer
 from rtdash.settings import Settings
@@ -58,16 +58,17 @@ def _text(data) -> str:
 class AlertStore:
     """The rules' series and states in Redis, and the outbox of state changes for Kafka."""
 
-    def __init__(self, client: redis.Redis, prefix: str, tz: ZoneInfo):
+    def __init__(self, client: redis.Redis, prefix: str, tz: ZoneInfo, *, history_size: int = HISTORY_SIZE,
+                 history_seconds: float = HISTORY_SECONDS):
         self.client = client
         self.prefix = prefix
         self.tz = tz
+        self.history = [history_size, history_seconds]
         self.states_key = f"{prefix}:alerts:state"
         self.evaluated_key = f"{prefix}:alerts:evaluated"
         self.outbox_key = f"{prefix}:alerts:outbox"
-        self._script = client.register_script((resources.files("jobs") / "lua" / "alerts.lua").read_text())
-        self._keys = [self.states_key, self.evaluated_key, self.outbox_key, snapshot_key(prefix, ALERTS),
-                      live_channel(prefix, ALERTS), seq_key(prefix, ALERTS)]
+        self._script = client.register_script(load_script("alerts", guarded=False))
+        self._keys = [self.states_key, self.evaluated_key, self.outbox_key, *stream_keys(prefix, ALERTS)]
 
     def sums(self, windows: Sequence[Window], now: datetime) -> dict[Window, int]:
         """Each window's total at `now`, read with one HMGET per series and date (one round trip)."""
@@ -94,7 +95,7 @@ class AlertStore:
         return int(self._script(keys=self._keys, args=[
             int(now.timestamp() * 1000), ALERTS,
             _text({name: _text(state.record()) for name, state in states.items()}),
-            _text(channel_data(states)), _text([to_json(change).decode() for change in changes])]))
+            _text(channel_data(states)), _text([to_json(change).decode() for change in changes]), *self.history]))
 
     def outbox(self) -> list[bytes]:
         return self.client.lrange(self.outbox_key, 0, -1)

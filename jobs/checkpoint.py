@@ -40,10 +40,12 @@ def guard_key(prefix: str, query: str) -> str:
     return f"{prefix}:job:{query}:applied"
 
 
-def load_script(name: str) -> str:
-    """jobs/lua/guard.lua followed by jobs/lua/<name>.lua: one script, run atomically by Redis."""
+def load_script(name: str, *, guarded: bool = True) -> str:
+    """jobs/lua/guard.lua (when `guarded`), jobs/lua/envelope.lua (how channels are published), then
+    jobs/lua/<name>.lua: one script, run atomically by Redis."""
     folder = resources.files("jobs") / "lua"
-    return (folder / "guard.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+    parts = (["guard"] if guarded else []) + ["envelope", name]
+    return "\n".join((folder / f"{part}.lua").read_text() for part in parts)
 
 
 @dataclass(frozen=True)

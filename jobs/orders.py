@@ -207,7 +207,8 @@ def start(spark: SparkSession, settings: Settings) -> StreamingQuery:
     # Eviction happens with the next batch that has data instead.
     spark.conf.set("spark.sql.streaming.noDataMicroBatches.enabled", "false")
     client = redis_client(settings)
-    sink = OrdersSink(client, settings.redis_prefix, query_name(settings))
+    sink = OrdersSink(client, settings.redis_prefix, query_name(settings), history_size=settings.push_history_size,
+                      history_seconds=settings.push_history_seconds)
     # events (from where Redis says this query got to, when its checkpoint is new)
     #   -> parsed, checked, deduped orders -> per-minute totals in Redis
     records = read_orders(spark, settings, resume_offsets(client, settings.redis_prefix, query_name(settings)))

@@ -15,8 +15,8 @@ day keys are derived inside the script):
     <p>:orders:minute:<date>:count          hash: "HH:MM" -> orders
     <p>:orders:minute:<date>:amount         hash: "HH:MM" -> cents
 
-plus the snapshot, live and seq keys of `rtdash.channels` for `orders.today`
-and `orders.per_minute`. Day and minute hashes expire eight days after their
+plus the stream keys of `rtdash.channels` (snapshot, live, seq, epoch,
+history) for `orders.today` and `orders.per_minute`. Day and minute hashes expire eight days after their
 last change.
 
 Channels, for the configured "today" only (earlier days are stored, never
@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import redis
 
 from jobs.checkpoint import NO_BATCH, Batch, guard_key, load_script
-from rtdash.channels import ORDERS_PER_MINUTE, ORDERS_TODAY, live_channel, seq_key, snapshot_key
+from rtdash.channels import HISTORY_SECONDS, HISTORY_SIZE, ORDERS_PER_MINUTE, ORDERS_TODAY, stream_keys
 
 TTL_SECONDS = 8 * 24 * 3600
 
@@ -65,14 +65,15 @@ class OrdersSink:
     """Applies batches of one query to Redis; safe to call again with a batch it has seen."""
 
     def __init__(self, client: redis.Redis, prefix: str, query: str = "orders_today",
-                 ttl_seconds: int = TTL_SECONDS):
+                 ttl_seconds: int = TTL_SECONDS, *, history_size: int = HISTORY_SIZE,
+                 history_seconds: float = HISTORY_SECONDS):
         self.client = client
         self.prefix = prefix
         self.ttl_seconds = ttl_seconds
+        self.history = [history_size, history_seconds]
         self._script = client.register_script(load_script("orders"))
         self._guard = guard_key(prefix, query)
-        self._keys = [self._guard] + [key(prefix, channel) for channel in (ORDERS_TODAY, ORDERS_PER_MINUTE)
-                                      for key in (snapshot_key, live_channel, seq_key)]
+        self._keys = [self._guard, *stream_keys(prefix, ORDERS_TODAY), *stream_keys(prefix, ORDERS_PER_MINUTE)]
 
     def apply(self, batch: Batch, today: str, minutes: list[MinuteTotal]) -> bool:
         """Add one batch; True if applied, False if this query applied it (or a later one) before."""
@@ -91,4 +92,4 @@ class OrdersSink:
     def _run(self, guard: list[str], today: str, rows: list[list[str]]) -> bool:
         payload = json.dumps(rows, separators=(",", ":"))
         return bool(self._script(keys=self._keys, args=[*guard, self.prefix, today, self.ttl_seconds, payload,
-                                                        ORDERS_TODAY, ORDERS_PER_MINUTE]))
+                                                        ORDERS_TODAY, ORDERS_PER_MINUTE, *self.history]))

@@ -40,7 +40,7 @@ from datetime import datetime, timedelta, timezone
 import redis
 
 from jobs.checkpoint import Batch, guard_key, load_script
-from rtdash.channels import TRAFFIC_CHANNELS, live_channel, seq_key, snapshot_key
+from rtdash.channels import TRAFFIC_CHANNELS, stream_keys
 from rtdash.settings import Settings
 
 # DDSketch: bucket i holds latencies in (GAMMA^(i-1), GAMMA^i] (the job computes i); a percentile
@@ -68,8 +68,7 @@ class TrafficSink:
         self.prefix = settings.redis_prefix
         self._script = client.register_script(load_script("traffic"))
         self._keys = [guard_key(self.prefix, query)] + [
-            key(self.prefix, channel) for channel in TRAFFIC_CHANNELS
-            for key in (snapshot_key, live_channel, seq_key)]
+            key for channel in TRAFFIC_CHANNELS for key in stream_keys(self.prefix, channel)]
 
     def clock_ms(self) -> int | None:
         value = self.client.get(f"{self.prefix}:traffic:clock")
@@ -101,7 +100,8 @@ class TrafficSink:
         payload.update(self._today(clock) if clock else {"today": ""})
         applied = self._script(keys=self._keys, args=[
             batch.query_id, str(batch.batch_id), batch.offsets, self.prefix, self.settings.traffic_keep_days * 86400,
-            json.dumps(payload, separators=(",", ":"), ensure_ascii=False), repr(GAMMA), *TRAFFIC_CHANNELS])
+            json.dumps(payload, separators=(",", ":"), ensure_ascii=False), repr(GAMMA), *TRAFFIC_CHANNELS,
+            self.settings.push_history_size, self.settings.push_history_seconds])
         counted = sum(r["n"] + r["bots"] for r in by_kind["minute"])
         return Applied(bool(applied), counted, payload["late"])
 

@@ -1,13 +1,22 @@
 """Where live dashboard data sits in Redis: the contract between jobs and push server.
 
 A Spark job publishes a *channel* (for example ``orders.today``) as JSON
-envelopes ``{"channel": str, "seq": int, "data": {...}}`` (DESIGN.md):
+envelopes ``{"channel": str, "epoch": str, "seq": int, "data": {...}}``
+(DESIGN.md), all written by jobs/lua/envelope.lua in the job's script:
 
-* the latest envelope is SET at ``<prefix>:snapshot:<channel>``, so a client
-  that connects, or a push server that reconnects to Redis, starts from it;
-* the same envelope is PUBLISHed on ``<prefix>:live:<channel>``;
 * ``seq`` comes from INCR ``<prefix>:seq:<channel>``: it grows by one per
-  envelope, so a client sees gaps and every push-server process agrees.
+  envelope, so a client sees gaps and every push-server process agrees;
+* ``epoch`` is kept at ``<prefix>:epoch:<channel>`` and renewed (from Redis's
+  clock) whenever the INCR gives 1: the numbering started again, Redis lost
+  its data, and a client's seq of the old epoch means nothing any more;
+* the envelope holding the whole state, marked ``"snapshot": true``, is SET
+  at ``<prefix>:snapshot:<channel>``, so a client that connects, or a push
+  server that reconnects to Redis, starts from it;
+* the live envelope (for the per-minute channels only what changed) is
+  PUBLISHed on ``<prefix>:live:<channel>`` and appended to the stream
+  ``<prefix>:history:<channel>`` (field ``envelope``), which keeps at most
+  RTDASH_PUSH_HISTORY_SIZE entries of at most RTDASH_PUSH_HISTORY_SECONDS: a
+  reconnecting client gets what it missed from there.
 
 The push server PSUBSCRIBEs to `live_pattern(prefix)`.
 """
@@ -28,6 +37,10 @@ TRAFFIC_CHANNELS = (TRAFFIC_TODAY, TRAFFIC_PER_MINUTE, SEARCH_TERMS_TODAY, SEARC
                     SEARCH_PRODUCTS_TODAY, ROUTES_PER_MINUTE)
 CHANNELS = (ORDERS_TODAY, ORDERS_PER_MINUTE, *TRAFFIC_CHANNELS, ALERTS)
 
+# Defaults of RTDASH_PUSH_HISTORY_SIZE and RTDASH_PUSH_HISTORY_SECONDS: each channel's history.
+HISTORY_SIZE = 300
+HISTORY_SECONDS = 600.0
+
 
 def snapshot_key(prefix: str, channel: str) -> str:
     return f"{prefix}:snapshot:{channel}"
@@ -39,6 +52,20 @@ def live_channel(prefix: str, channel: str) -> str:
 
 def seq_key(prefix: str, channel: str) -> str:
     return f"{prefix}:seq:{channel}"
+
+
+def epoch_key(prefix: str, channel: str) -> str:
+    return f"{prefix}:epoch:{channel}"
+
+
+def history_key(prefix: str, channel: str) -> str:
+    return f"{prefix}:history:{channel}"
+
+
+def stream_keys(prefix: str, channel: str) -> list[str]:
+    """A channel's keys in the order jobs/lua/envelope.lua takes them: snapshot, live, seq, epoch, history."""
+    return [snapshot_key(prefix, channel), live_channel(prefix, channel), seq_key(prefix, channel),
+            epoch_key(prefix, channel), history_key(prefix, channel)]
 
 
 def live_pattern(prefix: str) -> str:

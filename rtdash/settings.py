@@ -18,6 +18,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from rtdash.channels import HISTORY_SECONDS, HISTORY_SIZE
 from rtdash.traffic_rules import ORDER_CENTER_PREFIX
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +57,12 @@ class Settings(BaseSettings):
     shop_port: int = 8002
     payment_provider_port: int = 8003
     push_port: int = 8888
+    # Push server processes `rtdash up` starts on one Redis, at push_port, push_port + 1, ...
+    push_servers: int = Field(default=1, ge=1, le=32)
+    # Each dashboard channel's history in Redis, from which a reconnecting client gets what it missed:
+    # at most this many envelopes, none older than this (0 keeps none: every resume gets a snapshot).
+    push_history_size: int = Field(default=HISTORY_SIZE, ge=0, le=100_000)
+    push_history_seconds: float = Field(default=HISTORY_SECONDS, ge=0)
     # Health endpoint of the Spark application (every query: orders, traffic, alerts).
     jobs_health_port: int = 8011
     sms_gateway_port: int = 8004

@@ -59,5 +59,18 @@ def local_stack(settings: Settings) -> list[Service]:
                        "gateway", "producers.gateway", settings.gateway_port, health_path="/_gateway/healthz"),
         # one Spark application: the orders, traffic and alert queries (jobs/__main__.py)
         python_service(settings, "spark_jobs", "jobs", settings.jobs_health_port, ready_timeout=180),
-        python_service(settings, "push_server", "push_server", settings.push_port),
+        *push_servers(settings),
     ]
+
+
+def push_servers(settings: Settings) -> list[Service]:
+    """RTDASH_PUSH_SERVERS push server processes on the one Redis: ``push_server`` on push_port, then
+    ``push_server_2`` on push_port + 1, and so on. Each gets its own port in its settings (so its default
+    origins and hosts are its own address); every envelope, epoch and history comes from Redis, so a client
+    may reconnect to any of them and resume."""
+    services = []
+    for index in range(settings.push_servers):
+        own = settings if index == 0 else settings.model_copy(update={"push_port": settings.push_port + index})
+        name = "push_server" if index == 0 else f"push_server_{index + 1}"
+        services.append(python_service(own, name, "push_server", own.push_port))
+    return services

@@ -2,14 +2,15 @@
 -- KEYS[1]     hash rule -> state record (JSON) of the rules pending or firing
 -- KEYS[2]     time of the last evaluation applied (epoch ms)
 -- KEYS[3]     list of state changes (AlertStateChanged JSON) not yet in Kafka
--- KEYS[4..6]  snapshot key, live channel, seq key of the alerts channel
+-- KEYS[4..8]  the alerts channel's stream keys (jobs/lua/envelope.lua, prepended)
 -- ARGV[1] evaluation time (epoch ms)  ARGV[2] the channel's name
 -- ARGV[3] JSON {rule: state record as JSON text} of the rules pending or firing now
 -- ARGV[4] the channel's data (JSON text)  ARGV[5] JSON [AlertStateChanged JSON text, ...]
+-- ARGV[6], ARGV[7] the channel history's size and age in seconds
 -- Returns -1 when a later evaluation was applied before (nothing changed), else 1 when the
 -- channel was published and 0 when its data was already the snapshot's.
 local states, evaluated, outbox = KEYS[1], KEYS[2], KEYS[3]
-local snapshot_key, live, seq = KEYS[4], KEYS[5], KEYS[6]
+local channel_keys = stream_keys(4)
 local at, channel, data = ARGV[1], ARGV[2], ARGV[4]
 
 local last = redis.call('GET', evaluated)
@@ -26,15 +27,13 @@ for _, change in ipairs(cjson.decode(ARGV[5])) do
 end
 
 -- 2. publish the channel when its data differs from the snapshot's (compared as text:
---    the envelope is built here, so the data is everything after ',"data":' but the final brace)
+--    envelope.lua builds the envelope with the data last, so it is everything after ',"data":' but the
+--    final brace)
 local head = ',"data":'
-local snapshot = redis.call('GET', snapshot_key)
+local snapshot = redis.call('GET', channel_keys[1])
 if snapshot then
   local start = string.find(snapshot, head, 1, true)
   if start and string.sub(snapshot, start + #head, -2) == data then return 0 end
 end
-local text = '{"channel":' .. cjson.encode(channel) .. ',"seq":'
-  .. string.format('%d', redis.call('INCR', seq)) .. head .. data .. '}'
-redis.call('SET', snapshot_key, text)
-redis.call('PUBLISH', live, text)
+publish_envelope(channel_keys, channel, data, nil, history_bound(ARGV[6], ARGV[7]))
 return 1

@@ -1,14 +1,15 @@
 -- The orders sink (jobs/orders_sink.py): one micro-batch's per-minute totals, all or nothing.
--- KEYS[2..4]  snapshot key, live channel, seq key of orders.today
--- KEYS[5..7]  the same of orders.per_minute
+-- KEYS[2..6]  the stream keys of orders.today (jobs/lua/envelope.lua)
+-- KEYS[7..11]  the same of orders.per_minute
 -- ARGV[4] prefix  ARGV[5] today (YYYY-MM-DD)  ARGV[6] ttl seconds
 -- ARGV[7] JSON [[date, "HH:MM", "count", "amount_cents"], ...], numbers as strings
 -- ARGV[8], ARGV[9] the channel names orders.today and orders.per_minute
+-- ARGV[10], ARGV[11] each channel history's size and age in seconds
 -- Returns 1 when the batch was applied (or, outside a batch, when a snapshot was replaced), else 0.
 local prefix, today, ttl = ARGV[4], ARGV[5], ARGV[6]
-local today_snapshot, today_live, today_seq = KEYS[2], KEYS[3], KEYS[4]
-local minute_snapshot, minute_live, minute_seq = KEYS[5], KEYS[6], KEYS[7]
+local today_keys, minute_keys = stream_keys(2), stream_keys(7)
 local today_channel, minute_channel = ARGV[8], ARGV[9]
+local bound = history_bound(ARGV[10], ARGV[11])
 if already_applied() then return 0 end
 
 -- 1. add the batch to the day and minute hashes
@@ -39,10 +40,6 @@ local function snapshot_date(snapshot_key)
   end
   return nil
 end
-local function envelope(channel, seq, data)
-  return '{"channel":' .. cjson.encode(channel) .. ',"seq":' .. string.format('%d', seq)
-    .. ',"data":' .. data .. '}'
-end
 local function minutes_data(names)
   local mc = prefix .. ':orders:minute:' .. today .. ':count'
   local ma = prefix .. ':orders:minute:' .. today .. ':amount'
@@ -56,25 +53,21 @@ local function minutes_data(names)
 end
 local published = false
 
-if touched or snapshot_date(today_snapshot) ~= today then
+if touched or snapshot_date(today_keys[1]) ~= today then
   local day = prefix .. ':orders:day:' .. today
   local data = '{"date":' .. cjson.encode(today)
     .. ',"count":' .. (redis.call('HGET', day, 'count') or '0')
     .. ',"amount_cents":' .. (redis.call('HGET', day, 'amount_cents') or '0') .. '}'
-  local text = envelope(today_channel, redis.call('INCR', today_seq), data)
-  redis.call('SET', today_snapshot, text)
-  redis.call('PUBLISH', today_live, text)
+  publish_envelope(today_keys, today_channel, data, nil, bound)
   published = true
 end
 
-local new_day = snapshot_date(minute_snapshot) ~= today
+local new_day = snapshot_date(minute_keys[1]) ~= today
 if touched or new_day then
-  local seq = redis.call('INCR', minute_seq)
   local all = minutes_data(redis.call('HKEYS', prefix .. ':orders:minute:' .. today .. ':count'))
-  redis.call('SET', minute_snapshot, envelope(minute_channel, seq, all))
-  local live = all
+  local live = nil
   if not new_day then live = minutes_data(changed) end
-  redis.call('PUBLISH', minute_live, envelope(minute_channel, seq, live))
+  publish_envelope(minute_keys, minute_channel, all, live, bound)
   published = true
 end
 

@@ -1,8 +1,9 @@
 -- The traffic sink (jobs/traffic_sink.py): one batch's figures merged into the day's, all or nothing.
--- KEYS[2..19]  snapshot key, live channel, seq key of each channel of ARGV[8..13], in that order
+-- KEYS[2..31]  the five stream keys (jobs/lua/envelope.lua) of each channel of ARGV[8..13], in that order
 -- ARGV[4] prefix  ARGV[5] wall-clock ttl (s)  ARGV[6] the batch's figures (JSON, jobs/traffic_sink.py)
 -- ARGV[7] DDSketch gamma  ARGV[8..13] channel names: traffic.today, traffic.per_minute,
 --   search.terms.today, search.terms.recent, search.products.today, routes.per_minute
+-- ARGV[14], ARGV[15] each channel history's size and age in seconds
 -- Counts travel as small JSON numbers; Redis returns integers as strings, and JSON is assembled from
 -- those strings (cjson would print large numbers as 1e+14). Returns 1 when applied, 0 for a replay.
 if already_applied() then return 0 end
@@ -149,7 +150,8 @@ redis.call('ZREMRANGEBYSCORE', evict, '-inf', '(' .. b['clock'])
 -- 7. publish today's channels: those that changed, and any still showing another day
 if today ~= '' then
   local channel_keys = {}
-  for i = 0, 5 do channel_keys[ARGV[8 + i]] = {KEYS[2 + 3 * i], KEYS[3 + 3 * i], KEYS[4 + 3 * i]} end
+  for i = 0, 5 do channel_keys[ARGV[8 + i]] = stream_keys(2 + 5 * i) end
+  local bound = history_bound(ARGV[14], ARGV[15])
   local function snapshot_field(channel, field)
     local snap = redis.call('GET', channel_keys[channel][1])
     if not snap then return nil end
@@ -158,11 +160,7 @@ if today ~= '' then
     return nil
   end
   local function publish(channel, snapshot_data, live_data)
-    local keys = channel_keys[channel]
-    local seq = int(redis.call('INCR', keys[3]))
-    local head = '{"channel":' .. str(channel) .. ',"seq":' .. seq .. ',"data":'
-    redis.call('SET', keys[1], head .. snapshot_data .. '}')
-    redis.call('PUBLISH', keys[2], head .. (live_data or snapshot_data) .. '}')
+    publish_envelope(channel_keys[channel], channel, snapshot_data, live_data, bound)
   end
   local function ranking(zset, top, field)
     local flat = redis.call('ZRANGE', zset, 0, top - 1, 'WITHSCORES')

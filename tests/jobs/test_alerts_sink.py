@@ -10,7 +10,7 @@ import pytest
 
 from jobs.alerts_rules import AlertState, OrdersDrop, Reading, Window, evaluate
 from jobs.alerts_sink import AlertStore, deliver
-from rtdash.channels import ALERTS, live_channel, seq_key, snapshot_key
+from rtdash.channels import ALERTS, epoch_key, history_key, live_channel, seq_key, snapshot_key
 from rtdash.settings import Settings
 from stack.testing import free_port
 
@@ -64,10 +64,12 @@ def test_apply_stores_states_queues_changes_and_publishes_only_changed_data(stor
     assert store.apply(T0, firing, changes) == 1
     assert store.states() == firing
     envelope = snapshot(redis_client)
-    assert envelope == {"channel": "alerts", "seq": 1, "data": {"alerts": [
+    epoch = redis_client.get(epoch_key(PREFIX, ALERTS)).decode()
+    assert envelope == {"channel": "alerts", "epoch": epoch, "seq": 1, "snapshot": True, "data": {"alerts": [
         {"rule": "orders_drop", "state": "firing", "since": "2026-11-26T12:00:00.000Z", "value": 0.75,
          "baseline": 40.0, "message": "down 75%"}]}}
-    assert live() == [envelope]
+    live_envelope = {k: v for k, v in envelope.items() if k != "snapshot"}
+    assert live() == [live_envelope]
     assert [json.loads(v)["state"] for v in store.outbox()] == ["firing"]
 
     assert store.apply(T0 + MINUTE, firing, []) == 0            # same data: no envelope
@@ -76,9 +78,13 @@ def test_apply_stores_states_queues_changes_and_publishes_only_changed_data(stor
     assert store.states() == firing and len(store.outbox()) == 1 and live() == []
 
     assert store.apply(T0 + 2 * MINUTE, {}, []) == 1            # back to normal: an empty list
-    assert snapshot(redis_client) == {"channel": "alerts", "seq": 2, "data": {"alerts": []}}
-    assert live() == [snapshot(redis_client)] and store.states() == {}
+    assert snapshot(redis_client) == {"channel": "alerts", "epoch": epoch, "seq": 2, "snapshot": True,
+                                      "data": {"alerts": []}}
+    second = {"channel": "alerts", "epoch": epoch, "seq": 2, "data": {"alerts": []}}
+    assert live() == [second] and store.states() == {}
     assert redis_client.get(seq_key(PREFIX, ALERTS)) == b"2"
+    assert [json.loads(f[b"envelope"]) for _, f in redis_client.xrange(history_key(PREFIX, ALERTS))] == [
+        live_envelope, second]
 
 
 def test_state_changes_wait_in_the_outbox_while_kafka_is_down(store, tmp_path):

@@ -5,10 +5,12 @@ import json
 import time
 
 import pytest
+from waiting import eventually
 
 from jobs.checkpoint import Batch
 from jobs.orders_sink import MinuteTotal, OrdersSink
-from rtdash.channels import ORDERS_PER_MINUTE, ORDERS_TODAY, live_channel, snapshot_key
+from rtdash.channels import (ORDERS_PER_MINUTE, ORDERS_TODAY, epoch_key, history_key, live_channel, seq_key,
+                             snapshot_key)
 
 PREFIX = "t"
 TODAY = "2026-11-26"
@@ -49,6 +51,10 @@ def snapshot(client, channel):
     return json.loads(client.get(snapshot_key(PREFIX, channel)))
 
 
+def history(client, channel) -> list[dict]:
+    return [json.loads(fields[b"envelope"]) for _, fields in client.xrange(history_key(PREFIX, channel))]
+
+
 def test_a_batch_counts_once_and_publishes_exact_envelopes(sink, live, redis_client):
     first = [MinuteTotal(TODAY, "15:59", 2, 1250), MinuteTotal("2026-11-25", "23:59", 1, 5)]
     assert sink.apply(batch(1), TODAY, first) is True
@@ -57,19 +63,31 @@ def test_a_batch_counts_once_and_publishes_exact_envelopes(sink, live, redis_cli
     assert sink.apply(batch(0), TODAY, first) is False          # an older batch neither
     assert sink.last_batch() == ("q1", 2)
 
+    # each channel's epoch was set with its first envelope (Redis's clock, in microseconds)
+    today_epoch = redis_client.get(epoch_key(PREFIX, ORDERS_TODAY)).decode()
+    minute_epoch = redis_client.get(epoch_key(PREFIX, ORDERS_PER_MINUTE)).decode()
+    assert today_epoch.isdigit() and abs(int(today_epoch) / 1e6 - time.time()) < 60
     assert snapshot(redis_client, ORDERS_TODAY) == {
-        "channel": ORDERS_TODAY, "seq": 2, "data": {"date": TODAY, "count": 3, "amount_cents": 1350}}
+        "channel": ORDERS_TODAY, "epoch": today_epoch, "seq": 2, "snapshot": True,
+        "data": {"date": TODAY, "count": 3, "amount_cents": 1350}}
     assert snapshot(redis_client, ORDERS_PER_MINUTE) == {
-        "channel": ORDERS_PER_MINUTE, "seq": 2, "data": {"date": TODAY, "minutes": {
+        "channel": ORDERS_PER_MINUTE, "epoch": minute_epoch, "seq": 2, "snapshot": True,
+        "data": {"date": TODAY, "minutes": {
             "15:59": {"count": 2, "amount_cents": 1250}, "16:00": {"count": 1, "amount_cents": 100}}}}
-    assert live(4) == [
-        {"channel": ORDERS_TODAY, "seq": 1, "data": {"date": TODAY, "count": 2, "amount_cents": 1250}},
-        {"channel": ORDERS_PER_MINUTE, "seq": 1, "data": {"date": TODAY, "minutes": {
-            "15:59": {"count": 2, "amount_cents": 1250}}}},
-        {"channel": ORDERS_TODAY, "seq": 2, "data": {"date": TODAY, "count": 3, "amount_cents": 1350}},
+    published = [
+        {"channel": ORDERS_TODAY, "epoch": today_epoch, "seq": 1,
+         "data": {"date": TODAY, "count": 2, "amount_cents": 1250}},
+        {"channel": ORDERS_PER_MINUTE, "epoch": minute_epoch, "seq": 1,
+         "data": {"date": TODAY, "minutes": {"15:59": {"count": 2, "amount_cents": 1250}}}},
+        {"channel": ORDERS_TODAY, "epoch": today_epoch, "seq": 2,
+         "data": {"date": TODAY, "count": 3, "amount_cents": 1350}},
         # the live message carries only the minutes the batch changed
-        {"channel": ORDERS_PER_MINUTE, "seq": 2, "data": {"date": TODAY, "minutes": {
-            "16:00": {"count": 1, "amount_cents": 100}}}}]
+        {"channel": ORDERS_PER_MINUTE, "epoch": minute_epoch, "seq": 2,
+         "data": {"date": TODAY, "minutes": {"16:00": {"count": 1, "amount_cents": 100}}}}]
+    assert live(4) == published
+    # the history of each channel holds exactly what was published on it, in order
+    assert history(redis_client, ORDERS_TODAY) == published[0::2]
+    assert history(redis_client, ORDERS_PER_MINUTE) == published[1::2]
     # an earlier day is stored, not published, and every hash expires
     assert redis_client.hgetall(f"{PREFIX}:orders:day:2026-11-25") == {b"count": b"1", b"amount_cents": b"5"}
     assert redis_client.hgetall(f"{PREFIX}:orders:minute:{TODAY}:amount") == {b"15:59": b"1250", b"16:00": b"100"}
@@ -116,3 +134,36 @@ def test_a_new_checkpoint_is_a_new_query_whose_batches_start_at_zero(sink, redis
     assert resume_offsets(redis_client, PREFIX, "orders_today") == '{"orders":{"0":0}}'
     assert redis_client.hget(guard_key(PREFIX, "orders_today"), "query_id") == b"q2"
     assert resume_offsets(redis_client, PREFIX, "other_query") == "earliest"
+
+
+def test_a_lost_sequence_starts_a_new_epoch_and_history(sink, redis_client):
+    """Redis lost its data (the seq key is gone): the next envelope is seq 1 of a new epoch, the old history gone."""
+    sink.apply(batch(0), TODAY, [MinuteTotal(TODAY, "10:00", 1, 100)])
+    sink.apply(batch(1), TODAY, [MinuteTotal(TODAY, "10:01", 1, 100)])
+    old = redis_client.get(epoch_key(PREFIX, ORDERS_TODAY))
+    assert [e["seq"] for e in history(redis_client, ORDERS_TODAY)] == [1, 2]
+    redis_client.delete(seq_key(PREFIX, ORDERS_TODAY))
+    sink.apply(batch(2), TODAY, [MinuteTotal(TODAY, "10:02", 1, 100)])
+    new = redis_client.get(epoch_key(PREFIX, ORDERS_TODAY))
+    assert new != old
+    assert [(e["epoch"], e["seq"]) for e in history(redis_client, ORDERS_TODAY)] == [(new.decode(), 1)]
+    assert snapshot(redis_client, ORDERS_TODAY)["epoch"] == new.decode()
+
+
+def test_the_history_keeps_at_most_its_size_and_age(redis_client):
+    sink = OrdersSink(redis_client, PREFIX, history_size=3, history_seconds=600)
+    for n in range(5):
+        sink.apply(batch(n), TODAY, [MinuteTotal(TODAY, "10:00", 1, 100)])
+    assert [e["seq"] for e in history(redis_client, ORDERS_PER_MINUTE)] == [3, 4, 5]
+    assert 0 < redis_client.pttl(history_key(PREFIX, ORDERS_PER_MINUTE)) <= 600_000
+    # an age of 1 ms: each envelope outlives the ones before it, the stream never holds more than the newest
+    short = OrdersSink(redis_client, PREFIX, query="other", history_size=3, history_seconds=0.001)
+    short.apply(batch(0), TODAY, [MinuteTotal(TODAY, "10:00", 1, 100)])
+    assert eventually(lambda: not redis_client.exists(history_key(PREFIX, ORDERS_PER_MINUTE)), timeout=5,
+                      what="the history expired")
+    short.apply(batch(1), TODAY, [MinuteTotal(TODAY, "10:00", 1, 100)])
+    assert len(history(redis_client, ORDERS_PER_MINUTE)) <= 1
+    # no history at all
+    none = OrdersSink(redis_client, PREFIX, query="none", history_size=0)
+    none.apply(batch(0), TODAY, [MinuteTotal(TODAY, "10:00", 1, 100)])
+    assert not redis_client.exists(history_key(PREFIX, ORDERS_PER_MINUTE))

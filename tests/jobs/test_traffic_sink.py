@@ -6,7 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 from jobs.checkpoint import Batch
 from jobs.traffic_sink import TrafficSink
-from rtdash.channels import SEARCH_TERMS_RECENT, SEARCH_TERMS_TODAY, TRAFFIC_TODAY, snapshot_key
+from rtdash.channels import (SEARCH_TERMS_RECENT, SEARCH_TERMS_TODAY, TRAFFIC_CHANNELS, TRAFFIC_TODAY, epoch_key,
+                             history_key, snapshot_key)
 
 DAY = datetime(2026, 3, 1, tzinfo=timezone.utc)
 
@@ -52,6 +53,14 @@ def test_rankings_break_ties_by_name_and_the_recent_window_follows_the_clock(red
     assert recent == {"window_start": "2026-03-01T10:02:00+00:00", "window_end": "2026-03-01T10:12:00+00:00",
                       "terms": []}
     assert snapshot(redis_client, prefix, SEARCH_TERMS_TODAY)["terms"][0] == {"term": "lamp", "count": 3}
+
+    # every channel's envelopes carry its epoch; its history ends with the live twin of its snapshot
+    for channel in TRAFFIC_CHANNELS:
+        whole = json.loads(redis_client.get(snapshot_key(prefix, channel)))
+        assert whole["epoch"] == redis_client.get(epoch_key(prefix, channel)).decode() and whole["snapshot"] is True
+        entries = [json.loads(f[b"envelope"]) for _, f in redis_client.xrange(history_key(prefix, channel))]
+        assert [e["seq"] for e in entries] == list(range(1, whole["seq"] + 1))
+        assert {e["epoch"] for e in entries} == {whole["epoch"]} and "snapshot" not in entries[-1]
 
 
 def test_state_stays_bounded_over_days_of_event_time(redis_client, job_settings):
