@@ -2,15 +2,19 @@
 
 One subscriber task (redis.asyncio on the running loop, so nothing blocks the
 push server). On every (re)connect it PSUBSCRIBEs to the live channels first,
-then reads every snapshot key, then forwards live envelopes. Subscribing before
-reading the snapshots means nothing published in between is lost; the hub drops
-whatever is not newer than what it sent. Pub/sub drops what is published while
-disconnected, so after every reconnect the snapshots are read again and
-clients get fresh totals.
+then reads every snapshot key and every channel's history (in one MULTI, so
+they agree with each other), then forwards live envelopes. Subscribing before
+reading means nothing published in between is lost; the hub drops whatever is
+not newer than what it sent. Pub/sub drops what is published while
+disconnected, so after every reconnect the snapshots and histories are read
+again and clients get fresh totals (and resumes, the envelopes they missed).
 
 A live envelope may carry only what changed (``orders.per_minute``), so after
 forwarding one the broker reads that channel's snapshot key too: the hub then
-holds the whole state for the next client to join.
+holds the whole state for the next client to join. That snapshot may already
+be newer than the live envelope (the job wrote again meanwhile); the connected
+clients still get the live envelopes in between, which pub/sub brings in
+order, so every process sends the same stream.
 
 If Redis goes away the task reconnects after pauses doubling up to a cap
 (for as long as the server runs: `stop` ends it); the push server keeps
@@ -28,7 +32,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from rtdash.channels import CHANNELS, channel_of, live_pattern, snapshot_key
+from rtdash.channels import CHANNELS, channel_of, history_key, live_pattern, snapshot_key
 from rtdash.retry import async_retrying
 
 from .hub import Hub
@@ -136,21 +140,45 @@ class RedisBroker:
                     await self._refresh(client, envelope.channel)
 
     async def _load_snapshots(self, client: aioredis.Redis) -> int:
-        """Read every snapshot key and hand them all to the hub; the number of valid ones."""
+        """Read every snapshot key and history and hand them all to the hub; the number of valid snapshots."""
         keys = {snapshot_key(self.prefix, channel).encode() for channel in self.channels}
         keys.update([key async for key in client.scan_iter(match=f"{self.prefix}:snapshot:*", count=100)])
         ordered = sorted(keys)
-        values = await client.mget(ordered) if ordered else []
+        if not ordered:
+            self.hub.load_snapshots([], {})
+            return 0
+        head = len(snapshot_key(self.prefix, ""))
+        names = [key.decode(errors="replace")[head:] for key in ordered]
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.mget(ordered)
+            for name in names:
+                pipe.xrange(history_key(self.prefix, name))
+            values, *ranges = await pipe.execute()
         envelopes = [e for key, raw in zip(ordered, values) if raw is not None
                      and (e := self._snapshot_envelope(key.decode(errors="replace"), raw)) is not None]
-        self.hub.load_snapshots(envelopes)
+        histories = {name: self._history(name, entries) for name, entries in zip(names, ranges)}
+        self.hub.load_snapshots(envelopes, histories)
         return len(envelopes)
+
+    def _history(self, channel: str, entries: list) -> list[tuple[float, Envelope]]:
+        """A history stream's entries as (time in ms, envelope); a bad entry is left out (a resume
+        across it then gets a snapshot)."""
+        out = []
+        for entry_id, fields in entries:
+            try:
+                envelope = parse_envelope(fields[b"envelope"])
+                if envelope.channel != channel:
+                    raise ProtocolError(f"envelope of channel {envelope.channel!r}")
+                out.append((float(entry_id.split(b"-")[0]), envelope))
+            except (KeyError, ValueError) as exc:  # ProtocolError is a ValueError
+                log.warning("ignoring history entry %s of %s: %s", entry_id, channel, exc)
+        return out
 
     async def _refresh(self, client: aioredis.Redis, channel: str) -> None:
         key = snapshot_key(self.prefix, channel)
         raw = await client.get(key)
         if raw is not None and (envelope := self._snapshot_envelope(key, raw)) is not None:
-            self.hub.snapshot(envelope)
+            self.hub.snapshot(envelope, fan_out=False)
 
     def _snapshot_envelope(self, key: str, raw: bytes) -> Envelope | None:
         try:

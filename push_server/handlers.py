@@ -17,7 +17,7 @@ from .access import Access, Guarded
 from .broker import Broker
 from .hub import ALL, Hub
 from .limits import CLOSE_TOO_MANY_MESSAGES, ConnectionLimits, MessageRate
-from .protocol import ProtocolError, parse_client_message
+from .protocol import ProtocolError, parse_client_message, parse_since
 from .session import Session, text_frame
 from .tokens import Grant, TokenError
 
@@ -95,6 +95,11 @@ class DashboardSocketHandler(Guarded, tornado.websocket.WebSocketHandler):
         return self.access.origin_allowed(origin)   # prepare() refused any other already
 
     def open(self) -> None:
+        try:
+            since = parse_since(self.get_query_argument("since", ""))   # a reconnecting client's positions
+        except ProtocolError as exc:
+            self.close(CLOSE_UNSUPPORTED, str(exc)[:120])
+            return
         address = self.request.remote_ip
         refusal = self.limits.admit(address)
         if refusal is not None:
@@ -111,7 +116,8 @@ class DashboardSocketHandler(Guarded, tornado.websocket.WebSocketHandler):
         name = f"client #{next(self.ids)} ({address}{', ' + grant.subject if grant.subject else ''})"
         self.session = Session(SocketConnection(self), queue_size=self.queue_size, name=name,
                                on_close=self.hub.leave)
-        self.hub.join(self.session, None if grant.all_channels else sorted(grant.channels & KNOWN_CHANNELS))
+        self.hub.join(self.session, None if grant.all_channels else sorted(grant.channels & KNOWN_CHANNELS),
+                      since=since)
         log.info("%s connected (%d clients)", name, self.hub.clients)
 
     def token_expired(self) -> None:

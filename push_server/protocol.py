@@ -1,10 +1,14 @@
 """Message shapes of the dashboard WebSocket (DESIGN.md), and nothing else.
 
-Server -> client: an envelope ``{"channel": str, "seq": int, "data": {...}}``;
-``seq`` grows by one per channel (numbered in Redis by the job), so a client
-can ignore anything not newer than what it has. Client -> server: optionally
-``{"subscribe": ["orders.today", ...]}`` to choose channels (default: all);
-each newly subscribed channel's snapshot is sent first.
+Server -> client: an envelope ``{"channel": str, "epoch": str, "seq": int,
+"data": {...}}``, plus ``"snapshot": true`` when it holds the channel's whole
+state; ``seq`` grows by one per channel within an epoch (numbered in Redis by
+the job), so a client can ignore anything not newer than what it has.
+Client -> server: optionally ``{"subscribe": ["orders.today", ...]}`` to
+choose channels (default: all); each newly subscribed channel's snapshot is
+sent first. A reconnecting client passes its position in each channel as the
+``since`` query parameter of /ws (`parse_since`); the package docstring has
+the whole protocol.
 
 Both directions' incoming JSON (envelopes read from Redis, messages from
 browsers) is checked by a pydantic model; whatever breaks the shape raises
@@ -17,7 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
 MAX_CLIENT_MESSAGE_BYTES = 4096
 MAX_CHANNELS = 64
@@ -28,20 +32,37 @@ class ProtocolError(ValueError):
     """A message that breaks the protocol; the text says how."""
 
 
+MAX_EPOCH = 64
+
+Epoch = Annotated[str, StringConstraints(min_length=1, max_length=MAX_EPOCH)]
+
+
 @dataclass(frozen=True)
 class Envelope:
     channel: str
     seq: int
     text: str  # the exact JSON sent to clients, encoded once for every subscriber
+    epoch: str = ""          # "" for an envelope written before channels had epochs
+    snapshot: bool = False   # the channel's whole state (from its snapshot key)
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a client is in a channel's stream: the epoch and seq of the last envelope it applied."""
+
+    epoch: str
+    seq: int
 
 
 class EnvelopeMessage(BaseModel):
-    """An envelope as the jobs write it: exactly these three fields, types as they are (no coercion)."""
+    """An envelope as the jobs write it: these fields only, types as they are (no coercion)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     channel: Annotated[str, StringConstraints(min_length=1)]
+    epoch: Epoch = ""
     seq: Annotated[int, Field(ge=0)]
+    snapshot: bool = False
     data: dict[str, Any]
 
 
@@ -54,12 +75,26 @@ class SubscribeMessage(BaseModel):
                          Field(max_length=MAX_CHANNELS)]
 
 
+class PositionMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    epoch: Epoch
+    seq: Annotated[int, Field(ge=0)]
+
+
+Channel = Annotated[str, StringConstraints(min_length=1, max_length=MAX_CHANNEL_NAME)]
+SINCE = TypeAdapter(Annotated[dict[Channel, PositionMessage], Field(max_length=MAX_CHANNELS)])
+
 _ENVELOPE_ERRORS = {
-    "": "envelope must have exactly channel, seq and data",
+    "": "envelope must have channel, seq and data, and may have epoch and snapshot, nothing else",
     "channel": "channel must be a non-empty string",
+    "epoch": f"epoch must be a string of 1 to {MAX_EPOCH} characters",
     "seq": "seq must be a non-negative integer",
+    "snapshot": "snapshot must be true or false",
     "data": "data must be an object",
 }
+_SINCE_ERROR = (f'since must be {{channel: {{"epoch": str, "seq": int >= 0}}}}, at most {MAX_CHANNELS} channels, '
+                f"names of 1-{MAX_CHANNEL_NAME} chars, epochs of 1-{MAX_EPOCH}")
 _SUBSCRIBE_ERRORS = {
     "": 'expected {"subscribe": [channel, ...]}',
     "subscribe": f"subscribe takes a list of at most {MAX_CHANNELS} channel names "
@@ -84,17 +119,37 @@ def _validated(model: type[Message], raw: str | bytes, errors: dict[str, str], w
         raise ProtocolError(errors[field]) from None
 
 
-def encode_envelope(channel: str, seq: int, data: dict) -> str:
-    """The JSON text of an envelope (what the jobs write to Redis), checked like an incoming one."""
-    return parse_envelope(json.dumps({"channel": channel, "seq": seq, "data": data},
-                                     separators=(",", ":"), ensure_ascii=False)).text
+def encode_envelope(channel: str, seq: int, data: dict, *, epoch: str = "", snapshot: bool = False) -> str:
+    """The JSON text of an envelope as the jobs write it to Redis (jobs/lua/envelope.lua), checked like an
+    incoming one; without `epoch`, one written before channels had epochs."""
+    fields: dict[str, Any] = {"channel": channel}
+    if epoch:
+        fields["epoch"] = epoch
+    fields["seq"] = seq
+    if snapshot:
+        fields["snapshot"] = True
+    fields["data"] = data
+    return parse_envelope(json.dumps(fields, separators=(",", ":"), ensure_ascii=False)).text
 
 
 def parse_envelope(raw: str | bytes) -> Envelope:
-    """Check an envelope coming from Redis (snapshot key or pub/sub); its text is kept as it came."""
+    """Check an envelope coming from Redis (snapshot key, pub/sub or history); its text is kept as it came."""
     message = _validated(EnvelopeMessage, raw, _ENVELOPE_ERRORS, "envelope")
     text = raw.decode() if isinstance(raw, bytes) else raw
-    return Envelope(message.channel, message.seq, text)
+    return Envelope(message.channel, message.seq, text, message.epoch, message.snapshot)
+
+
+def parse_since(raw: str | bytes) -> dict[str, Position]:
+    """A reconnecting client's position per channel, from the ``since`` query parameter of /ws ("" for none)."""
+    if not raw:
+        return {}
+    try:
+        since = SINCE.validate_json(raw)
+    except ValidationError as exc:
+        if exc.errors()[0]["type"] == "json_invalid":
+            raise ProtocolError("since is not JSON") from None
+        raise ProtocolError(_SINCE_ERROR) from None
+    return {channel: Position(p.epoch, p.seq) for channel, p in since.items()}
 
 
 def parse_client_message(raw: str | bytes) -> list[str]:
