@@ -38,6 +38,14 @@ def test_the_local_stack_starts_each_dependency_first_and_only_kafka_has_an_on_r
     assert [s.name for s in services if s.on_ready is not None] == ["kafka"]
 
 
+def test_several_push_servers_on_consecutive_ports_each_with_its_own_address(tmp_path):
+    services = local_stack(Settings(_env_file=None, home=tmp_path, push_port=18888, push_servers=3))
+    push = [s for s in services if s.argv[-1] == "push_server"]
+    assert [(s.name, s.env["RTDASH_PUSH_PORT"], s.address.rsplit(":", 1)[1]) for s in push] == [
+        ("push_server", "18888", "18888"), ("push_server_2", "18889", "18889"), ("push_server_3", "18890", "18890")]
+    assert services[-3:] == push and len({s.log_path for s in push}) == 3
+
+
 def test_a_python_service_runs_its_module_with_the_settings_in_its_environment(tmp_path):
     settings = Settings(_env_file=None, home=tmp_path, push_port=18888)
     service = python_service(settings, "push_server", "push_server", settings.push_port)
