@@ -24,7 +24,7 @@ MESSAGES_COALESCED = Counter(
     registry=REGISTRY)
 CLOSES = Counter(
     "rtdash_push_closes", "WebSocket connections closed, by close code (1000 normal, 1001 server stopping, "
-    "1003 bad message, 1006 lost without a close frame, 1009 too big, 1012 reset, 1013 too slow, ...).",
+    "1003 bad message, 1005 none received, 1009 too big, 1012 reset, 1013 too slow, ...).",
     ["code"], registry=REGISTRY)
 HISTORY_HITS = Counter(
     "rtdash_push_history_hits",
@@ -37,5 +37,6 @@ HISTORY_MISSES = Counter(
 
 
 def count_close(code: int | None) -> None:
-    """One closed connection under its close code (1006, "abnormal closure", when none was exchanged)."""
-    CLOSES.labels(code=str(code if code is not None else 1006)).inc()
+    """One closed connection under its close code: the one the client sent or echoed (1005, "no status
+    received", when none came: an empty close frame, or the connection lost)."""
+    CLOSES.labels(code=str(code if code is not None else 1005)).inc()
