@@ -23,6 +23,7 @@ import json
 import re
 import shutil
 import threading
+import time
 from datetime import date, datetime, timedelta
 
 import pytest
@@ -128,15 +129,15 @@ class Watched:
         if not req.url.startswith((self.origin, "ws://127.0.0.1", "data:")):
             self.outside_requests.append(req.url)
 
-    def open(self) -> None:
+    def open(self, live: bool) -> None:
         self.page.goto(self.origin + "/" + (f"#token={self.token}" if self.token else ""))
-        if self.token:
+        if live:
             shows_text(self.page, "#conn-state", "live", timeout=30)
 
-    def assert_clean(self, *, except_with: str | None = None) -> None:
-        """No outside request and no console error (but those containing `except_with`, when expected)."""
+    def assert_clean(self, *, except_with: tuple[str, ...] = ()) -> None:
+        """No outside request and no console error (but those containing one of `except_with`, when expected)."""
         assert self.outside_requests == []
-        assert [e for e in self.console_errors if not (except_with and except_with in e)] == []
+        assert [e for e in self.console_errors if not any(part in e for part in except_with)] == []
 
 
 @pytest.fixture
@@ -145,9 +146,10 @@ def watched(browser, stack_settings):
     pages: list[Watched] = []
     token = access_token(stack_settings)
 
-    def open_page(origin: str, *, token: str | None = token, **context) -> Watched:
+    def open_page(origin: str, *, token: str | None = token, live: bool = True, **context) -> Watched:
+        """The page, once it shows "live" (unless `live` is False: a page that should not get in)."""
         pages.append(Watched(browser, origin, token, **context))
-        pages[-1].open()
+        pages[-1].open(live and token is not None)
         return pages[-1]
 
     yield open_page
@@ -361,6 +363,28 @@ def test_bare_page_explains_how_to_get_in_and_opens_no_socket(watched, injected_
     w.assert_clean()
 
 
+@pytest.mark.parametrize("kind", ["expired", "foreign"])
+def test_a_refused_token_is_forgotten_and_the_page_explains_how_to_get_in(watched, injected_dashboard,
+                                                                          stack_settings, kind):
+    from push_server.tokens import Tokens
+
+    origin, *_ = injected_dashboard
+    if kind == "expired":
+        token = Tokens.from_settings(stack_settings).issue(ttl=60, now=time.time() - 3600)
+    else:
+        token = Tokens(b"another-secret-0123456789abcdef-0123456789").issue(ttl=3600)
+    w = watched(origin, token=token, live=False)
+    w.page.wait_for_selector("#access", state="visible", timeout=30_000)
+    reason = {"expired": "token expired", "foreign": "token invalid"}[kind]
+    assert w.page.text_content("#access-reason") == f"The server refused the access token ({reason})."
+    assert w.page.is_hidden("#dashboard") and w.page.text_content("#conn-state") == "signed out"
+    w.page.goto(origin + "/")      # forgotten: the tab has no token any more
+    w.page.wait_for_selector("#access", state="visible", timeout=30_000)
+    assert w.page.text_content("#access-reason") == "This dashboard needs an access token."
+    # the refused upgrade and /auth/check's answer
+    w.assert_clean(except_with=("HTTP Authentication failed", "status of 401"))
+
+
 def test_token_is_kept_for_the_tab_and_taken_out_of_the_address_bar(watched, injected_dashboard):
     origin, *_ = injected_dashboard
     w = watched(origin)
@@ -424,7 +448,7 @@ def test_page_gets_over_a_push_server_restart_by_itself_and_equals_a_fresh_page(
     shows_number(w.page, "#orders-count", 13)
     shows_number(fresh.page, "#orders-count", 13)
     on_page(w.page, lambda: shown_orders(w.page) == shown_orders(fresh.page), "the same figures on both pages")
-    w.assert_clean(except_with="ERR_CONNECTION_REFUSED")   # the tries while the server was away
+    w.assert_clean(except_with=("ERR_CONNECTION_REFUSED",))   # the tries while the server was away
     fresh.assert_clean()
 
 

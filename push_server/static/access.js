@@ -43,6 +43,8 @@ export function showAccess(reason) {
   $("access-reason").textContent = reason;
   $("access-example").textContent = location.origin + "/#token=<the token>";
   $("access").hidden = false;
+  $("conn").className = "conn reconnecting";
+  $("conn-state").textContent = "signed out";
   $("dashboard").hidden = true;
   document.body.classList.add("locked");
 }

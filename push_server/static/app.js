@@ -180,7 +180,6 @@ function scheduleReconnect(reason) {
 function refused(reason) {
   forgetToken();
   clearTimeout(retryTimer);
-  setConnection("reconnecting", "signed out");
   showAccess(reason);
 }
 
