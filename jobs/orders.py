@@ -54,7 +54,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timezone
 
 from pyspark.sql import Column, DataFrame, SparkSession, functions as F
 from pyspark.sql.streaming import StreamingQuery
@@ -129,6 +129,7 @@ def transform(records: DataFrame, *, settings: Settings) -> DataFrame:
         F.col("order.order_id").alias("order_id"), F.col("order.amount_cents").alias("amount_cents"),
         F.date_format("order.paid_at", "yyyy-MM-dd").alias("date"),
         F.date_format("order.paid_at", "HH:mm").alias("minute"),
+        F.unix_millis("order.recorded_at").alias("recorded_ms"),
         "key", "value", "topic", "partition", "offset")
 
 
@@ -156,6 +157,14 @@ def minute_totals(orders: Iterable[tuple]) -> tuple[list[MinuteTotal], int]:
     return [MinuteTotal(day, minute, count, amount) for (day, minute), (count, amount) in totals.items()], invalid
 
 
+def last_recorded(rows: Iterable[tuple], today: str) -> str:
+    """When the newest payment among the valid orders of `today` was recorded (ISO 8601, UTC, milliseconds),
+    '' when there is none; rows have TOTALS_COLUMNS then recorded_ms (the page's payment-to-screen readout)."""
+    newest = max((row[4] for row in rows if row[0] and row[1] == today and row[4] is not None), default=None)
+    return "" if newest is None else datetime.fromtimestamp(newest / 1000, timezone.utc).isoformat(
+        timespec="milliseconds")
+
+
 class BatchWriter:
     """foreachBatch: one action per batch, dead letters only when there are some.
 
@@ -171,11 +180,12 @@ class BatchWriter:
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.perf_counter()
-        minutes, bad = minute_totals(batch.select(*TOTALS_COLUMNS).collect())
+        rows = batch.select(*TOTALS_COLUMNS, "recorded_ms").collect()
+        minutes, bad = minute_totals(row[:4] for row in rows)
         if bad:
             write_dead_letters(batch, self.settings.kafka_servers, self.settings.orders_dlq_topic)
         today = datetime.now(self.settings.tz).date().isoformat()
-        applied = self.sink.apply(self.checkpoint.batch(batch_id), today, minutes)
+        applied = self.sink.apply(self.checkpoint.batch(batch_id), today, minutes, last_recorded(rows, today))
         log.info("batch %d: %d orders, %d dead letters, %s in %.0f ms", batch_id,
                  sum(m.count for m in minutes), bad, "applied" if applied else "already applied, skipped",
                  (time.perf_counter() - started) * 1000)

@@ -23,7 +23,9 @@ Channels, for the configured "today" only (earlier days are stored, never
 published):
 
 * ``orders.today``: ``{"date", "count", "amount_cents"}``, snapshot and live
-  message alike;
+  message alike, plus ``last_recorded_at`` (ISO 8601, UTC) when a batch with
+  orders of today changed it: when the order service recorded the newest of
+  their payments, for the page's payment-to-screen readout;
 * ``orders.per_minute``: ``{"date", "minutes": {"HH:MM": {"count",
   "amount_cents"}}}``; the snapshot holds every minute of the day, the live
   message only the minutes this batch changed, except on the first message of
@@ -75,10 +77,11 @@ class OrdersSink:
         self._guard = guard_key(prefix, query)
         self._keys = [self._guard, *stream_keys(prefix, ORDERS_TODAY), *stream_keys(prefix, ORDERS_PER_MINUTE)]
 
-    def apply(self, batch: Batch, today: str, minutes: list[MinuteTotal]) -> bool:
-        """Add one batch; True if applied, False if this query applied it (or a later one) before."""
+    def apply(self, batch: Batch, today: str, minutes: list[MinuteTotal], last_recorded_at: str = "") -> bool:
+        """Add one batch; True if applied, False if this query applied it (or a later one) before.
+        `last_recorded_at`: when the newest payment of the batch's orders of today was recorded (ISO 8601)."""
         rows = [[m.date, m.minute, str(m.count), str(m.amount_cents)] for m in minutes]
-        return self._run(batch.args(), today, rows)
+        return self._run(batch.args(), today, rows, last_recorded_at)
 
     def ensure_today(self, today: str) -> bool:
         """Give `today` its snapshots (zero before its first order); True if they were replaced."""
@@ -89,7 +92,8 @@ class OrdersSink:
         query_id, batch = self.client.hmget(self._guard, "query_id", "batch")
         return (query_id.decode(), int(batch)) if batch is not None else None
 
-    def _run(self, guard: list[str], today: str, rows: list[list[str]]) -> bool:
+    def _run(self, guard: list[str], today: str, rows: list[list[str]], last_recorded_at: str = "") -> bool:
         payload = json.dumps(rows, separators=(",", ":"))
         return bool(self._script(keys=self._keys, args=[*guard, self.prefix, today, self.ttl_seconds, payload,
-                                                        ORDERS_TODAY, ORDERS_PER_MINUTE, *self.history]))
+                                                        ORDERS_TODAY, ORDERS_PER_MINUTE, *self.history,
+                                                        last_recorded_at]))

@@ -180,6 +180,9 @@ def test_dashboard_shows_live_totals_and_updates_without_reload(watched, pipelin
     # Amounts as the page writes them: ¥1,234.50 -> 123450 cents.
     day, count, _ = shows_stored_orders(w.page, ground_truth, stack_settings, first_day)
     assert count >= before + 10 or day > first_day.isoformat()   # the new orders, unless midnight passed
+    # Each live orders.today update says when its newest payment was recorded: the page's readout has them.
+    on_page(w.page, lambda: int(w.page.get_attribute("#latency", "data-samples")) >= 1, "a payment-to-screen figure")
+    assert 0 < int(w.page.get_attribute("#latency", "data-last-ms")) < 60_000
     w.assert_clean()
 
 

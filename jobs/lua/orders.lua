@@ -5,6 +5,7 @@
 -- ARGV[7] JSON [[date, "HH:MM", "count", "amount_cents"], ...], numbers as strings
 -- ARGV[8], ARGV[9] the channel names orders.today and orders.per_minute
 -- ARGV[10], ARGV[11] each channel history's size and age in seconds
+-- ARGV[12] when the newest payment of the batch's orders of today was recorded (ISO 8601), '' when unknown
 -- Returns 1 when the batch was applied (or, outside a batch, when a snapshot was replaced), else 0.
 local prefix, today, ttl = ARGV[4], ARGV[5], ARGV[6]
 local today_keys, minute_keys = stream_keys(2), stream_keys(7)
@@ -57,7 +58,9 @@ if touched or snapshot_date(today_keys[1]) ~= today then
   local day = prefix .. ':orders:day:' .. today
   local data = '{"date":' .. cjson.encode(today)
     .. ',"count":' .. (redis.call('HGET', day, 'count') or '0')
-    .. ',"amount_cents":' .. (redis.call('HGET', day, 'amount_cents') or '0') .. '}'
+    .. ',"amount_cents":' .. (redis.call('HGET', day, 'amount_cents') or '0')
+  if touched and (ARGV[12] or '') ~= '' then data = data .. ',"last_recorded_at":' .. cjson.encode(ARGV[12]) end
+  data = data .. '}'
   publish_envelope(today_keys, today_channel, data, nil, bound)
   published = true
 end

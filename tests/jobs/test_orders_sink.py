@@ -167,3 +167,21 @@ def test_the_history_keeps_at_most_its_size_and_age(redis_client):
     none = OrdersSink(redis_client, PREFIX, query="none", history_size=0)
     none.apply(batch(0), TODAY, [MinuteTotal(TODAY, "10:00", 1, 100)])
     assert not redis_client.exists(history_key(PREFIX, ORDERS_PER_MINUTE))
+
+
+def test_orders_today_carries_when_the_newest_payment_of_its_batch_was_recorded(sink, live, redis_client):
+    from jobs.orders import last_recorded
+
+    at = "2026-11-26T07:59:58.125+00:00"
+    assert sink.apply(batch(1), TODAY, [MinuteTotal(TODAY, "15:59", 1, 100)], at) is True
+    today = [e for e in live(2) if e["channel"] == ORDERS_TODAY][0]
+    assert today["data"] == {"date": TODAY, "count": 1, "amount_cents": 100, "last_recorded_at": at}
+    assert snapshot(redis_client, ORDERS_TODAY)["data"] == today["data"]
+    # a batch without orders of today publishes nothing, so the field never goes stale on a new envelope
+    sink.apply(batch(2), TODAY, [MinuteTotal("2026-11-25", "23:59", 1, 5)], "")
+    assert live(0) == []
+    # the newest recorded_ms among the valid orders of today, in UTC with milliseconds
+    rows = [(True, TODAY, "15:59", 100, 1795679998125), (True, TODAY, "15:58", 100, 1795679000000),
+            (False, TODAY, None, None, 1795689999999), (True, "2026-11-25", "23:59", 5, 1795689999999)]
+    assert last_recorded(rows, TODAY) == "2026-11-26T07:59:58.125+00:00"
+    assert last_recorded(rows[2:], TODAY) == ""
