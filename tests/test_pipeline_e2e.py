@@ -51,10 +51,10 @@ def record(latest: dict, message: str | None) -> None:
     if message is None:
         raise BrokenStream("push server closed the WebSocket")
     envelope = json.loads(message)
-    if set(envelope) != {"channel", "seq", "data"}:
+    if not {"channel", "epoch", "seq", "data"} <= set(envelope) <= {"channel", "epoch", "seq", "snapshot", "data"}:
         raise BrokenStream(f"not an envelope: {envelope}")
     previous = latest.get(envelope["channel"])
-    if previous is not None and envelope["seq"] <= previous["seq"]:
+    if previous is not None and previous["epoch"] == envelope["epoch"] and envelope["seq"] <= previous["seq"]:
         raise BrokenStream(f"seq must grow per channel: {previous['seq']} then {envelope['seq']}")
     latest[envelope["channel"]] = envelope
 
