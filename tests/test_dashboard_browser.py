@@ -112,8 +112,10 @@ def access_token(settings) -> str:
 class Watched:
     """A page that records every request to another origin and every console error (CSP refusals among them)."""
 
-    def __init__(self, browser, origin: str, token: str | None, **context):
+    def __init__(self, browser, origin: str, token: str | None, init_script: str | None = None, **context):
         self.context = browser.new_context(**context)
+        if init_script:      # run before the page's own scripts (through the DevTools protocol, not the page)
+            self.context.add_init_script(init_script)
         self.page = self.context.new_page()
         self.origin = origin
         self.token = token
@@ -146,9 +148,10 @@ def watched(browser, stack_settings):
     pages: list[Watched] = []
     token = access_token(stack_settings)
 
-    def open_page(origin: str, *, token: str | None = token, live: bool = True, **context) -> Watched:
+    def open_page(origin: str, *, token: str | None = token, live: bool = True, init_script: str | None = None,
+                  **context) -> Watched:
         """The page, once it shows "live" (unless `live` is False: a page that should not get in)."""
-        pages.append(Watched(browser, origin, token, **context))
+        pages.append(Watched(browser, origin, token, init_script, **context))
         pages[-1].open(live and token is not None)
         return pages[-1]
 
@@ -453,6 +456,22 @@ def test_page_gets_over_a_push_server_restart_by_itself_and_equals_a_fresh_page(
     on_page(w.page, lambda: shown_orders(w.page) == shown_orders(fresh.page), "the same figures on both pages")
     w.assert_clean(except_with=("ERR_CONNECTION_REFUSED",))   # the tries while the server was away
     fresh.assert_clean()
+
+
+def test_kpi_cards_compare_with_the_same_time_yesterday_where_this_browser_showed_it(watched, injected_dashboard):
+    origin, publisher, settings, _ = injected_dashboard
+    now = datetime.now(settings.tz)
+    day, minute = now.date().isoformat(), now.strftime("%H:%M")
+    yesterday = (now - timedelta(days=1)).date().isoformat()
+    then = (now - timedelta(minutes=2)).strftime("%H:%M")     # the nearest sample at most 5 minutes earlier
+    publish_orders(publisher, day, {minute: (5, 1000)})
+    samples = {then: {"orders-count": 4, "orders-amount": 1250}, "00:00": {"orders-count": 1}}
+    w = watched(origin, init_script=f"localStorage.setItem('rtdash.kpis.{yesterday}', '{json.dumps(samples)}')")
+    shows_number(w.page, "#orders-count", 5)
+    assert w.page.text_content("#orders-count-delta") == f"▲ +25% vs yesterday {then}"
+    assert w.page.text_content("#orders-amount-delta") == f"▼ -20% vs yesterday {then}"
+    assert w.page.text_content("#traffic-page-views-delta") == "vs yesterday: not known"
+    w.assert_clean()
 
 
 def test_phone_width_shows_the_cards_without_sideways_scrolling(watched, injected_dashboard):

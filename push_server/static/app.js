@@ -26,6 +26,7 @@ const state = {
 let attempt = 0;
 let retryTimer = null;
 let token = null;
+let socket = null;
 let ordersChart = null;
 let trafficChart = null;
 
@@ -148,7 +149,15 @@ function onEnvelope(env) {
   const epoch = typeof env.epoch === "string" && env.epoch ? env.epoch : null;
   const last = state.position[env.channel];
   state.seen.add(env.channel);
-  if (!fresh && last && last.epoch === epoch && env.seq <= last.seq) return; // stale or repeated
+  if (!fresh && last && last.epoch !== epoch) {
+    // A change on top of another stream's state would mix two streams: start this channel over from its snapshot
+    // (the server normally closes with 1012 first).
+    delete state.position[env.channel];
+    if (socket) socket.close(1000, "stream changed");
+    return;
+  }
+  // Stale or repeated. (A seq may skip ahead: a slow connection gets queued changes merged into one.)
+  if (!fresh && last && env.seq <= last.seq) return;
   state.position[env.channel] = { epoch, seq: env.seq };
   const live = !fresh && !state.replaying.has(env.channel);
   const render = renderers[env.channel];
@@ -177,21 +186,25 @@ function scheduleReconnect(reason) {
   retryTimer = setTimeout(connect, delay);
 }
 
-function refused(reason) {
-  forgetToken();
+function refused(reason, keep) {
+  if (!keep) forgetToken();
   clearTimeout(retryTimer);
   showAccess(reason);
 }
 
 async function checkToken() {
-  // Why the server refuses the token (/auth/check answers 401 with {error, detail}), or null when it accepts it
-  // or cannot be asked (then the page tries again later).
+  // {reason, keep}: why the server refuses the token (/auth/check: 401 with {error, detail}; 403 for this
+  // address, where the token stays), or null when it accepts it or cannot be asked (the page tries again later).
   try {
     const reply = await fetch("/auth/check", { cache: "no-store", headers: { Authorization: "Bearer " + token } });
+    if (reply.status === 403) {
+      return { reason: "The server refuses this address: open the dashboard at the address its link names.",
+               keep: true };
+    }
     if (reply.status !== 401) return null;
     let why = "";
     try { why = String((await reply.json()).error || ""); } catch (e) { /* no reason given */ }
-    return `The server refused the access token${why ? " (" + why + ")" : ""}.`;
+    return { reason: `The server refused the access token${why ? " (" + why + ")" : ""}.`, keep: false };
   } catch (e) {
     return null;
   }
@@ -201,7 +214,7 @@ function connect() {
   let ws;
   const since = resumePositions();
   try {
-    ws = new WebSocket(socketUrl(token, since));
+    ws = socket = new WebSocket(socketUrl(token, since));
   } catch (e) {
     scheduleReconnect("");
     return;
@@ -229,7 +242,7 @@ function connect() {
     }
     if (!opened) {
       // Refused before the upgrade (or the server is away): a browser does not see why; ask /auth/check.
-      checkToken().then((reason) => (reason ? refused(reason) : scheduleReconnect("")));
+      checkToken().then((why) => (why ? refused(why.reason, why.keep) : scheduleReconnect("")));
       return;
     }
     scheduleReconnect(event.code === 1013 ? "too slow" : "");

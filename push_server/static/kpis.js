@@ -78,7 +78,8 @@ export function renderDelta(name) {
     node.textContent = diff ? "new vs yesterday" : "same as yesterday";
   } else {
     const pct = (100 * diff) / before.value;
-    node.textContent = `${pct >= 0 ? "▲ +" : "▼ "}${decimal.format(Math.round(pct * 10) / 10)}% vs yesterday ${before.minute}`;
+    const change = decimal.format(Math.round(pct * 10) / 10);
+    node.textContent = `${pct >= 0 ? "▲ +" : "▼ "}${change}% vs yesterday ${before.minute}`;
   }
   node.classList.add(diff > 0 ? "up" : diff < 0 ? "down" : "flat");
 }
