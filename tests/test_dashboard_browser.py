@@ -25,6 +25,7 @@ import shutil
 import threading
 import time
 from datetime import date, datetime, timedelta
+from urllib.parse import unquote
 
 import pytest
 import redis
@@ -492,6 +493,87 @@ def test_phone_width_shows_the_cards_without_sideways_scrolling(watched, injecte
         box = w.page.locator(chart + " canvas").first.bounding_box()
         assert box["x"] >= 0 and box["x"] + box["width"] <= 390
     w.assert_clean()
+
+
+# --- resume: the jobs' own envelope writer (epochs, history), a push server and a Redis of its own ---
+
+class StreamPublisher:
+    """Publishes as every job does, through jobs/lua/envelope.lua: a seq and epoch per channel, the snapshot
+    marked as such, the live envelope appended to the channel's history and published."""
+
+    def __init__(self, client: redis.Redis, settings):
+        from importlib import resources
+
+        from rtdash.channels import stream_keys
+
+        envelope = (resources.files("jobs") / "lua" / "envelope.lua").read_text()
+        self.script = client.register_script(envelope + """
+return publish_envelope(stream_keys(1), ARGV[1], ARGV[2], ARGV[3] ~= '' and ARGV[3] or nil,
+                        history_bound(ARGV[4], ARGV[5]))""")
+        self.keys = lambda channel: stream_keys(settings.redis_prefix, channel)
+        self.bound = [settings.push_history_size, settings.push_history_seconds]
+
+    def send(self, channel: str, data: dict, live: dict | None = None) -> int:
+        text = lambda d: json.dumps(d, separators=(",", ":"))   # noqa: E731
+        return self.script(keys=self.keys(channel),
+                           args=[channel, text(data), "" if live is None else text(live), *self.bound])
+
+
+@pytest.fixture(scope="module")
+def resumable_dashboard(tmp_path_factory):
+    """A Redis and a push server of their own (both restarted by the test), written to as the jobs write."""
+    from stack.services import redis_service
+    from rtdash.settings import Settings
+
+    settings = Settings(_env_file=None, home=tmp_path_factory.mktemp("resume-home"), redis_port=free_port(),
+                        push_port=free_port())
+    with redis_service(settings, persist=False) as redis_server:
+        client = redis.Redis.from_url(settings.redis)
+        try:
+            with python_service(settings, "push_server", "push_server", settings.push_port) as push:
+                yield f"http://127.0.0.1:{settings.push_port}", StreamPublisher(client, settings), settings, \
+                    push, redis_server
+        finally:
+            client.close()
+
+
+def test_page_resumes_with_what_it_missed_and_starts_over_after_redis_lost_its_data(watched, resumable_dashboard):
+    origin, publisher, settings, push, redis_server = resumable_dashboard
+    now = datetime.now(settings.tz)
+    day, minute = now.date().isoformat(), now.strftime("%H:%M")
+    earlier = (now - timedelta(minutes=3)).strftime("%H:%M")
+    minutes = {earlier: (4, 4000), minute: (3, 900)} if earlier < minute else {minute: (7, 4900)}
+    publish_orders(publisher, day, minutes)
+    w = watched(origin, token=access_token(settings))
+    shows_number(w.page, "#orders-count", 7)
+    assert "since=" not in w.sockets[-1]
+
+    # The push server goes away; two batches are paid meanwhile: live changes the page did not receive.
+    push.stop()
+    for extra in (2, 3):
+        minutes[minute] = (minutes[minute][0] + extra, minutes[minute][1] + 100 * extra)
+        publish_orders(publisher, day, minutes, changed=[minute])
+    push.start_ready()
+    shows_number(w.page, "#orders-count", 12)
+    since = json.loads(unquote(w.sockets[-1].split("since=", 1)[1]))
+    assert set(since) >= {"orders.today", "orders.per_minute"}   # it resumed, and got the changes replayed
+    fresh = watched(origin, token=access_token(settings))
+    shows_number(fresh.page, "#orders-count", 12)
+    assert shown_orders(w.page) == shown_orders(fresh.page) == {"count": 12, "amount": 5400, "hour": 12,
+                                                                "chart": "12"}
+
+    # Redis loses everything: the jobs start new streams (new epochs) from what they count afterwards.
+    redis_server.stop()
+    redis_server.start_ready()
+    publish_orders(publisher, day, {minute: (2, 222)})
+    for page in (w.page, fresh.page):
+        shows_number(page, "#orders-count", 2)
+        on_page(page, lambda p=page: shown_orders(p) == {"count": 2, "amount": 222, "hour": 2, "chart": "2"},
+                "the new stream alone on the page")
+    newest = watched(origin, token=access_token(settings))
+    assert shown_orders(newest.page) == shown_orders(w.page)
+    for page in (w, fresh, newest):
+        page.assert_clean(except_with=("ERR_CONNECTION_REFUSED",))
 
 
 # --- shoppers through the gateway, counted by the traffic job --------------------------------
