@@ -240,6 +240,10 @@ def test_a_resume_the_history_no_longer_reaches_gets_a_marked_snapshot(stack, pu
             assert client.state[channel] == writer.snapshot(channel)["data"]
         assert len(client.state[ORDERS_PER_MINUTE]["minutes"]) == 6
         client.ws.close()
+        # a malformed position is refused with 1003 and the reason
+        client.position = {ORDERS_TODAY: {"epoch": "", "seq": -1}}
+        await client.connect(port, resume=True)
+        assert await client.closed() == 1003 and client.ws.close_reason.startswith("since must be")
 
     asyncio.run(scenario())
 
