@@ -6,69 +6,33 @@ with no asset from outside the push server (the machine has no internet, like
 many shop floors) and nothing the page's Content-Security-Policy refuses.
 
 The page opens with an access token in its fragment (as `rtdash token` and
-`make demo` give it). Tests: paid orders through the whole pipeline; every
-traffic panel fed with envelopes written straight into Redis (its own push
-server and key prefix, so the figures are exactly known: live merges, alerts,
-hostile search terms); the bare page explaining how to get in; the token kept
-for the tab and taken out of the address bar; the payment-to-screen readout;
-a push server restart the page gets over by itself, equal to a fresh page
-afterwards; a phone's width; and shoppers from the traffic simulator through
-the gateway and the traffic job, with the page compared to the job's Redis
-snapshots and to the `gateway` topic.
+`make demo` give it). Three tests: paid orders through the whole pipeline
+(and the payment-to-screen readout they feed); every traffic panel fed with
+envelopes written straight into Redis (its own push server and key prefix, so
+the figures are exactly known: live merges, alerts, hostile search terms); and
+shoppers from the traffic simulator through the gateway and the traffic job,
+with the page compared to the job's Redis snapshots and to the `gateway`
+topic. The page's own behaviour (access, resume, readouts, phone width):
+test_dashboard_page.py.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import re
-import shutil
 import threading
-import time
 from datetime import date, datetime, timedelta
-from urllib.parse import unquote
 
 import pytest
 import redis
 
+from dashboard_browser import (browser, digits, injected_dashboard, on_page, shows_number,  # noqa: F401
+                               shows_text, watched)
 from paying import paid_on, pay
-from push_server.protocol import encode_envelope
 from rtdash import channels
-from stack.services import python_service
-from stack.testing import free_port
 from waiting import eventually
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def digits(text: str | None) -> int:
-    return int(re.sub(r"[^0-9]", "", text or "") or -1)
-
-
-def on_page(page, condition, what: str, timeout: float = 60):
-    """`eventually` for what the page shows, read from the test side (the page's CSP forbids evaluated
-    scripts, so Playwright's wait_for_function cannot run); pauses through Playwright so the page's
-    events are handled meanwhile."""
-    return eventually(condition, timeout=timeout, interval=0.1, what=what,
-                      sleep=lambda seconds: page.wait_for_timeout(seconds * 1000))
-
-
-def shows_text(page, selector: str, text: str, timeout: float = 60) -> None:
-    """Wait until `selector` shows exactly `text` (Playwright's own waiting)."""
-    from playwright.sync_api import expect
-
-    expect(page.locator(selector)).to_have_text(text, timeout=timeout * 1000)
-
-
-def shows_number(page, selector: str, number: int, timeout: float = 60) -> None:
-    """Wait until the digits of `selector`'s text make `number` (1,234 and ¥12.34 alike)."""
-    def shown():
-        text = page.text_content(selector)
-        assert digits(text) == number, f"{selector} shows {text!r}"
-    on_page(page, shown, f"{selector} showing {number}", timeout)
 
 
 def ranked(page, list_id: str) -> list[tuple[str, int]]:
@@ -87,78 +51,6 @@ def route_row(page, route: str) -> dict[str, str]:
     cells = {key: row.locator(f"td.{key}").text_content() for key in keys}
     cells["status"] = row.locator("td.status").text_content()
     return cells
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not shutil.which(CHROMIUM):
-        pytest.fail("chromium is not installed: `make setup` installs Debian's chromium")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-def access_token(settings) -> str:
-    """A token for the push servers of `settings`, as `rtdash token` makes it (the secret under their home)."""
-    from push_server.tokens import Tokens
-
-    return Tokens.from_settings(settings).issue(ttl=3600)
-
-
-class Watched:
-    """A page that records every request to another origin and every console error (CSP refusals among them)."""
-
-    def __init__(self, browser, origin: str, token: str | None, init_script: str | None = None, **context):
-        self.context = browser.new_context(**context)
-        if init_script:      # run before the page's own scripts (through the DevTools protocol, not the page)
-            self.context.add_init_script(init_script)
-        self.page = self.context.new_page()
-        self.origin = origin
-        self.token = token
-        self.sockets: list[str] = []
-        self.page.on("websocket", lambda ws: self.sockets.append(ws.url))
-        self.outside_requests: list[str] = []
-        self.console_errors: list[str] = []
-        self.page.on("request", self._request)
-        self.page.on("console", lambda msg: self.console_errors.append(msg.text) if msg.type == "error" else None)
-        self.page.on("pageerror", lambda exc: self.console_errors.append(str(exc)))
-
-    def _request(self, req) -> None:
-        if not req.url.startswith((self.origin, "ws://127.0.0.1", "data:")):
-            self.outside_requests.append(req.url)
-
-    def open(self, live: bool) -> None:
-        self.page.goto(self.origin + "/" + (f"#token={self.token}" if self.token else ""))
-        if live:
-            shows_text(self.page, "#conn-state", "live", timeout=30)
-
-    def assert_clean(self, *, except_with: tuple[str, ...] = ()) -> None:
-        """No outside request and no console error (but those containing one of `except_with`, when expected)."""
-        assert self.outside_requests == []
-        assert [e for e in self.console_errors if not any(part in e for part in except_with)] == []
-
-
-@pytest.fixture
-def watched(browser, stack_settings):
-    """Opens the dashboard of an origin in a context of its own, with a valid token unless told otherwise."""
-    pages: list[Watched] = []
-    token = access_token(stack_settings)
-
-    def open_page(origin: str, *, token: str | None = token, live: bool = True, init_script: str | None = None,
-                  **context) -> Watched:
-        """The page, once it shows "live" (unless `live` is False: a page that should not get in)."""
-        pages.append(Watched(browser, origin, token, init_script, **context))
-        pages[-1].open(live and token is not None)
-        return pages[-1]
-
-    yield open_page
-    for w in pages:
-        w.context.close()
 
 
 def shows_stored_orders(page, store, settings, not_before: date) -> tuple[str, int, int]:
@@ -191,34 +83,6 @@ def test_dashboard_shows_live_totals_and_updates_without_reload(watched, pipelin
 
 
 # --- every traffic panel, fed straight through Redis ---------------------------------------
-
-class Publisher:
-    """Writes envelopes the way the jobs do: INCR the seq, SET the snapshot, PUBLISH the live message."""
-
-    def __init__(self, client: redis.Redis, prefix: str):
-        self.client = client
-        self.prefix = prefix
-
-    def send(self, channel: str, data: dict, live: dict | None = None) -> int:
-        """`data` becomes the snapshot; `live` (default: the same) is what is published."""
-        seq = self.client.incr(channels.seq_key(self.prefix, channel))
-        self.client.set(channels.snapshot_key(self.prefix, channel), encode_envelope(channel, seq, data))
-        self.client.publish(channels.live_channel(self.prefix, channel),
-                            encode_envelope(channel, seq, data if live is None else live))
-        return seq
-
-
-@pytest.fixture(scope="module")
-def injected_dashboard(stack_settings, redis_server):
-    """A push server of its own on the session's Redis, under a key prefix no job writes to."""
-    settings = stack_settings.model_copy(update={"redis_prefix": "dashboard-test", "push_port": free_port()})
-    client = redis.Redis.from_url(settings.redis)
-    with python_service(settings, "push_server_dashboard_test", "push_server", settings.push_port) as service:
-        try:
-            yield f"http://127.0.0.1:{settings.push_port}", Publisher(client, settings.redis_prefix), settings, service
-        finally:
-            client.close()
-
 
 HOSTILE_TERM = "<script>document.title='owned'</script>"
 HOSTILE_MESSAGE = '5xx share 12% on shop <img src=x onerror="document.title=1">'
@@ -339,241 +203,6 @@ def test_traffic_panels_show_snapshots_merge_live_minutes_and_raise_alerts(watch
     assert page.is_hidden("#alert-banner")
     assert on_page(page, lambda: ranked(page, "terms-today"), "terms after a reload")[1] == (HOSTILE_TERM, 7)
     w.assert_clean()
-
-
-def publish_orders(publisher: Publisher, day: str, minutes: dict[str, tuple[int, int]],
-                   changed: list[str] | None = None, **extra) -> None:
-    """orders.today and orders.per_minute as the orders job writes them: the day's totals, every minute in the
-    snapshot, only the `changed` minutes (default: all) live."""
-    per_minute = {m: {"count": n, "amount_cents": c} for m, (n, c) in minutes.items()}
-    publisher.send("orders.today", {"date": day, "count": sum(n for n, _ in minutes.values()),
-                                    "amount_cents": sum(c for _, c in minutes.values()), **extra})
-    publisher.send("orders.per_minute", {"date": day, "minutes": per_minute},
-                   live={"date": day, "minutes": {m: per_minute[m] for m in (changed or per_minute)}})
-
-
-def shown_orders(page) -> dict:
-    """What the sales panel shows, as numbers, and the sums of the orders chart's data."""
-    figures = {name: digits(page.text_content(f"#orders-{name}")) for name in ("count", "amount", "hour")}
-    return figures | {"chart": page.get_attribute("#per-minute", "data-sums")}
-
-
-def test_bare_page_explains_how_to_get_in_and_opens_no_socket(watched, injected_dashboard):
-    origin, *_ = injected_dashboard
-    w = watched(origin, token=None)
-    w.page.wait_for_selector("#access", state="visible", timeout=30_000)
-    assert w.page.is_hidden("#dashboard")
-    explanation = w.page.text_content("#access")
-    assert "rtdash token" in explanation and "make demo" in explanation
-    assert w.page.text_content("#access-example") == origin + "/#token=<the token>"
-    assert w.sockets == []
-    w.assert_clean()
-
-
-@pytest.mark.parametrize("kind", ["expired", "foreign"])
-def test_a_refused_token_is_forgotten_and_the_page_explains_how_to_get_in(watched, injected_dashboard,
-                                                                          stack_settings, kind):
-    from push_server.tokens import Tokens
-
-    origin, *_ = injected_dashboard
-    if kind == "expired":
-        token = Tokens.from_settings(stack_settings).issue(ttl=60, now=time.time() - 3600)
-    else:
-        token = Tokens(b"another-secret-0123456789abcdef-0123456789").issue(ttl=3600)
-    w = watched(origin, token=token, live=False)
-    w.page.wait_for_selector("#access", state="visible", timeout=30_000)
-    reason = {"expired": "token expired", "foreign": "token invalid"}[kind]
-    assert w.page.text_content("#access-reason") == f"The server refused the access token ({reason})."
-    assert w.page.is_hidden("#dashboard") and w.page.text_content("#conn-state") == "signed out"
-    w.page.goto(origin + "/")      # forgotten: the tab has no token any more
-    w.page.wait_for_selector("#access", state="visible", timeout=30_000)
-    assert w.page.text_content("#access-reason") == "This dashboard needs an access token."
-    # the refused upgrade and /auth/check's answer
-    w.assert_clean(except_with=("HTTP Authentication failed", "status of 401"))
-
-
-def test_token_is_kept_for_the_tab_and_taken_out_of_the_address_bar(watched, injected_dashboard):
-    origin, *_ = injected_dashboard
-    w = watched(origin)
-    assert w.page.url == origin + "/"
-    assert w.sockets and all("token=" in url for url in w.sockets)
-    w.page.goto(origin + "/")      # the same tab without the fragment: still signed in
-    shows_text(w.page, "#conn-state", "live", timeout=30)
-    assert w.page.is_hidden("#access")
-    w.assert_clean()
-
-
-def test_payment_to_screen_readout_counts_live_updates_only(watched, injected_dashboard):
-    origin, publisher, settings, _ = injected_dashboard
-    now = datetime.now(settings.tz)
-    day, minute = now.date().isoformat(), now.strftime("%H:%M")
-    long_ago = (now - timedelta(hours=2)).isoformat()
-    publish_orders(publisher, day, {minute: (1, 100)}, last_recorded_at=long_ago)
-    w = watched(origin)
-    shows_number(w.page, "#orders-count", 1)
-    assert w.page.get_attribute("#latency", "data-samples") == "0"   # the snapshot is not a live update
-    assert w.page.text_content("#latency-note") == "no order paid in the last minute"
-
-    recorded = datetime.now(settings.tz) - timedelta(milliseconds=1500)
-    publish_orders(publisher, day, {minute: (2, 300)}, last_recorded_at=recorded.isoformat(timespec="milliseconds"))
-    on_page(w.page, lambda: w.page.get_attribute("#latency", "data-samples") == "1", "one latency sample")
-    shown_ms = int(w.page.get_attribute("#latency", "data-last-ms"))
-    assert 1500 - 50 <= shown_ms < 1500 + 10_000   # the page's clock is the server's, read to within a few ms
-    for figure in ("last", "p50", "max"):   # one sample: all three are it
-        text = w.page.text_content(f"#latency-{figure}")
-        assert text.endswith(" s") and abs(float(text[:-2]) - shown_ms / 1000) <= 0.01, (figure, text)
-    w.assert_clean()
-
-
-def test_page_gets_over_a_push_server_restart_by_itself_and_equals_a_fresh_page(watched, injected_dashboard):
-    origin, publisher, settings, service = injected_dashboard
-    now = datetime.now(settings.tz)
-    day, minute = now.date().isoformat(), now.strftime("%H:%M")
-    earlier = (now - timedelta(minutes=3)).strftime("%H:%M")
-    minutes = {earlier: (4, 4000), minute: (3, 900)} if earlier < minute else {minute: (7, 4900)}
-    publish_orders(publisher, day, minutes)
-    w = watched(origin)
-    shows_number(w.page, "#orders-count", 7)
-    assert shown_orders(w.page) == {"count": 7, "amount": 4900, "hour": 7, "chart": "7"}
-
-    service.stop()
-    shows_text(w.page, "#conn-state", re.compile("reconnecting"), timeout=30)
-    # While the server is away, orders are paid: live messages nobody receives, the snapshots change.
-    minutes[minute] = (minutes[minute][0] + 5, minutes[minute][1] + 500)
-    publish_orders(publisher, day, minutes, changed=[minute])
-    service.start_ready()
-
-    shows_text(w.page, "#conn-state", "live", timeout=60)
-    shows_number(w.page, "#orders-count", 12)
-    fresh = watched(origin)
-    shows_number(fresh.page, "#orders-count", 12)
-    assert shown_orders(w.page) == shown_orders(fresh.page) == {"count": 12, "amount": 5400, "hour": 12,
-                                                                "chart": "12"}
-    # and it keeps up afterwards: a live minute merged like a fresh page's
-    minutes[minute] = (minutes[minute][0] + 1, minutes[minute][1] + 1)
-    publish_orders(publisher, day, minutes, changed=[minute])
-    shows_number(w.page, "#orders-count", 13)
-    shows_number(fresh.page, "#orders-count", 13)
-    on_page(w.page, lambda: shown_orders(w.page) == shown_orders(fresh.page), "the same figures on both pages")
-    w.assert_clean(except_with=("ERR_CONNECTION_REFUSED",))   # the tries while the server was away
-    fresh.assert_clean()
-
-
-def test_kpi_cards_compare_with_the_same_time_yesterday_where_this_browser_showed_it(watched, injected_dashboard):
-    origin, publisher, settings, _ = injected_dashboard
-    now = datetime.now(settings.tz)
-    day, minute = now.date().isoformat(), now.strftime("%H:%M")
-    yesterday = (now - timedelta(days=1)).date().isoformat()
-    then = (now - timedelta(minutes=2)).strftime("%H:%M")     # the nearest sample at most 5 minutes earlier
-    publish_orders(publisher, day, {minute: (5, 1000)})
-    samples = {then: {"orders-count": 4, "orders-amount": 1250}, "00:00": {"orders-count": 1}}
-    w = watched(origin, init_script=f"localStorage.setItem('rtdash.kpis.{yesterday}', '{json.dumps(samples)}')")
-    shows_number(w.page, "#orders-count", 5)
-    assert w.page.text_content("#orders-count-delta") == f"▲ +25% vs yesterday {then}"
-    assert w.page.text_content("#orders-amount-delta") == f"▼ -20% vs yesterday {then}"
-    assert w.page.text_content("#traffic-page-views-delta") == "vs yesterday: not known"
-    w.assert_clean()
-
-
-def test_phone_width_shows_the_cards_without_sideways_scrolling(watched, injected_dashboard):
-    origin, publisher, settings, _ = injected_dashboard
-    now = datetime.now(settings.tz)
-    publish_orders(publisher, now.date().isoformat(), {now.strftime("%H:%M"): (123456, 987654321)})
-    w = watched(origin, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
-    shows_number(w.page, "#orders-count", 123456)
-    on_page(w.page, lambda: w.page.evaluate("document.documentElement.scrollWidth") <= 390,
-            "the page no wider than the phone")
-    cards = w.page.locator(".kpi").all()
-    assert len(cards) == 9
-    for card in cards[:2]:
-        assert card.is_visible()
-        box = card.bounding_box()
-        assert box["x"] >= 0 and box["x"] + box["width"] <= 390 and box["y"] < 844
-    for chart in ("#per-minute", "#traffic-per-minute"):
-        box = w.page.locator(chart + " canvas").first.bounding_box()
-        assert box["x"] >= 0 and box["x"] + box["width"] <= 390
-    w.assert_clean()
-
-
-# --- resume: the jobs' own envelope writer (epochs, history), a push server and a Redis of its own ---
-
-class StreamPublisher:
-    """Publishes as every job does, through jobs/lua/envelope.lua: a seq and epoch per channel, the snapshot
-    marked as such, the live envelope appended to the channel's history and published."""
-
-    def __init__(self, client: redis.Redis, settings):
-        from importlib import resources
-
-        from rtdash.channels import stream_keys
-
-        envelope = (resources.files("jobs") / "lua" / "envelope.lua").read_text()
-        self.script = client.register_script(envelope + """
-return publish_envelope(stream_keys(1), ARGV[1], ARGV[2], ARGV[3] ~= '' and ARGV[3] or nil,
-                        history_bound(ARGV[4], ARGV[5]))""")
-        self.keys = lambda channel: stream_keys(settings.redis_prefix, channel)
-        self.bound = [settings.push_history_size, settings.push_history_seconds]
-
-    def send(self, channel: str, data: dict, live: dict | None = None) -> int:
-        text = lambda d: json.dumps(d, separators=(",", ":"))   # noqa: E731
-        return self.script(keys=self.keys(channel),
-                           args=[channel, text(data), "" if live is None else text(live), *self.bound])
-
-
-@pytest.fixture(scope="module")
-def resumable_dashboard(tmp_path_factory):
-    """A Redis and a push server of their own (both restarted by the test), written to as the jobs write."""
-    from stack.services import redis_service
-    from rtdash.settings import Settings
-
-    settings = Settings(_env_file=None, home=tmp_path_factory.mktemp("resume-home"), redis_port=free_port(),
-                        push_port=free_port())
-    with redis_service(settings, persist=False) as redis_server:
-        client = redis.Redis.from_url(settings.redis)
-        try:
-            with python_service(settings, "push_server", "push_server", settings.push_port) as push:
-                yield f"http://127.0.0.1:{settings.push_port}", StreamPublisher(client, settings), settings, \
-                    push, redis_server
-        finally:
-            client.close()
-
-
-def test_page_resumes_with_what_it_missed_and_starts_over_after_redis_lost_its_data(watched, resumable_dashboard):
-    origin, publisher, settings, push, redis_server = resumable_dashboard
-    now = datetime.now(settings.tz)
-    day, minute = now.date().isoformat(), now.strftime("%H:%M")
-    earlier = (now - timedelta(minutes=3)).strftime("%H:%M")
-    minutes = {earlier: (4, 4000), minute: (3, 900)} if earlier < minute else {minute: (7, 4900)}
-    publish_orders(publisher, day, minutes)
-    w = watched(origin, token=access_token(settings))
-    shows_number(w.page, "#orders-count", 7)
-    assert "since=" not in w.sockets[-1]
-
-    # The push server goes away; two batches are paid meanwhile: live changes the page did not receive.
-    push.stop()
-    for extra in (2, 3):
-        minutes[minute] = (minutes[minute][0] + extra, minutes[minute][1] + 100 * extra)
-        publish_orders(publisher, day, minutes, changed=[minute])
-    push.start_ready()
-    shows_number(w.page, "#orders-count", 12)
-    since = json.loads(unquote(w.sockets[-1].split("since=", 1)[1]))
-    assert set(since) >= {"orders.today", "orders.per_minute"}   # it resumed, and got the changes replayed
-    fresh = watched(origin, token=access_token(settings))
-    shows_number(fresh.page, "#orders-count", 12)
-    assert shown_orders(w.page) == shown_orders(fresh.page) == {"count": 12, "amount": 5400, "hour": 12,
-                                                                "chart": "12"}
-
-    # Redis loses everything: the jobs start new streams (new epochs) from what they count afterwards.
-    redis_server.stop()
-    redis_server.start_ready()
-    publish_orders(publisher, day, {minute: (2, 222)})
-    for page in (w.page, fresh.page):
-        shows_number(page, "#orders-count", 2)
-        on_page(page, lambda p=page: shown_orders(p) == {"count": 2, "amount": 222, "hour": 2, "chart": "2"},
-                "the new stream alone on the page")
-    newest = watched(origin, token=access_token(settings))
-    assert shown_orders(newest.page) == shown_orders(w.page)
-    for page in (w, fresh, newest):
-        page.assert_clean(except_with=("ERR_CONNECTION_REFUSED",))
 
 
 # --- shoppers through the gateway, counted by the traffic job --------------------------------
