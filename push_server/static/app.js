@@ -245,6 +245,8 @@ function connect() {
       checkToken().then((why) => (why ? refused(why.reason, why.keep) : scheduleReconnect("")));
       return;
     }
+    // 1003: the server could not read what the page sent (its resume positions among it): start afresh.
+    if (event.code === 1003) state.position = {};
     scheduleReconnect(event.code === 1013 ? "too slow" : "");
   };
 }
