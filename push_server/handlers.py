@@ -18,7 +18,7 @@ from .broker import Broker
 from .hub import ALL, Hub
 from .limits import CLOSE_TOO_MANY_MESSAGES, ConnectionLimits, MessageRate
 from .protocol import ProtocolError, parse_client_message, parse_since
-from .session import Session, text_frame
+from .session import Session, text_frame, write_frame
 from .tokens import Grant, TokenError
 
 log = logging.getLogger("rtdash.push")
@@ -34,14 +34,13 @@ class SocketConnection:
     def __init__(self, handler: tornado.websocket.WebSocketHandler):
         self.handler = handler
 
-    async def send(self, text: str) -> None:
+    def write(self, text: str) -> asyncio.Future[None] | None:
         # The frame is built once per envelope (session.text_frame) and written straight to the stream:
-        # no task per message, and no wait at all when the socket takes it at once. Shielded: when a
-        # slow session is cut off its writer is cancelled, but the stream's write must finish by itself.
+        # None when the socket took it at once, else the stream's future of the write.
         connection = self.handler.ws_connection
         if connection is None or connection.is_closing():
             raise tornado.websocket.WebSocketClosedError()
-        await asyncio.shield(connection.stream.write(text_frame(text)))
+        return write_frame(connection.stream, text_frame(text))
 
     def close(self, code: int, reason: str) -> None:
         self.handler.close(code, reason)

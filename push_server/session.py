@@ -11,6 +11,10 @@ a minute in both, as the page merges them); a new day or another epoch
 replaces. A client that stops reading (one write unfinished for
 `stall_seconds`) is closed with 1013 (try again later).
 
+No task per session: `offer` writes at once when nothing is being written
+(the socket usually takes the frame on the spot), else the envelope waits and
+goes out when the write in flight has finished.
+
 A session also never sends an envelope not newer than the last one it took on
 that channel, so a client sees ``seq`` grow on every channel.
 """
@@ -22,7 +26,9 @@ import json
 import logging
 import struct
 from functools import lru_cache
-from typing import Callable, Protocol
+from typing import Awaitable, Callable, Protocol
+
+from tornado.iostream import IOStream
 
 from rtdash.channels import ORDERS_PER_MINUTE, ROUTES_PER_MINUTE, TRAFFIC_PER_MINUTE
 
@@ -41,7 +47,9 @@ DEFAULT_STALL_SECONDS = 30.0
 
 
 class Connection(Protocol):
-    async def send(self, text: str) -> None: ...
+    def write(self, text: str) -> Awaitable[None] | None:
+        """Start writing `text`: None when it was written at once, else what to wait on until it is."""
+
     def close(self, code: int, reason: str) -> None: ...
 
 
@@ -81,6 +89,27 @@ def text_frame(text: str) -> bytes:
     return head + payload
 
 
+def write_frame(stream: IOStream, frame: bytes) -> asyncio.Future[None] | None:
+    """Write `frame` to a plain (not TLS) Tornado stream: None when the socket took it all at once.
+
+    When nothing of the stream's is waiting to be written, the frame goes straight to the socket, with
+    none of the stream's per-write bookkeeping; what the socket does not take, and anything on a
+    stream that has data waiting or uses TLS, goes through `stream.write` (which then also reports
+    a broken connection).
+    """
+    if type(stream) is IOStream and not stream._write_buffer and not stream.closed():
+        try:
+            sent = stream.socket.send(frame)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            sent = 0   # the stream's own write below meets the error again and closes the stream
+        if sent == len(frame):
+            return None
+        frame = frame[sent:]
+    return stream.write(frame)
+
+
 def coalesce(older: Envelope, newer: Envelope) -> Envelope:
     """What a client that missed `older` must get instead of both: `newer`, or both merged on a per-minute channel."""
     if newer.channel not in PER_MINUTE_CHANNELS:
@@ -90,7 +119,7 @@ def coalesce(older: Envelope, newer: Envelope) -> Envelope:
 
 
 class Session:
-    """Per-connection state: the envelopes waiting (one per channel), the writer task, the last seq per channel.
+    """Per-connection state: the envelopes waiting (one per channel), the write in flight, the last seq per channel.
 
     `queue_size` bounds how many channels may wait at once (more: closed with 1013); `stall_seconds`
     is how long one write may stay unfinished before the client counts as gone (None: the default,
@@ -111,13 +140,12 @@ class Session:
         self.closed = False
         self.last_seq: dict[str, int] = {}
         self._loop = asyncio.get_running_loop()
-        self._wakeup: asyncio.Future[None] | None = None
+        self._in_flight: asyncio.Future | None = None
         self._writing_since: float | None = None
         self._watchdog = self._loop.call_later(self.stall_seconds, self._check_stall)
-        self._writer = self._loop.create_task(self._write())
 
     def offer(self, envelope: Envelope) -> None:
-        """Take an envelope without waiting: it joins, replaces or merges with the one waiting on its channel."""
+        """Take an envelope without waiting: written now, or it joins, replaces or merges with the one waiting."""
         if self.closed:
             return
         channel = envelope.channel
@@ -125,6 +153,9 @@ class Session:
         if last is not None and envelope.seq <= last:
             return
         self.last_seq[channel] = envelope.seq
+        if self._in_flight is None:         # nothing being written, so nothing waiting either
+            self._write(envelope)
+            return
         older = self.waiting.get(channel)
         if older is not None:
             self.waiting[channel] = coalesce(older, envelope)
@@ -135,8 +166,6 @@ class Session:
             self.close(CLOSE_TOO_SLOW, "too slow")
             return
         self.waiting[channel] = envelope
-        if self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(None)
 
     def reset(self, reason: str) -> None:
         self.close(CLOSE_RESET, reason)
@@ -146,17 +175,53 @@ class Session:
             return
         self.closed = True
         self._watchdog.cancel()
-        self._writer.cancel()
         self.waiting.clear()
         self.connection.close(code, reason)
         if self.on_close is not None:
             self.on_close(self)
 
     async def wait_closed(self) -> None:
-        try:
-            await self._writer
-        except asyncio.CancelledError:
-            pass
+        """Nothing to wait for once closed: a write in flight belongs to the connection, which ends it."""
+
+    def _write(self, envelope: Envelope) -> None:
+        """Write `envelope`, then whatever waits, until a write does not finish at once (`_written` goes on)."""
+        waiting = self.waiting
+        while True:
+            try:
+                pending = self.connection.write(envelope.text)
+            except Exception as exc:  # noqa: BLE001 - the socket is gone: stop writing
+                self._gone(exc)
+                return
+            metrics.MESSAGES_SENT.inc()
+            if pending is not None:
+                future = asyncio.ensure_future(pending)
+                if not future.done():
+                    self._in_flight = future
+                    self._writing_since = self._loop.time()
+                    future.add_done_callback(self._written)
+                    return
+                if future.cancelled() or future.exception() is not None:
+                    self._gone(future.exception())
+                    return
+            if self.closed or not waiting:
+                return
+            envelope = waiting.pop(next(iter(waiting)))
+
+    def _written(self, future: asyncio.Future) -> None:
+        self._in_flight = None
+        self._writing_since = None
+        if self.closed:
+            return
+        if future.cancelled() or future.exception() is not None:
+            self._gone(future.exception())
+        elif self.waiting:
+            self._write(self.waiting.pop(next(iter(self.waiting))))
+
+    def _gone(self, exc: BaseException | None) -> None:
+        log.info("%s gone while writing: %s", self.name, type(exc).__name__ if exc else "cancelled")
+        self.closed = True
+        self._watchdog.cancel()
+        self.waiting.clear()
 
     def _check_stall(self) -> None:
         """Close the session if one write has been unfinished for `stall_seconds`; else look again when it could be."""
@@ -171,24 +236,3 @@ class Session:
             return
         self._watchdog = self._loop.call_at((since if since is not None else now) + self.stall_seconds,
                                             self._check_stall)
-
-    async def _write(self) -> None:
-        waiting = self.waiting
-        while True:
-            if not waiting:
-                self._wakeup = self._loop.create_future()
-                await self._wakeup
-                self._wakeup = None
-                continue
-            envelope = waiting.pop(next(iter(waiting)))
-            self._writing_since = self._loop.time()
-            try:
-                await self.connection.send(envelope.text)
-            except Exception as exc:  # noqa: BLE001 - the socket is gone: stop writing
-                log.info("%s gone while writing: %s", self.name, type(exc).__name__)
-                self.closed = True
-                self._watchdog.cancel()
-                waiting.clear()
-                return
-            self._writing_since = None
-            metrics.MESSAGES_SENT.inc()
