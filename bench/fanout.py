@@ -55,7 +55,8 @@ import redis
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench.fanout_clients import BUCKET_MS
+from bench.fanout_clients import BUCKET_MS, LoadClients
+from bench.machine import load_average, machine
 from rtdash.channels import ORDERS_TODAY, live_pattern, stream_keys
 from rtdash.settings import Settings
 from stack.probes import http_ok
@@ -150,47 +151,6 @@ class Publisher(threading.Thread):
         self.store.close()
 
 
-class LoadClients:
-    """`procs` processes of bench.fanout_clients holding `connections` connections between them."""
-
-    def __init__(self, port: int, path: str, connections: int, procs: int, *, stalled: bool = False):
-        shares = [connections // procs + (1 if i < connections % procs else 0) for i in range(procs)]
-        argv = [sys.executable, "-m", "bench.fanout_clients", "--port", str(port), "--path", path]
-        self.procs = [subprocess.Popen([*argv, "--connections", str(n), *(["--stalled"] if stalled else [])],
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-                      for n in shares if n]
-
-    def ready(self) -> int:
-        total = 0
-        for proc in self.procs:
-            line = proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"a load client exited with code {proc.wait()} while connecting")
-            total += json.loads(line)["ready"]
-        return total
-
-    def command(self, word: str) -> list[dict]:
-        for proc in self.procs:
-            proc.stdin.write(word + "\n")
-            proc.stdin.flush()
-        return [json.loads(proc.stdout.readline()) for proc in self.procs] if word == "stop" else []
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                try:
-                    proc.stdin.write("quit\n")
-                    proc.stdin.close()
-                except OSError:
-                    pass
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 def access(settings: Settings) -> str:
     """The /ws path with a token when the push server asks for one (push_server/tokens.py)."""
     try:
@@ -279,14 +239,6 @@ def measure(point: Point, settings: Settings, args: argparse.Namespace, progress
     return point
 
 
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
-    return (f"nproc {psutil.cpu_count()}, {cpu}, {mem_kib / 1024 / 1024:.1f} GiB RAM, "
-            f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", default="1000,5000", help="numbers of clients, comma list (default 1000,5000)")
@@ -304,7 +256,7 @@ def main() -> int:
     servers = args.servers.split(",")
     if not set(servers) <= {"push", "naive", "before"} or not counts or min(counts) < 1 or args.rate <= 0:
         parser.error("--servers takes push, naive, before; --clients positive numbers; --rate > 0")
-    load_before = Path("/proc/loadavg").read_text().split()[0]
+    load_before = load_average()
     started = datetime.now(timezone.utc)
     home = Path(tempfile.mkdtemp(prefix="rtdash-bench-fanout-"))
     room = max(counts) + args.stalled + 100
@@ -335,7 +287,8 @@ def main() -> int:
     for point in points:
         print("| " + " | ".join(point.row()) + " |")
     print(f"\n- command: `{command}`{f', plus {args.stalled} connections that never read' if args.stalled else ''}")
-    print(f"- machine: {machine()}; 1-minute load average {load_before} before the run")
+    print(f"- machine: {machine()}, Python {platform.python_version()}; 1-minute load average {load_before} "
+          "before the run")
     print(f"- date: {started:%Y-%m-%d %H:%M} UTC; {args.seconds:g} s measured per point after {args.warmup:g} s "
           "of load, a fresh server process per point, one Redis for the run")
     return 0

@@ -8,7 +8,8 @@ envelope carries in ``data.t`` (both from this machine's clock).
 
 Driven by bench.fanout over stdin/stdout, one JSON object a line: the
 process prints {"ready": n} once its connections are open, then obeys
-"start" (count from now), "stop" (print what was counted) and "quit".
+"start" (count from now), "stop" (print what was counted) and "quit";
+`LoadClients` is that driver's side.
 
     .venv/bin/python -m bench.fanout_clients --port 8888 --connections 500 --path '/ws'
 """
@@ -19,13 +20,16 @@ import asyncio
 import base64
 import json
 import os
+import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import uvloop
 
 BUCKET_MS = 0.5   # latency histogram resolution
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class Tally:
@@ -139,6 +143,47 @@ async def connect_all(host: str, port: int, path: str, origin: str, count: int, 
 
     await asyncio.gather(*(one() for _ in range(count)))
     return clients
+
+
+class LoadClients:
+    """`procs` processes of bench.fanout_clients holding `connections` connections between them."""
+
+    def __init__(self, port: int, path: str, connections: int, procs: int, *, stalled: bool = False):
+        shares = [connections // procs + (1 if i < connections % procs else 0) for i in range(procs)]
+        argv = [sys.executable, "-m", "bench.fanout_clients", "--port", str(port), "--path", path]
+        self.procs = [subprocess.Popen([*argv, "--connections", str(n), *(["--stalled"] if stalled else [])],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+                      for n in shares if n]
+
+    def ready(self) -> int:
+        total = 0
+        for proc in self.procs:
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"a load client exited with code {proc.wait()} while connecting")
+            total += json.loads(line)["ready"]
+        return total
+
+    def command(self, word: str) -> list[dict]:
+        for proc in self.procs:
+            proc.stdin.write(word + "\n")
+            proc.stdin.flush()
+        return [json.loads(proc.stdout.readline()) for proc in self.procs] if word == "stop" else []
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    proc.stdin.write("quit\n")
+                    proc.stdin.close()
+                except OSError:
+                    pass
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 async def main(args: argparse.Namespace) -> None:
