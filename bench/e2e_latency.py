@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from sqlalchemy import text
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
+from bench.machine import machine
 from rtdash.database import make_engine
 from producers.provider.simulator import PaymentSimulator
 from push_server.tokens import Tokens
@@ -183,14 +183,6 @@ def measure_floor(settings: Settings, records: int, rate: float) -> dict[str, fl
         producer.close()
         pubsub.close()
         client.close()
-
-
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    import os
-    mem = int(Path("/proc/meminfo").read_text().split()[1]) // (1024 * 1024)
-    return f"{os.cpu_count()} cores ({cpu}), {mem} GiB RAM, {platform.system()} {platform.release()}"
 
 
 def main() -> None:
