@@ -6,8 +6,10 @@ from pathlib import Path
 
 import tornado.web
 
+from rtdash.metrics import metrics_route
 from rtdash.settings import Settings
 
+from . import metrics
 from .access import Access, log_request
 from .broker import Broker
 from .handlers import AuthCheckHandler, DashboardSocketHandler, HealthHandler, IndexHandler
@@ -37,7 +39,7 @@ def check_assets(static: Path = STATIC) -> None:
 def make_app(settings: Settings, hub: Hub, broker: Broker, *, queue_size: int = 256,
              max_message_size: int = MAX_CLIENT_MESSAGE_BYTES, ping_interval: float = 20,
              tokens: Tokens | None = None) -> tornado.web.Application:
-    """The routes: / (dashboard), /static/ (its assets), /ws (envelopes), /auth/check, /healthz.
+    """The routes: / (dashboard), /static/ (its assets), /ws (envelopes), /auth/check, /healthz, /metrics.
 
     `queue_size` bounds each client's queue (a client that falls further behind
     is disconnected); `max_message_size` bounds what a client may send (larger:
@@ -46,6 +48,7 @@ def make_app(settings: Settings, hub: Hub, broker: Broker, *, queue_size: int = 
     generated under <home>/keys when none is set).
     """
     check_assets()
+    metrics.CONNECTIONS.set_function(lambda: hub.clients)   # the hub of the app made last (one per process)
     access = Access.from_settings(settings, tokens)
     limits = ConnectionLimits(total=settings.push_max_connections,
                               per_address=settings.push_max_connections_per_address)
@@ -57,6 +60,7 @@ def make_app(settings: Settings, hub: Hub, broker: Broker, *, queue_size: int = 
                                                   queue_size=queue_size, ids=itertools.count(1))),
             (r"/auth/check", AuthCheckHandler, dict(access=access)),
             (r"/healthz", HealthHandler, dict(hub=hub, broker=broker)),
+            metrics_route(metrics.REGISTRY),
         ],
         log_function=log_request,
         template_path=str(STATIC),

@@ -13,6 +13,7 @@ import tornado.websocket
 
 from rtdash.channels import CHANNELS
 
+from . import metrics
 from .access import Access, Guarded
 from .broker import Broker
 from .hub import ALL, Hub
@@ -156,6 +157,7 @@ class DashboardSocketHandler(Guarded, tornado.websocket.WebSocketHandler):
         self.hub.join(self.session, channels)
 
     def on_close(self) -> None:
+        metrics.count_close(self.close_code)
         if self.expiry is not None:
             tornado.ioloop.IOLoop.current().remove_timeout(self.expiry)
             self.expiry = None
