@@ -21,7 +21,9 @@ DNS rebinding):
   WebSocket did not open (a browser never sees the upgrade's HTTP status);
 * ``/healthz`` ``{"status": "ok"|"degraded", "redis": "connected"|"disconnected",
   "redis_connected": bool, "clients": int, "channels": {channel: last seq}}``,
-  always HTTP 200 while the process serves (degraded = Redis unreachable).
+  always HTTP 200 while the process serves (degraded = Redis unreachable);
+* ``/metrics`` Prometheus metrics (metrics.py): connections, envelopes sent and
+  coalesced, closes by code, resumes served from the history or not.
 
 Refused before the upgrade, with a JSON body ``{"error": reason, "detail": text}``:
 401 token missing / token invalid (malformed, wrongly signed, another

@@ -2,9 +2,10 @@
 
 One process, so plain prometheus_client objects on this module's own registry
 (`REGISTRY`), which holds nothing of any other service. The modules that see
-each event count it here: handlers (connections, closes), session (messages
-sent and coalesced), the history of resumes (hits and misses). Counts grow for
-the life of the process; tests read the difference across what they did.
+each event count it here: handlers (closes), session (messages sent and
+coalesced), hub (resumes from the history, hits and misses); the connections
+are the hub's, read at each scrape (app.py). Counts grow for the life of the
+process; tests read the difference across what they did.
 """
 from __future__ import annotations
 
