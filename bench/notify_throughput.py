@@ -34,6 +34,10 @@ same total amount, and that the relay published all of them to Kafka.
 
 Usage:
     .venv/bin/python -m bench.notify_throughput [--duration 10] [--rate 1500] [--rounds 3] [--connections 16] [--quick]
+
+One module of more than 300 lines on purpose: a benchmark is one experiment,
+read from top to bottom (set-up, the phases, the checks, the report it writes
+into BENCHMARKS.md), and its parts serve no other code.
 """
 from __future__ import annotations
 

@@ -6,6 +6,10 @@ directory; the defaults are the local ports of ``shared/DESIGN.md``. One
 `Settings` object is built at the edge of each process (CLI, service main, job
 main) and passed down: nothing reads the environment deep inside the code, so
 tests can run several stacks side by side with different settings.
+
+One module of more than 300 lines on purpose: it is the catalogue of every
+setting, each with its default and why, read as one list (the README's table
+follows it).
 """
 from __future__ import annotations
 

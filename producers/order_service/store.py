@@ -9,6 +9,10 @@ a signed notify whose free text was re-split into another ``total_amount``
 `orders`, written once, when its first paid notify comes; a pending order has
 none.
 
+About 300 lines, as one module on purpose: the three tables, their schema
+check and every transaction on them belong together, so the store's
+guarantees can be read in one place.
+
 Writing the paid order and its `OrderPaid` event in the same transaction is
 the outbox pattern: if the order is stored, its event is stored too, and the
 relay (relay.py) publishes it to Kafka whenever Kafka is reachable. A paid
