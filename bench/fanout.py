@@ -260,14 +260,13 @@ def main() -> int:
     started = datetime.now(timezone.utc)
     home = Path(tempfile.mkdtemp(prefix="rtdash-bench-fanout-"))
     room = max(counts) + args.stalled + 100
-    wanted = {"home": home, "redis_port": free_port(), "max_connections": room, "push_max_connections": room,
-              "push_max_connections_per_address": room, "push_token_secret": secrets.token_hex(32),
-              "push_stall_seconds": 30.0}
-    settings = Settings(_env_file=None, **{k: v for k, v in wanted.items() if k in Settings.model_fields})
+    settings = Settings(_env_file=None, home=home, redis_port=free_port(), max_connections=room,
+                        push_max_connections=room, push_max_connections_per_address=room,
+                        push_token_secret=secrets.token_hex(32), push_stall_seconds=30.0)
     points = [Point(server, n, args.rate) for n in counts for server in servers]
     try:
         args.before_tree = extract(args.before, home / "before") if "before" in servers else None
-        with redis_service(settings, persist=False) as _redis, \
+        with redis_service(settings, persist=False), \
                 Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                          TimeElapsedColumn(), console=console) as progress:
             task = progress.add_task("starting", total=len(points))

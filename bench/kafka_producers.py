@@ -43,7 +43,7 @@ from kafka import KafkaProducer
 from rich.console import Console
 from rich.table import Table
 
-from bench.machine import machine
+from bench.machine import load_average, machine
 from bench.gateway_events import ShopperLog
 from rtdash.contracts import GatewayRequest, to_json
 from rtdash.kafka_admin import ensure_topics
@@ -224,7 +224,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10, help="length of the paced phase")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    load_before = Path("/proc/loadavg").read_text().split()[0]
+    load_before = load_average()
     home = Path(tempfile.mkdtemp(prefix="rtdash-bench-producers-"))
     settings = Settings(_env_file=None, home=home, kafka_port=free_port(), kafka_controller_port=free_port())
     paced_events = int(args.rate * args.seconds)

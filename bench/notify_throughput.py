@@ -64,6 +64,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from bench import loadgen
+from bench.machine import cpu_model, load_average
 from producers.order_service.handoff import PlaceOrder
 from producers.order_service.store import OrderStore
 from rtdash.database import make_engine
@@ -202,12 +203,11 @@ def run_phase(label: str, spec: loadgen.LoadSpec, requests: list[bytes]) -> load
 
 
 def machine() -> dict[str, str]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
     mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
     return {"nproc": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
-            "cpu": cpu, "ram": f"{mem_kib / 1024 / 1024:.1f} GiB", "os": f"{platform.system()} {platform.release()}",
-            "python": platform.python_version(), "load": Path("/proc/loadavg").read_text().split()[0]}
+            "cpu": cpu_model(), "ram": f"{mem_kib / 1024 / 1024:.1f} GiB",
+            "os": f"{platform.system()} {platform.release()}",
+            "python": platform.python_version(), "load": load_average()}
 
 
 # --- main --------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from rich.table import Table
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from bench.machine import machine
+from bench.machine import load_average, machine
 from bench.e2e_latency import measure_rate, percentiles
 from push_server.tokens import Tokens
 from rtdash.channels import TRAFFIC_TODAY, snapshot_key
@@ -205,7 +205,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the temporary RTDASH_HOME (logs)")
     args = parser.parse_args()
-    load_before = Path("/proc/loadavg").read_text().split()[0]
+    load_before = load_average()
 
     home = Path(tempfile.mkdtemp(prefix="rtdash-bench-freshness-"))
     ports = ("kafka_port", "kafka_controller_port", "redis_port", "order_service_port",
@@ -224,7 +224,7 @@ def main() -> int:
             stack.stop()
         if not args.keep:
             shutil.rmtree(home, ignore_errors=True)
-    load_after = Path("/proc/loadavg").read_text().split()[0]
+    load_after = load_average()
 
     traffic, orders = result["traffic"], result["orders"]
     table = Table(title=f"freshness, ms ({args.seconds:g} s measured)")

@@ -63,7 +63,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench.machine import machine
+from bench.machine import load_average, machine
 from bench.gateway_events import ShopperLog
 from rtdash.contracts import GatewayRequest
 from producers.traffic import daily_curve
@@ -434,7 +434,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the temporary RTDASH_HOME (logs, checkpoints)")
     args = parser.parse_args()
-    load_before = Path("/proc/loadavg").read_text().split()[0]
+    load_before = load_average()
 
     home = Path(tempfile.mkdtemp(prefix="rtdash-bench-traffic-"))
     settings = Settings(_env_file=None, home=home, kafka_port=free_port(), kafka_controller_port=free_port(),
