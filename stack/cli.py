@@ -168,7 +168,7 @@ def demo(rate: float, users: int, payments: float) -> None:
 @main.command()
 def down() -> None:
     """Stop the stack that `rtdash up` or `rtdash demo` started."""
-    from stack.runner import stop_running_stack
+    from stack.state import stop_running_stack
 
     stopped = stop_running_stack(settings_from_env())
     console.print("stopped " + ", ".join(stopped) if stopped else "no stack running")
@@ -178,7 +178,7 @@ def down() -> None:
 def status() -> None:
     """Show each service of the local stack, how often it was restarted and whether it answers its health check."""
     from stack.processes import same_process
-    from stack.runner import read_state
+    from stack.state import read_state
     from stack.services import local_stack
 
     settings = settings_from_env()

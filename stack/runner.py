@@ -31,12 +31,11 @@ from rtdash.settings import Settings
 
 from .logfiles import RotatingLog, copy_output, tail
 from .probes import port_open
-from .processes import exit_description, group_alive, pid_alive, process_started, same_process, stop_process_group
-from .state import read_state, state_path, stop_running_stack, write_state
+from .processes import exit_description, process_started, same_process, stop_process_group
+from .state import read_state, state_path, write_state
 from .supervision import Supervisor
 
-__all__ = ["Service", "Stack", "StackError", "group_alive", "pid_alive", "read_state", "state_path",
-           "stop_process_group", "stop_running_stack", "tail"]
+__all__ = ["Service", "Stack", "StackError"]
 
 log = logging.getLogger("rtdash.stack")
 

@@ -11,8 +11,9 @@ import pytest
 
 from rtdash.settings import Settings
 from stack.probes import http_ok, port_open
-from stack.runner import Service, Stack, StackError, group_alive, pid_alive, read_state, stop_process_group, \
-    stop_running_stack
+from stack.processes import group_alive, pid_alive, stop_process_group
+from stack.runner import Service, Stack, StackError
+from stack.state import read_state, stop_running_stack
 from stack.testing import free_port
 
 

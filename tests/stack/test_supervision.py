@@ -19,7 +19,8 @@ from rtdash.settings import Settings
 from stack import supervision
 from stack.probes import port_open, redis_ready
 from stack.processes import group_alive, pid_alive, same_process
-from stack.runner import Service, Stack, read_state
+from stack.runner import Service, Stack
+from stack.state import read_state
 from stack.services import redis_service
 from stack.testing import free_port
 from waiting import eventually
