@@ -19,19 +19,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from jobs.stall import _number, _parsed
+from jobs.stall import offsets_lag
 
 BATCH_SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-
-
-def offsets_lag(end: Any, latest: Any) -> int:
-    """How far `latest` is beyond `end`, summed over topics and partitions (Spark's offsets, text or parsed)."""
-    end, latest = _parsed(end), _parsed(latest)
-    if isinstance(end, dict) and isinstance(latest, dict):
-        return sum(offsets_lag(end.get(key), value) for key, value in latest.items())
-    if _number(end) and _number(latest):
-        return max(0, int(latest - end))
-    return 0
 
 
 def is_batch(progress: Mapping | None) -> bool:

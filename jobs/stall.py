@@ -35,12 +35,17 @@ def offsets_behind(end: Any, latest: Any) -> bool:
     """`latest` is beyond `end`: offsets as Spark reports them (JSON text or parsed), e.g. Kafka's
     {"orders": {"0": 42}} per topic and partition, or a number. Offsets of shapes that cannot be
     compared (or absent, "null") say nothing is behind."""
+    return offsets_lag(end, latest) > 0
+
+
+def offsets_lag(end: Any, latest: Any) -> int | float:
+    """How far `latest` is beyond `end`, summed over topics and partitions (0 where they cannot be compared)."""
     end, latest = _parsed(end), _parsed(latest)
     if isinstance(end, dict) and isinstance(latest, dict):
-        return any(offsets_behind(end.get(key), value) for key, value in latest.items())
+        return sum(offsets_lag(end.get(key), value) for key, value in latest.items())
     if _number(end) and _number(latest):
-        return latest > end
-    return False
+        return max(0, latest - end)
+    return 0
 
 
 def _parsed(value: Any) -> Any:
