@@ -3,13 +3,22 @@
 The broker itself is not configured here (the local stack's `stack.kafka` does that);
 this is what every process that talks to Kafka may need at its start: the gateway
 creates its topic when missing, the local stack creates them all once the broker is up.
+
+Each topic gets the partitions its setting names (`topic_partitions`); a topic that
+exists with fewer gets partitions added, one with more is left alone. Adding partitions
+moves keys to other partitions from then on: neither job needs a key's records in one
+partition (the orders job drops duplicate order ids across all partitions, the traffic
+job merges every batch's figures whatever partition they came from).
 """
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Iterable
 
 from .settings import Settings
+
+log = logging.getLogger("rtdash.kafka")
 
 
 def pipeline_topics(settings: Settings) -> list[str]:
@@ -18,23 +27,41 @@ def pipeline_topics(settings: Settings) -> list[str]:
             settings.alerts_topic]
 
 
+def topic_partitions(settings: Settings, topic: str) -> int:
+    """The partitions `topic` is created with: RTDASH_GATEWAY_TOPIC_PARTITIONS for the gateway topic,
+    RTDASH_ORDERS_TOPIC_PARTITIONS for the orders topic, RTDASH_SIDE_TOPIC_PARTITIONS for any other."""
+    return {settings.gateway_topic: settings.gateway_topic_partitions,
+            settings.orders_topic: settings.orders_topic_partitions}.get(topic, settings.side_topic_partitions)
+
+
 def ensure_topics(settings: Settings, topics: Iterable[str] | None = None) -> list[str]:
-    """Create the topics that do not exist yet (by default `pipeline_topics`); returns the ones created."""
+    """Create the topics that do not exist yet (by default `pipeline_topics`), each with `topic_partitions`,
+    and add partitions to those that have fewer; returns the ones created."""
     from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
+    from kafka.admin import NewPartitions, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
     wanted = list(topics or pipeline_topics(settings))
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="rtdash-topics")
     try:
-        missing = [t for t in wanted if t not in set(admin.list_topics())]
+        existing = set(admin.list_topics())
         created = []
-        for topic in missing:
+        for topic in wanted:
+            if topic in existing:
+                continue
             try:
-                admin.create_topics([NewTopic(topic, settings.orders_topic_partitions, 1)])
+                admin.create_topics([NewTopic(topic, topic_partitions(settings, topic), 1)])
                 created.append(topic)
             except TopicAlreadyExistsError:
                 pass
+        grow = {}
+        for description in admin.describe_topics([t for t in wanted if t not in created]):
+            have, want = len(description["partitions"]), topic_partitions(settings, description["name"])
+            if description.get("error_code", 0) == 0 and have < want:
+                grow[description["name"]] = NewPartitions(total_count=want)
+                log.info("topic %s: %d partitions, adding %d", description["name"], have, want - have)
+        if grow:
+            admin.create_partitions(grow)
         return created
     finally:
         admin.close()

@@ -17,7 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -116,6 +116,25 @@ class Settings(BaseSettings):
     # completed a micro-batch for this long; keep it above the longest trigger interval (alerts_eval_seconds).
     jobs_stall_seconds: float = Field(default=120, gt=0)
 
+    # --- the paid-order path's mode (jobs/orders_realtime.py, jobs/orders_applier.py) ---
+    # Who writes orders.today and orders.per_minute, one writer per mode: "realtime", a Spark
+    # real-time-mode query (parse, validate, dead letters, day and minute) writing rows to
+    # orders_realtime_topic and the orders applier applying each to Redis once per order id; or
+    # "microbatch", the micro-batch orders job (jobs/orders.py), the fallback.
+    orders_mode: Literal["realtime", "microbatch"] = "realtime"
+    # The real-time query's output: one compact row per valid paid order, key = order id.
+    orders_realtime_topic: str = "orders.rows"
+    # Length of one real-time-mode batch (Spark's trigger(realTime=...), at least 5 s): at each
+    # batch's end the query commits its offsets, and the records around that moment wait for the
+    # next batch to start (BENCHMARKS.md: the longer the batch, the rarer these stalls).
+    orders_realtime_batch_seconds: float = Field(default=60, ge=5)
+    # The orders applier's /healthz and /metrics.
+    orders_applier_port: int = 8013
+    # How long the applier keeps a day's set of applied order ids after its last order: a repeated
+    # order id is a no-op while the set lives; a row of a day whose set is gone but whose totals
+    # remain is refused (counted, logged), never counted twice. Keep it above any replay's age.
+    orders_applied_ids_seconds: int = Field(default=2 * 24 * 3600, ge=3600)
+
     # --- traffic job (jobs/traffic.py) ---
     # How far before the minute of the traffic job's clock (the newest started_at counted) an event's
     # minute may start and the event still count; later ones are counted as late, not in the figures.
@@ -200,6 +219,27 @@ class Settings(BaseSettings):
     push_max_connections_per_address: int = Field(default=64, gt=0)
     # Messages one WebSocket client may send per second (that many at once); one more closes it with 4008.
     push_max_messages_per_second: float = Field(default=10.0, gt=0)
+
+    # --- Kafka partitions: rtdash/kafka_admin.py creates each topic with its count, and adds partitions to a
+    # topic that has fewer (never removes any). Keys as DESIGN.md: gateway by visitor id, orders by order id.
+    # The traffic job reads the gateway topic's partitions in parallel (one task each, at least); every
+    # figure stays exact with any count, since a batch's figures are summed whatever partition they came from.
+    gateway_topic_partitions: int = Field(default=3, ge=1, le=1024)
+    # Dead-letter and alert topics: a trickle; one partition keeps them in the order they were written.
+    side_topic_partitions: int = Field(default=1, ge=1, le=1024)
+
+    # --- the Spark standalone cluster of `rtdash cluster up` (stack/cluster.py): a master and workers from
+    # the pyspark installation, every process on bind_host; jobs go to it with `rtdash cluster submit` ---
+    spark_cluster_port: int = 7077
+    spark_cluster_ui_port: int = 8080
+    # Worker web UIs at this port, the next one, ...
+    spark_worker_ui_port: int = 8081
+    spark_workers: int = Field(default=2, ge=1, le=16)
+    # What each worker offers the applications: modest, on a machine that also runs Kafka and Redis.
+    spark_worker_cores: int = Field(default=1, ge=1)
+    spark_worker_memory: str = "1g"
+    # Heap of each executor an application submitted to the cluster gets (at most spark_worker_memory).
+    spark_executor_memory: str = "1g"
 
     # Where `make jars` put the JVM dependencies (kafka/ and spark/); empty means <project>/.jars.
     jars_dir: str = ""

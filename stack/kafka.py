@@ -71,7 +71,8 @@ def _kafka_properties(settings: Settings, data: Path) -> str:
         "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
         "inter.broker.listener.name=PLAINTEXT",
         f"log.dirs={data}",
-        f"num.partitions={settings.orders_topic_partitions}",
+        # Every topic is created with its own count (rtdash.kafka_admin.topic_partitions); this is the rest's.
+        f"num.partitions={settings.side_topic_partitions}",
         "offsets.topic.replication.factor=1",
         "offsets.topic.num.partitions=4",
         "transaction.state.log.replication.factor=1",

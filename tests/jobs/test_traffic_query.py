@@ -6,7 +6,9 @@ Kafka in phases; after each phase the query catches up and every channel's
 snapshot is compared with `traffic_model.Expected`: exact for counts and
 rankings, within 2% for unique counts and 5% for latency percentiles. The last
 phase runs after the query's checkpoint was deleted (Redis kept): the numbers
-must still be right.
+must still be right. The topic has the gateway's default partitions (3), each
+event keyed by its visitor id as the gateway keys it, so every batch reads
+several partitions.
 """
 from __future__ import annotations
 
@@ -73,6 +75,14 @@ MALFORMED = [b"not json at all", b'["a", "list"]', b'{"request_id": "x"}',
                          "source": "proxy"}).encode()]
 
 
+def visitor_key(value: bytes) -> bytes | None:
+    """The gateway's key of an event (its visitor id); None for a record without one (any partition)."""
+    try:
+        return json.loads(value)["visitor_id"].encode()
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
 def out_of_range(rng: random.Random) -> list[bytes]:
     bad_status = event(rng, START, 0).__dict__ | {"status": 999}
     negative = event(rng, START, 0).__dict__ | {"total_ms": -5.0}
@@ -134,7 +144,7 @@ def test_every_traffic_figure_matches_the_offline_recomputation(spark, traffic_s
 
     def run_phase(values: list[bytes]) -> None:
         for value in values:
-            producer.produce(settings.gateway_topic, key=b"v", value=value)
+            producer.produce(settings.gateway_topic, key=visitor_key(value), value=value)
         assert producer.flush(30) == 0, "events not acknowledged by Kafka"
         expected.add_phase(values)
         query = start(spark, settings)
@@ -174,4 +184,18 @@ def test_every_traffic_figure_matches_the_offline_recomputation(spark, traffic_s
         MALFORMED[2]: b"missing or mistyped field started_at", MALFORMED[3]: b"missing or mistyped field status",
         bad[0]: b"status out of range (100-599)", bad[1]: b"total_ms out of range (0-86400000)",
         bad[2]: b"started_at is in the future"}
-    assert all(headers["rtdash.source"].startswith(b"gateway.e2e:0:") for headers in letters.values())
+    assert all(headers["rtdash.source"].startswith(b"gateway.e2e:") for headers in letters.values())
+    assert partitions_written(settings) == settings.gateway_topic_partitions > 1
+
+
+def partitions_written(settings) -> int:
+    """How many of the gateway topic's partitions hold records."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_servers)
+    try:
+        topic = settings.gateway_topic
+        ends = consumer.end_offsets([TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)])
+        return sum(1 for end in ends.values() if end > 0)
+    finally:
+        consumer.close()
