@@ -9,8 +9,15 @@ not newer than what it sent. Pub/sub drops what is published while
 disconnected, so after every reconnect the snapshots and histories are read
 again and clients get fresh totals (and resumes, the envelopes they missed).
 
+Two tasks share a connection's work: one reads pub/sub as fast as it comes
+and records each envelope in the hub's history; the other fans out what was
+read, one envelope per channel, merged (`Inbox`) when several arrived during
+the previous fan-out. So when publishes come faster than the clients can be
+served, the delay stays about one fan-out round instead of growing in the
+connection's buffers, and resumes still get every envelope.
+
 A live envelope may carry only what changed (``orders.per_minute``), so after
-forwarding one the broker reads that channel's snapshot key too: the hub then
+fanning one out the broker reads that channel's snapshot key too: the hub then
 holds the whole state for the next client to join. That snapshot may already
 be newer than the live envelope (the job wrote again meanwhile); the connected
 clients still get the live envelopes in between, which pub/sub brings in
@@ -28,6 +35,7 @@ import logging
 import socket
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -35,8 +43,9 @@ from redis.exceptions import RedisError
 from rtdash.channels import CHANNELS, channel_of, history_key, live_pattern, snapshot_key
 from rtdash.retry import async_retrying
 
+from . import metrics
 from .hub import Hub
-from .protocol import Envelope, ProtocolError, parse_envelope
+from .protocol import Envelope, ProtocolError, coalesce, parse_envelope
 
 log = logging.getLogger("rtdash.push.redis")
 
@@ -131,13 +140,40 @@ class RedisBroker:
             self.connected = True
             log.info("redis connected at %s: %d snapshots read, forwarding %s", self.url, count,
                      live_pattern(self.prefix))
-            while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-                if message is None:
-                    continue
-                envelope = self._forward(message["channel"], message["data"])
-                if envelope is not None:
-                    await self._refresh(client, envelope.channel)
+            inbox = Inbox()
+            tasks = [asyncio.create_task(self._read(pubsub, inbox), name="redis-reader"),
+                     asyncio.create_task(self._deliver(client, inbox), name="redis-fan-out")]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()   # raises what ended it (both run until cancelled)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _read(self, pubsub: PubSub, inbox: Inbox) -> None:
+        """Read pub/sub as fast as it comes: each envelope into the hub's history, then into the inbox.
+
+        Never waits on the fan-out, so envelopes do not queue in the connection (where Redis would
+        hold them, and their age would grow without bound once publishes come faster than the
+        clients are served); what the fan-out has not taken yet is merged in the inbox instead.
+        """
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+            if message is None:
+                continue
+            envelope = self._parse(message["channel"], message["data"])
+            if envelope is not None:
+                self.hub.record(envelope)
+                inbox.put(envelope)
+
+    async def _deliver(self, client: aioredis.Redis, inbox: Inbox) -> None:
+        """Fan out what the inbox holds, one envelope per channel, then read that channel's snapshot."""
+        while True:
+            for envelope in await inbox.take():
+                self.hub.publish(envelope)
+                await self._refresh(client, envelope.channel)
 
     async def _load_snapshots(self, client: aioredis.Redis) -> int:
         """Read every snapshot key and history and hand them all to the hub; the number of valid snapshots."""
@@ -191,7 +227,7 @@ class RedisBroker:
             return None
         return envelope
 
-    def _forward(self, redis_channel: bytes, raw: bytes) -> Envelope | None:
+    def _parse(self, redis_channel: bytes, raw: bytes) -> Envelope | None:
         name = redis_channel.decode(errors="replace")
         try:
             envelope = parse_envelope(raw)
@@ -200,5 +236,38 @@ class RedisBroker:
         except (ProtocolError, ValueError) as exc:
             log.warning("dropping message on %s: %s", name, exc)
             return None
-        self.hub.publish(envelope)
         return envelope
+
+
+class Inbox:
+    """Live envelopes read but not fanned out yet: one per channel, a newer one merged into the one waiting.
+
+    Usually it holds one envelope at a time. When the fan-out falls behind (more
+    publishes than the server can deliver to its clients) the envelopes that
+    arrive meanwhile merge into one per channel (`protocol.coalesce`, as a slow
+    client's queue does), so the next fan-out sends the latest state: the
+    delay from publish to client stays about one fan-out round, and the inbox
+    about one envelope per channel, however far the publishes outrun it.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, Envelope] = {}
+        self._ready = asyncio.Event()
+
+    def put(self, envelope: Envelope) -> None:
+        older = self._waiting.get(envelope.channel)
+        if older is None:
+            self._waiting[envelope.channel] = envelope
+        elif older.epoch == envelope.epoch and envelope.seq <= older.seq:
+            return   # a repeated or stale one: the hub would drop it, and it must not replace a newer one
+        else:
+            self._waiting[envelope.channel] = coalesce(older, envelope)
+            metrics.FAN_OUT_MERGED.inc()
+        self._ready.set()
+
+    async def take(self) -> list[Envelope]:
+        """Wait until something is waiting, then take all of it (oldest channel first)."""
+        await self._ready.wait()
+        self._ready.clear()
+        taken, self._waiting = list(self._waiting.values()), {}
+        return taken

@@ -19,8 +19,8 @@ after every live envelope) and is bounded in any case.
 A resuming session (`join` with ``since``) instead gets, per channel, the live
 envelopes after its position from the channel's *history*: the copy of the
 Redis history the broker loads on every (re)connect, extended by each live
-envelope, bounded by the same size and age. Every process holds the same
-history, so any of them resumes a client alike. When the history does not hold
+envelope as the broker reads it (`record`), bounded by the same size and age.
+Every process holds the same history, so any of them resumes a client alike. When the history does not hold
 every envelope after the position (too old, a gap) or the epoch is another,
 the session gets the snapshot and tail as a joining one does.
 
@@ -151,6 +151,17 @@ class Hub:
         for subscriber in self.sessions():
             subscriber.close(code, reason)
 
+    def record(self, envelope: Envelope) -> None:
+        """A live envelope read from pub/sub, into its channel's history before it is fanned out.
+
+        The broker records every envelope as it reads it but may fan out only the newest of a burst
+        (merged with the ones before it, `protocol.coalesce`) when publishes come faster than it
+        delivers: resuming sessions still get each envelope they missed, connected ones the latest
+        state. One of another epoch than the hub follows is left out, as `publish` leaves it.
+        """
+        if envelope.epoch == self._epoch.get(envelope.channel, envelope.epoch):
+            self._remember(envelope, self.clock() * 1000)
+
     def publish(self, envelope: Envelope) -> bool:
         """A live envelope: fan it out if it is newer than the last one sent; True if it was."""
         channel = envelope.channel
@@ -265,7 +276,8 @@ class Hub:
             metrics.HISTORY_HITS.inc()
             return True
         oldest = self.clock() * 1000 - self.history_ms
-        missed = [(at_ms, e) for at_ms, e in self._history.get(channel, ()) if e.seq > position.seq]
+        # Only up to what was fanned out: recorded envelopes not sent yet reach the session with the fan-out.
+        missed = [(at_ms, e) for at_ms, e in self._history.get(channel, ()) if position.seq < e.seq <= last]
         if (not missed or missed[0][0] < oldest
                 or [e.seq for _, e in missed] != list(range(position.seq + 1, last + 1))):
             metrics.HISTORY_MISSES.inc()

@@ -3,8 +3,8 @@
 One process, so plain prometheus_client objects on this module's own registry
 (`REGISTRY`), which holds nothing of any other service. The modules that see
 each event count it here: handlers (closes), session (messages sent and
-coalesced), hub (resumes from the history, hits and misses); the connections
-are the hub's, read at each scrape (app.py). Counts grow for the life of the
+coalesced), the Redis broker (envelopes merged before the fan-out), hub
+(resumes from the history, hits and misses); the connections are the hub's, read at each scrape (app.py). Counts grow for the life of the
 process; tests read the difference across what they did.
 """
 from __future__ import annotations
@@ -22,6 +22,11 @@ MESSAGES_SENT = Counter(
 MESSAGES_COALESCED = Counter(
     "rtdash_push_messages_coalesced",
     "Envelopes a slow client never got because a newer one of the same channel replaced them in its queue.",
+    registry=REGISTRY)
+FAN_OUT_MERGED = Counter(
+    "rtdash_push_fan_out_merged",
+    "Live envelopes merged into a newer one of their channel before the fan-out, because they came faster than "
+    "the server delivered (each one still went into the history for resumes).",
     registry=REGISTRY)
 CLOSES = Counter(
     "rtdash_push_closes", "WebSocket connections closed, by close code (1000 normal, 1001 server stopping, "

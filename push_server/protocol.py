@@ -1,4 +1,4 @@
-"""Message shapes of the dashboard WebSocket (DESIGN.md), and nothing else.
+"""Message shapes of the dashboard WebSocket (DESIGN.md), and how two envelopes of a channel merge.
 
 Server -> client: an envelope ``{"channel": str, "epoch": str, "seq": int,
 "data": {...}}``, plus ``"snapshot": true`` when it holds the channel's whole
@@ -14,14 +14,26 @@ Both directions' incoming JSON (envelopes read from Redis, messages from
 browsers) is checked by a pydantic model; whatever breaks the shape raises
 `ProtocolError` with one clear sentence per kind of mistake, and the caller
 drops the message (Redis) or closes the socket with code 1003 (browser).
+
+Whoever falls behind a channel's stream (a slow client's queue, the push
+server's own fan-out when publishes come faster than it delivers) replaces
+the envelopes it has not passed on with one: `coalesce`, the newer envelope,
+with the minutes of both on a per-minute channel.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+
+from rtdash.channels import ORDERS_PER_MINUTE, ROUTES_PER_MINUTE, TRAFFIC_PER_MINUTE
+
+# Channels whose live envelopes may hold only the minutes that changed ({"date", "minutes": {...}}).
+PER_MINUTE_CHANNELS = frozenset({ORDERS_PER_MINUTE, TRAFFIC_PER_MINUTE, ROUTES_PER_MINUTE})
 
 MAX_CLIENT_MESSAGE_BYTES = 4096
 MAX_CHANNELS = 64
@@ -155,3 +167,30 @@ def parse_since(raw: str | bytes) -> dict[str, Position]:
 def parse_client_message(raw: str | bytes) -> list[str]:
     """The channels a client asks for with {"subscribe": [...]}."""
     return _validated(SubscribeMessage, raw, _SUBSCRIBE_ERRORS, "message").subscribe
+
+
+@lru_cache(maxsize=256)
+def merged_minutes(older: str, newer: str) -> str:
+    """The text of a per-minute envelope equal to applying `older` then `newer` (both JSON texts).
+
+    Same day and epoch: `newer` with the minutes of both (its own value where both have a minute)
+    and any top-level field only `older` had (a mark such as "this is a full state" stays true).
+    Otherwise `newer` alone, as the page replaces its day. Cached: every slow session of a channel
+    merges the same pair.
+    """
+    old, new = json.loads(older), json.loads(newer)
+    old_data, new_data = old.get("data"), new.get("data")
+    if (old.get("epoch") != new.get("epoch") or not isinstance(old_data, dict) or not isinstance(new_data, dict)
+            or old_data.get("date") != new_data.get("date")
+            or not isinstance(old_data.get("minutes"), dict) or not isinstance(new_data.get("minutes"), dict)):
+        return newer
+    merged = {**old, **new, "data": {**new_data, "minutes": {**old_data["minutes"], **new_data["minutes"]}}}
+    return json.dumps(merged, separators=(",", ":"), ensure_ascii=False)
+
+
+def coalesce(older: Envelope, newer: Envelope) -> Envelope:
+    """What a client that missed `older` must get instead of both: `newer`, or both merged on a per-minute channel."""
+    if newer.channel not in PER_MINUTE_CHANNELS:
+        return newer
+    text = merged_minutes(older.text, newer.text)
+    return newer if text is newer.text else dataclasses.replace(newer, text=text)

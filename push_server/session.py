@@ -21,8 +21,6 @@ that channel, so a client sees ``seq`` grow on every channel.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
 import logging
 import struct
 from functools import lru_cache
@@ -30,18 +28,13 @@ from typing import Awaitable, Callable, Protocol
 
 from tornado.iostream import IOStream
 
-from rtdash.channels import ORDERS_PER_MINUTE, ROUTES_PER_MINUTE, TRAFFIC_PER_MINUTE
-
 from . import metrics
-from .protocol import Envelope
+from .protocol import Envelope, coalesce
 
 log = logging.getLogger("rtdash.push.session")
 
 CLOSE_TOO_SLOW = 1013      # "try again later": stopped reading, or more channels waiting than allowed
 CLOSE_RESET = 1012         # "service restart": reconnect and start from snapshots
-
-# Channels whose live envelopes may hold only the minutes that changed ({"date", "minutes": {...}}).
-PER_MINUTE_CHANNELS = frozenset({ORDERS_PER_MINUTE, TRAFFIC_PER_MINUTE, ROUTES_PER_MINUTE})
 
 DEFAULT_STALL_SECONDS = 30.0
 
@@ -51,25 +44,6 @@ class Connection(Protocol):
         """Start writing `text`: None when it was written at once, else what to wait on until it is."""
 
     def close(self, code: int, reason: str) -> None: ...
-
-
-@lru_cache(maxsize=256)
-def merged_minutes(older: str, newer: str) -> str:
-    """The text of a per-minute envelope equal to applying `older` then `newer` (both JSON texts).
-
-    Same day and epoch: `newer` with the minutes of both (its own value where both have a minute)
-    and any top-level field only `older` had (a mark such as "this is a full state" stays true).
-    Otherwise `newer` alone, as the page replaces its day. Cached: every slow session of a channel
-    merges the same pair.
-    """
-    old, new = json.loads(older), json.loads(newer)
-    old_data, new_data = old.get("data"), new.get("data")
-    if (old.get("epoch") != new.get("epoch") or not isinstance(old_data, dict) or not isinstance(new_data, dict)
-            or old_data.get("date") != new_data.get("date")
-            or not isinstance(old_data.get("minutes"), dict) or not isinstance(new_data.get("minutes"), dict)):
-        return newer
-    merged = {**old, **new, "data": {**new_data, "minutes": {**old_data["minutes"], **new_data["minutes"]}}}
-    return json.dumps(merged, separators=(",", ":"), ensure_ascii=False)
 
 
 @lru_cache(maxsize=128)
@@ -108,14 +82,6 @@ def write_frame(stream: IOStream, frame: bytes) -> asyncio.Future[None] | None:
             return None
         frame = frame[sent:]
     return stream.write(frame)
-
-
-def coalesce(older: Envelope, newer: Envelope) -> Envelope:
-    """What a client that missed `older` must get instead of both: `newer`, or both merged on a per-minute channel."""
-    if newer.channel not in PER_MINUTE_CHANNELS:
-        return newer
-    text = merged_minutes(older.text, newer.text)
-    return newer if text is newer.text else dataclasses.replace(newer, text=text)
 
 
 class Session:

@@ -11,6 +11,7 @@ import contextlib
 import json
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.testing import bind_unused_port
@@ -19,7 +20,9 @@ from tornado.websocket import WebSocketClosedError, websocket_connect
 from dashboard_tokens import SECRET, fixed_tokens, with_token
 from push_server.app import make_app
 from push_server.broker_redis import RedisBroker
+from push_server import metrics
 from push_server.hub import Hub
+from push_server.protocol import Position
 from rtdash.channels import live_channel, snapshot_key
 from rtdash.settings import Settings
 from waiting import eventually_async
@@ -243,3 +246,88 @@ def test_broker_stops_cleanly_while_redis_is_down():
         assert others == []
 
     asyncio.run(scenario())
+
+
+class SlowFanOut:
+    """A hub subscriber for which the envelope of `after_seq` takes a long fan-out, during which `burst` is
+    published (as when publishes come faster than the server delivers to thousands of clients)."""
+
+    def __init__(self, redis_url: str, after_seq: int, burst: list[str]):
+        self.redis_url = redis_url
+        self.after_seq = after_seq
+        self.burst = burst
+        self.offered: list[dict] = []
+
+    def offer(self, envelope) -> None:
+        self.offered.append(json.loads(envelope.text))
+        if self.burst and envelope.seq == self.after_seq:
+            publisher = redis.Redis.from_url(self.redis_url)
+            for text in self.burst:   # blocks the loop, like a long fan-out
+                publisher.publish(live_channel(PREFIX, PER_MINUTE), text)
+            publisher.close()
+            self.burst = []
+
+    def reached(self, seq: int):
+        def check() -> bool:
+            assert self.offered and self.offered[-1]["seq"] == seq, [e["seq"] for e in self.offered]
+            return True
+        return check
+
+    def reset(self, reason: str) -> None:
+        raise AssertionError(f"reset: {reason}")
+
+    def close(self, code: int, reason: str) -> None:
+        raise AssertionError(f"closed: {code} {reason}")
+
+
+def test_publishes_faster_than_the_fan_out_merge_into_the_latest_state_and_all_stay_resumable(push_redis):
+    """Envelopes that arrive during a fan-out do not queue up: the next fan-out sends one envelope with
+    all their minutes (so the delay stays one round), while the history keeps each for resumes."""
+    def minute(seq: int) -> str:
+        return json.dumps({"channel": PER_MINUTE, "epoch": "e1", "seq": seq,
+                           "data": {"date": "2026-11-26", "minutes": {f"10:{seq:02d}": {"count": seq}}}})
+
+    async def scenario():
+        client = aioredis.Redis.from_url(push_redis.url)
+        await client.set(snapshot_key(PREFIX, PER_MINUTE), minute(1))
+        hub = Hub()
+        broker = RedisBroker(hub, push_redis.url, PREFIX)
+        slow = SlowFanOut(push_redis.url, 2, [minute(seq) for seq in range(3, 23)] + [minute(5)])
+        merged_before = metrics.FAN_OUT_MERGED._value.get()
+        try:
+            await broker.start()
+            await eventually_async(lambda: broker.connected, what="the broker connected")
+            hub.join(slow)
+            await client.publish(live_channel(PREFIX, PER_MINUTE), minute(2))
+            await eventually_async(slow.reached(22), what="seq 22 fanned out")
+        finally:
+            await broker.stop()
+            await client.aclose()
+        seqs = [e["seq"] for e in slow.offered]
+        assert seqs[:2] == [1, 2] and len(seqs) < 12, seqs        # 20 envelopes arrived in one fan-out round
+        assert seqs == sorted(seqs)
+        minutes = {}
+        for e in slow.offered:
+            minutes.update(e["data"]["minutes"])
+        assert minutes == {f"10:{seq:02d}": {"count": seq} for seq in range(1, 23)}
+        assert metrics.FAN_OUT_MERGED._value.get() - merged_before == 22 - len(seqs)
+        assert [e.seq for e in hub.history(PER_MINUTE)] == list(range(2, 23))
+        resumed = Recorder()
+        hub.join(resumed, since={PER_MINUTE: Position("e1", 2)})
+        assert [e.seq for e in resumed.offered] == list(range(3, 23))
+
+    asyncio.run(scenario())
+
+
+class Recorder:
+    def __init__(self):
+        self.offered = []
+
+    def offer(self, envelope) -> None:
+        self.offered.append(envelope)
+
+    def reset(self, reason: str) -> None:
+        raise AssertionError(reason)
+
+    def close(self, code: int, reason: str) -> None:
+        raise AssertionError(reason)

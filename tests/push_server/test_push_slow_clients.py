@@ -7,8 +7,8 @@ import json
 
 from push_server.broker import MemoryBroker
 from push_server.hub import Hub
-from push_server.protocol import encode_envelope, parse_envelope
-from push_server.session import CLOSE_TOO_SLOW, Session, coalesce
+from push_server.protocol import coalesce, encode_envelope, parse_envelope
+from push_server.session import CLOSE_TOO_SLOW, Session
 from waiting import eventually_async
 
 DAY = "2026-11-30"
