@@ -3,7 +3,8 @@
 ``GET /_gateway/healthz`` reports the routes (names and prefixes) and the publisher's
 queue depth and bytes, published / dropped counts and Kafka state; it is the gateway's own path so
 that ``/healthz`` stays the upstreams'. ``GET /_gateway/metrics`` serves the same counts to
-Prometheus (metrics.py). Every other path goes to `ProxyHandler`.
+Prometheus (metrics.py). Every other path goes to `ProxyHandler`, except the upstreams'
+own ``/metrics`` (`NOT_ROUTED`), which no route reaches.
 """
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ log = logging.getLogger("rtdash.gateway")
 
 HEALTH_PATH = "/_gateway/healthz"
 METRICS_PATH = "/_gateway/metrics"
+# The upstreams' own Prometheus endpoints: scraped on each service's port from inside, never routed from outside
+# (they would tell anyone the shop's request counts).
+NOT_ROUTED = ("/metrics",)
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,8 @@ class Gateway:
     started: float = field(default_factory=time.time)
 
     def match(self, path: str) -> Route | None:
+        if any(path == prefix or path.startswith(prefix + "/") for prefix in NOT_ROUTED):
+            return None
         for route in self.routes:          # longest prefix first
             if path.startswith(route.prefix):
                 return route

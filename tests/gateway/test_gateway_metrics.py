@@ -25,3 +25,12 @@ def test_events_published_and_dropped_are_counted_as_the_health_counts_them(make
     assert value(found, "rtdash_gateway_kafka_connected") == 0
     health = json.loads(gateway.request("GET", "/_gateway/healthz")[1])["publisher"]
     assert (health["published"], health["dropped"]) == (2, 1)
+
+
+def test_the_upstreams_own_metrics_are_not_routed(make_gateway):
+    """The shop's /metrics is scraped on its own port from inside; through the gateway it is no route."""
+    gateway = make_gateway()
+    for path in ("/metrics", "/metrics/", "/metrics?name[]=x"):
+        resp, body = gateway.request("GET", path)
+        assert resp.status == 404 and json.loads(body)["error"].startswith("no gateway route for /metrics"), body
+    assert gateway.request("GET", "/metricsfoo")[1] != gateway.request("GET", "/metrics")[1]
