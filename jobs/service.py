@@ -248,8 +248,12 @@ def serve_health(runner: JobRunner, host: str, port: int) -> ThreadingHTTPServer
     return server
 
 
-def run_job(specs: list[QuerySpec], *, app_name: str, description: str) -> None:
-    """The main of a job process: the queries of `specs` in one Spark application until SIGTERM."""
+def run_job(specs: list[QuerySpec], *, app_name: str, description: str,
+            preflight: Callable[[SparkSession, Settings], None] | None = None) -> None:
+    """The main of a job process: the queries of `specs` in one Spark application until SIGTERM.
+
+    `preflight(spark, settings)`, when given, runs once the session is built and before any query
+    starts; an exception from it ends the process with its message (e.g. too few task slots)."""
     from jobs.spark import build_session
     from rtdash.logs import setup_logging
 
@@ -267,6 +271,13 @@ def run_job(specs: list[QuerySpec], *, app_name: str, description: str) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     spark = build_session(settings, app_name)
+    if preflight is not None:
+        try:
+            preflight(spark, settings)
+        except Exception as exc:
+            log.error("%s cannot start: %s", app_name, exc)
+            spark.stop()
+            raise SystemExit(1) from None
     runner = JobRunner(spark, settings, specs)
     health = serve_health(runner, settings.bind_host, settings.jobs_health_port)
     log.info("%s running queries %s; health on http://%s:%d/healthz", app_name,

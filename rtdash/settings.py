@@ -121,7 +121,7 @@ class Settings(BaseSettings):
     # real-time-mode query (parse, validate, dead letters, day and minute) writing rows to
     # orders_realtime_topic and the orders applier applying each to Redis once per order id; or
     # "microbatch", the micro-batch orders job (jobs/orders.py), the fallback.
-    orders_mode: Literal["realtime", "microbatch"] = "realtime"
+    orders_mode: Literal["realtime", "microbatch"] = "microbatch"
     # The real-time query's output: one compact row per valid paid order, key = order id.
     orders_realtime_topic: str = "orders.rows"
     # Length of one real-time-mode batch (Spark's trigger(realTime=...), at least 5 s): at each

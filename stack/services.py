@@ -59,8 +59,17 @@ def local_stack(settings: Settings) -> list[Service]:
                        "gateway", "producers.gateway", settings.gateway_port, health_path="/_gateway/healthz"),
         # one Spark application: the orders, traffic and alert queries (jobs/__main__.py)
         python_service(settings, "spark_jobs", "jobs", settings.jobs_health_port, ready_timeout=180),
+        *orders_applier(settings),
         *push_servers(settings),
     ]
+
+
+def orders_applier(settings: Settings) -> list[Service]:
+    """In the `realtime` orders mode, the applier of the real-time query's rows (jobs/orders_applier.py): the
+    one writer of orders.today and orders.per_minute then. None in `microbatch`, where the Spark job writes them."""
+    if settings.orders_mode != "realtime":
+        return []
+    return [python_service(settings, "orders_applier", "jobs.orders_applier", settings.orders_applier_port)]
 
 
 def push_servers(settings: Settings) -> list[Service]:
