@@ -68,6 +68,18 @@ def connector_jars(root: Path) -> list[str]:
     return jars
 
 
+def scheduler_pools(settings: Settings) -> str:
+    """jobs/fairscheduler.xml as a file Spark can open: the package's own, or a copy under RTDASH_HOME when the
+    jobs are imported from a zip (spark-submit --py-files puts it before the installed package)."""
+    pools = resources.files("jobs") / "fairscheduler.xml"
+    if isinstance(pools, Path):
+        return str(pools)
+    copy = (Path(settings.home) / "run" / "fairscheduler.xml").resolve()
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_text(pools.read_text())
+    return str(copy)
+
+
 def build_session(settings: Settings, app_name: str, *, ui: bool = False) -> SparkSession:
     """Local mode by default; any master through RTDASH_SPARK_MASTER or spark-submit.
 
@@ -104,7 +116,7 @@ def build_session(settings: Settings, app_name: str, *, ui: bool = False) -> Spa
              # Several queries share the application's task slots: each runs in a pool of its own
              # name (jobs/service.py), and the orders pool gets free slots first.
              .config("spark.scheduler.mode", "FAIR")
-             .config("spark.scheduler.allocation.file", str(resources.files("jobs") / "fairscheduler.xml"))
+             .config("spark.scheduler.allocation.file", scheduler_pools(settings))
              .getOrCreate())
     spark.sparkContext.setLogLevel("WARN")
     if spark.conf.get(CHECKPOINT_FILE_MANAGER, None) is None:  # a spark-submit --conf wins

@@ -9,6 +9,7 @@
     rtdash drill                   kill each component under load (own stack, free ports), check the numbers
     rtdash keys demo               create the demo payment provider's key pair (never overwrites)
     rtdash token                   a token for the dashboard (last line), and the link that carries it
+    rtdash cluster up|down|submit  a Spark standalone cluster on this machine, and the jobs submitted to it
 
 Settings come from RTDASH_* environment variables (see README).
 """
@@ -30,6 +31,7 @@ from rich.table import Table
 from rtdash.logs import setup_logging
 from rtdash.settings import Settings
 
+from .cli_cluster import cluster, status_lines as cluster_status_lines
 from .cli_common import console, private_key, settings_from_env
 from .cli_simulate import simulate
 from .cli_token import dashboard_url, make_token, token
@@ -42,6 +44,7 @@ def main(log_level: str) -> None:
 
 main.add_command(simulate)
 main.add_command(token)
+main.add_command(cluster)
 
 
 def _demo_keys(settings: Settings) -> None:
@@ -198,6 +201,8 @@ def status() -> None:
                       str(info.get("restarts", 0)) if info else "-",
                       "[green]healthy[/]" if ok else "[red]down[/]")
     console.print(table)
+    for line in cluster_status_lines(settings):   # the cluster is optional: not part of the exit status
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     raise SystemExit(0 if all_ok else 1)
 
 
