@@ -32,13 +32,17 @@ One module of more than 300 lines on purpose: a benchmark is one experiment,
 read from top to bottom (set-up, the three timed queries, the checks, the
 report), and its parts serve no other code.
 
-The topic has one partition, as the local stack creates it (--partitions to
-change). Targets (issue 9): traffic >= 80,000 events/s and >= 30% of the bare
+The topic has the partitions the local stack gives it (RTDASH_GATEWAY_TOPIC_PARTITIONS,
+3; --partitions to change). Spark runs in local mode (local[2]) unless --master names
+another master; `--master cluster` starts a standalone master and RTDASH_SPARK_WORKERS
+workers of stack/cluster.py on free ports for the run (the application takes every
+worker's cores, one executor each), so the same log can be read in local mode and on
+the cluster. Targets (issue 9): traffic >= 80,000 events/s and >= 30% of the bare
 query's rate, on 2 cores.
 
 Usage:
     .venv/bin/python -m bench.traffic_throughput [--events 2000000] [--batch 500000]
-        [--partitions 1] [--seed 7] [--keep]
+        [--partitions 3] [--master local[2]|cluster|spark://host:port] [--seed 7] [--keep]
 """
 from __future__ import annotations
 
@@ -420,17 +424,61 @@ def report(runs: list[Run], stages: Stages, settings: Settings, args, load_rate:
     out.mkdir(parents=True, exist_ok=True)
     (out / "traffic_throughput.md").write_text(
         f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {machine()}; {traffic.events:,} events, "
+        f"Spark master {args.master} ({settings.spark_master}); "
         f"maxOffsetsPerTrigger {args.batch:,}, {args.partitions} partition(s), shuffle partitions "
         f"{settings.spark_shuffle_partitions}.\n\n" + "\n".join(lines) + "\n\n" + "\n".join(dlines) + "\n\n"
         + "\n".join(f"- {line}" for line in verdict) + "\n")
     console.print(f"written to {out / 'traffic_throughput.md'}")
 
 
+def spark_cluster(settings: Settings, master: str):
+    """`master` of the run: local mode or a given master as is; "cluster" starts stack/cluster.py's master and
+    workers on free ports (a context manager either way, stopping what it started)."""
+    from contextlib import nullcontext
+
+    if master != "cluster":
+        return nullcontext(settings.model_copy(update={"spark_master": master}))
+    from stack.cluster import cluster_services, cluster_settings, master_url
+    from stack.runner import Stack
+
+    ui = free_port()
+    while free_port_taken(ui + 1):
+        ui = free_port()
+    own = settings.model_copy(update={"spark_cluster_port": free_port(), "spark_cluster_ui_port": free_port(),
+                                      "spark_worker_ui_port": ui})
+    own = own.model_copy(update={"spark_master": master_url(own)})
+
+    class Running:
+        def __enter__(self) -> Settings:
+            self.runner = Stack(cluster_settings(own), cluster_services(own))
+            with console.status("starting the Spark cluster"):
+                self.runner.start()
+            # The driver (this process) binds to and advertises the loopback, as the cluster's processes do.
+            os.environ["SPARK_LOCAL_IP"] = own.bind_host
+            return own
+
+        def __exit__(self, *_exc) -> None:
+            self.runner.stop()
+
+    return Running()
+
+
+def free_port_taken(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=2_000_000)
     parser.add_argument("--batch", type=int, default=500_000, help="maxOffsetsPerTrigger of both queries")
-    parser.add_argument("--partitions", type=int, default=1, help="partitions of the gateway topic (stack: 1)")
+    parser.add_argument("--partitions", type=int, default=Settings.model_fields["gateway_topic_partitions"].default,
+                        help="partitions of the gateway topic (default: the stack's)")
+    parser.add_argument("--master", default="local[2]",
+                        help="Spark master: local[N], spark://host:port, or `cluster` (a standalone master and "
+                             "RTDASH_SPARK_WORKERS workers started for the run)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the temporary RTDASH_HOME (logs, checkpoints)")
     args = parser.parse_args()
@@ -438,7 +486,7 @@ def main() -> int:
 
     home = Path(tempfile.mkdtemp(prefix="rtdash-bench-traffic-"))
     settings = Settings(_env_file=None, home=home, kafka_port=free_port(), kafka_controller_port=free_port(),
-                        redis_port=free_port(), orders_topic_partitions=args.partitions,
+                        redis_port=free_port(), gateway_topic_partitions=args.partitions,
                         spark_max_gateway_events_per_batch=args.batch)
     day = datetime.combine(date.today() - timedelta(days=1), datetime.min.time(), timezone.utc)
     log = ShopperLog(seed=args.seed)
@@ -450,7 +498,8 @@ def main() -> int:
     stages = Stages()
     spark = None
     try:
-        with kafka_service(settings), redis_service(settings, persist=False):
+        with kafka_service(settings), redis_service(settings, persist=False), \
+                spark_cluster(settings, args.master) as settings:
             ensure_topics(settings, [settings.gateway_topic, settings.gateway_dlq_topic])
             load_rate = load(settings, records)
             del records
