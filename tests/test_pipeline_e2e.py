@@ -6,6 +6,11 @@ SparkSession), the order service and the push server as processes. The ground
 truth is the order service's database: what the dashboard ends up showing must
 equal the paid orders stored there for the day it shows, exactly (so a run
 across midnight compares the same day on both sides).
+
+Each test runs in both orders modes (RTDASH_ORDERS_MODE): `microbatch`, the
+micro-batch orders job writing Redis; `realtime`, the real-time-mode query
+(supervised as `python -m jobs` runs it) and the orders applier process, on a
+Redis prefix and push server of their own, so each dashboard has one writer.
 """
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
 from producers.provider.simulator import PaymentSimulator
+from stack.services import python_service
+from stack.testing import free_port
 from rtdash.channels import ORDERS_TODAY
 from rtdash.keys import load_private_key
 from rtdash.payments import FORM_HEADERS as FORM, NOTIFY_PATH, notify_body, notify_params
@@ -30,6 +37,33 @@ from paying import paid_on, pay
 from waiting import eventually, eventually_async
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module", params=["microbatch", "realtime"])
+def orders_path(request, stack_settings):
+    """The settings of a dashboard whose orders come through the path of the mode `request.param`."""
+    if request.param == "microbatch":
+        request.getfixturevalue("pipeline")
+        yield stack_settings
+        return
+    from jobs import orders_realtime
+    from jobs.service import JobRunner
+
+    for service in ("order_service", "redis_server"):
+        request.getfixturevalue(service)
+    spark = request.getfixturevalue("spark")
+    settings = stack_settings.model_copy(update={
+        "orders_mode": "realtime", "redis_prefix": "rtdash-realtime", "push_port": free_port(),
+        "orders_applier_port": free_port(), "orders_realtime_topic": "orders.rows.e2e",
+        "orders_realtime_batch_seconds": 10})
+    runner = JobRunner(spark, settings, [orders_realtime.spec(microbatch_queries=1)])
+    runner.start()
+    try:
+        with python_service(settings, "orders_applier", "jobs.orders_applier", settings.orders_applier_port), \
+                python_service(settings, "push_server_realtime", "push_server", settings.push_port):
+            yield settings
+    finally:
+        runner.stop()
 
 
 def health(url: str) -> dict:
@@ -101,7 +135,9 @@ async def post_raw(settings, body: bytes | str) -> tuple[int, bytes]:
         client.close()
 
 
-def test_paid_orders_reach_the_dashboard_exactly(pipeline, stack_settings, ground_truth):
+def test_paid_orders_reach_the_dashboard_exactly(orders_path, ground_truth):
+    stack_settings = orders_path
+
     async def scenario():
         first_day = today_in(stack_settings)
         ws = await connect_dashboard(stack_settings)
@@ -138,8 +174,8 @@ def test_paid_orders_reach_the_dashboard_exactly(pipeline, stack_settings, groun
     asyncio.run(scenario())
 
 
-def test_orders_paid_while_kafka_is_down_are_counted_when_it_returns(pipeline, stack_settings, kafka,
-                                                                     ground_truth):
+def test_orders_paid_while_kafka_is_down_are_counted_when_it_returns(orders_path, kafka, ground_truth):
+    stack_settings = orders_path
     order_url = f"http://127.0.0.1:{stack_settings.order_service_port}"
     first_day = today_in(stack_settings)
     kafka.stop()
