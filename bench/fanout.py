@@ -166,6 +166,9 @@ def extract(commit: str, into: Path) -> Path:
     archive = subprocess.run(["git", "archive", commit, "push_server", "rtdash"], cwd=ROOT, check=True,
                              capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    vendor = ROOT / "push_server" / "static" / "vendor"   # the chart library `make setup` installs (not in git)
+    if vendor.is_dir() and (into / "push_server" / "static").is_dir():
+        shutil.copytree(vendor, into / "push_server" / "static" / "vendor", dirs_exist_ok=True)
     return into
 
 
@@ -195,7 +198,9 @@ def measure(point: Point, settings: Settings, args: argparse.Namespace, progress
         server.start_ready()
         proc = psutil.Process(server.process.pid)
         point.base_rss = proc.memory_info().rss
-        path = access(settings) if point.server == "push" else "/ws"  # the others take any client
+        tokens = point.server == "push" or (point.server == "before"
+                                            and (args.before_tree / "push_server" / "tokens.py").exists())
+        path = access(settings) if tokens else "/ws"  # the others take any client
         progress.update(task, description=f"{point.server} {point.clients:,}: connecting")
         clients = LoadClients(port, path, point.clients, args.procs)
         connected = clients.ready()

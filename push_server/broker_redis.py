@@ -146,11 +146,19 @@ class RedisBroker:
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    task.result()   # raises what ended it (both run until cancelled)
+                    task.result()   # raises what ended it (both run until the inbox closes)
             finally:
+                # Cancelled, and told by the inbox: under load a cancel can be lost inside redis-py's own
+                # clean-up (seen: the fan-out task went on waiting for envelopes after its GET was cancelled,
+                # and the server never stopped). A task still running after the grace period ends when the
+                # pub/sub connection closes beneath it.
+                inbox.close()
                 for task in tasks:
                     task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                _, running = await asyncio.wait(tasks, timeout=self.connect_timeout)
+                if running:
+                    log.warning("redis tasks still running after %.0f s: %s", self.connect_timeout,
+                                ", ".join(task.get_name() for task in running))
 
     async def _read(self, pubsub: PubSub, inbox: Inbox) -> None:
         """Read pub/sub as fast as it comes: each envelope into the hub's history, then into the inbox.
@@ -159,7 +167,7 @@ class RedisBroker:
         hold them, and their age would grow without bound once publishes come faster than the
         clients are served); what the fan-out has not taken yet is merged in the inbox instead.
         """
-        while True:
+        while not inbox.closed:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
             if message is None:
                 continue
@@ -170,7 +178,7 @@ class RedisBroker:
 
     async def _deliver(self, client: aioredis.Redis, inbox: Inbox) -> None:
         """Fan out what the inbox holds, one envelope per channel, then read that channel's snapshot."""
-        while True:
+        while not inbox.closed:
             for envelope in await inbox.take():
                 self.hub.publish(envelope)
                 await self._refresh(client, envelope.channel)
@@ -253,8 +261,17 @@ class Inbox:
     def __init__(self) -> None:
         self._waiting: dict[str, Envelope] = {}
         self._ready = asyncio.Event()
+        self.closed = False
+
+    def close(self) -> None:
+        """The connection is ending: `take` returns nothing from now on, at once."""
+        self.closed = True
+        self._waiting.clear()
+        self._ready.set()
 
     def put(self, envelope: Envelope) -> None:
+        if self.closed:
+            return
         older = self._waiting.get(envelope.channel)
         if older is None:
             self._waiting[envelope.channel] = envelope
@@ -266,8 +283,10 @@ class Inbox:
         self._ready.set()
 
     async def take(self) -> list[Envelope]:
-        """Wait until something is waiting, then take all of it (oldest channel first)."""
+        """Wait until something is waiting, then take all of it (oldest channel first); nothing once closed."""
         await self._ready.wait()
+        if self.closed:
+            return []
         self._ready.clear()
         taken, self._waiting = list(self._waiting.values()), {}
         return taken
