@@ -10,6 +10,7 @@
     rtdash keys demo               create the demo payment provider's key pair (never overwrites)
     rtdash token                   a token for the dashboard (last line), and the link that carries it
     rtdash cluster up|down|submit  a Spark standalone cluster on this machine, and the jobs submitted to it
+    rtdash reconcile [--date D]    a day's live figures against a batch recomputation (exit 1 if they differ)
 
 Settings come from RTDASH_* environment variables (see README).
 """
@@ -33,6 +34,7 @@ from rtdash.settings import Settings
 
 from .cli_cluster import cluster, status_lines as cluster_status_lines
 from .cli_common import console, private_key, settings_from_env
+from .cli_reconcile import reconcile
 from .cli_simulate import simulate
 from .cli_token import dashboard_url, make_token, token
 
@@ -45,6 +47,7 @@ def main(log_level: str) -> None:
 main.add_command(simulate)
 main.add_command(token)
 main.add_command(cluster)
+main.add_command(reconcile)
 
 
 def _demo_keys(settings: Settings) -> None:
