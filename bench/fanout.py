@@ -20,7 +20,9 @@ the jobs do (jobs/lua/envelope.lua: INCR seq, SET snapshot, PUBLISH) at
 ``--warmup`` s the clients count for ``--seconds`` s:
 
 * delivered: text messages received by all clients per second;
-* latency p50/p99/max: receive time minus publish time of each message;
+* latency p50/p99/max: receive time minus publish time of each message; the
+  p99 of the window's last quarter alone shows whether latency stays bounded
+  (about the whole window's) or grows through the window (well above it);
 * CPU per message: the server's user+system CPU time over the window divided
   by the messages delivered;
 * KB per connection: the server's RSS with every client connected (idle), and
@@ -81,6 +83,7 @@ class Point:
     seconds: float = 0.0
     messages: int = 0
     latency: Counter | None = None
+    last_part: Counter | None = None   # latency of the window's last quarter (grows when it is unbounded)
     cpu_s: float = 0.0
     base_rss: int = 0
     idle_rss: int = 0
@@ -90,10 +93,11 @@ class Point:
     clients_cpu_s: float = 0.0
     idle_share: float = 0.0
 
-    def percentile(self, q: float) -> float:
-        total, seen = sum(self.latency.values()), 0
-        for bucket in sorted(self.latency):
-            seen += self.latency[bucket]
+    def percentile(self, q: float, histogram: Counter | None = None) -> float:
+        histogram = self.latency if histogram is None else histogram
+        total, seen = sum(histogram.values()), 0
+        for bucket in sorted(histogram):
+            seen += histogram[bucket]
             if seen >= q * total:
                 return (bucket + 1) * BUCKET_MS
         return float("nan")
@@ -103,6 +107,7 @@ class Point:
         per_kb = lambda rss: f"{(rss - self.base_rss) / self.clients / 1024:.1f}"  # noqa: E731
         return [self.server, f"{self.clients:,}", f"{self.rate:g}", f"{self.clients * self.rate:,.0f}",
                 f"{rate:,.0f}", f"{self.percentile(0.5):.1f}", f"{self.percentile(0.99):.1f}",
+                f"{self.percentile(0.99, self.last_part):.1f}",
                 f"{max(self.latency) * BUCKET_MS if self.latency else float('nan'):.0f}",
                 f"{self.cpu_s / self.messages * 1e6:.1f}" if self.messages else "-",
                 f"{self.cpu_s / self.seconds * 100:.0f}%", f"{self.clients_cpu_s / self.seconds * 100:.0f}%",
@@ -220,7 +225,11 @@ def measure(point: Point, settings: Settings, args: argparse.Namespace, progress
             machine0 = psutil.cpu_times()
             cpu0, t0 = sum(proc.cpu_times()[:2]), time.perf_counter()
             loaders0 = sum(sum(p.cpu_times()[:2]) for p in loaders)
+            last_part = False
             while (elapsed := time.perf_counter() - t0) < args.seconds:
+                if not last_part and elapsed >= 0.75 * args.seconds:
+                    clients.command("last part")
+                    last_part = True
                 progress.update(task, description=f"{point.server} {point.clients:,}: measuring "
                                 f"{elapsed:.0f}/{args.seconds:g} s, RSS {proc.memory_info().rss >> 20} MiB")
                 time.sleep(0.5)
@@ -234,6 +243,7 @@ def measure(point: Point, settings: Settings, args: argparse.Namespace, progress
             publisher.stop()
         point.messages = sum(r["messages"] for r in reports)
         point.latency = sum((Counter({int(k): v for k, v in r["latency"].items()}) for r in reports), Counter())
+        point.last_part = sum((Counter({int(k): v for k, v in r["last_part"].items()}) for r in reports), Counter())
         point.closes = sum((Counter(r["closes"]) for r in reports), Counter())
         point.open_at_end = sum(r["open"] for r in reports)
     finally:
@@ -283,7 +293,8 @@ def main() -> int:
     finally:
         if not args.keep:
             shutil.rmtree(home, ignore_errors=True)
-    headers = ["server", "clients", "publishes/s", "offered msg/s", "delivered msg/s", "p50 ms", "p99 ms", "max ms",
+    headers = ["server", "clients", "publishes/s", "offered msg/s", "delivered msg/s", "p50 ms", "p99 ms",
+               "p99 ms, last quarter", "max ms",
                "server CPU µs/msg", "server CPU",
                "load clients' CPU", "machine idle", "KB/conn idle", "KB/conn loaded", "open at end", "closes"]
     command = " ".join(["python -m bench.fanout", *sys.argv[1:]])

@@ -39,11 +39,15 @@ class Tally:
         self.counting = False
         self.messages = 0
         self.latency = Counter()   # bucket -> messages
+        self.last_part = Counter() # the same, from "last part" on: does latency grow during the window?
         self.closes = Counter()    # close code -> connections
 
     def seen(self, sent_at: float, now: float, n: int = 1) -> None:
         self.messages += n
-        self.latency[int((now - sent_at) * 1000 / BUCKET_MS)] += n
+        bucket = int((now - sent_at) * 1000 / BUCKET_MS)
+        self.latency[bucket] += n
+        if self.last_part is not None:
+            self.last_part[bucket] += n
 
 
 class Client(asyncio.Protocol):
@@ -196,11 +200,14 @@ async def main(args: argparse.Namespace) -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     while line := (await reader.readline()).decode().strip():
         if line == "start":
-            tally.messages, tally.latency, tally.counting = 0, Counter(), True
+            tally.messages, tally.latency, tally.last_part, tally.counting = 0, Counter(), None, True
+        elif line == "last part":
+            tally.last_part = Counter()
         elif line == "stop":
             tally.counting = False
             open_now = sum(1 for c in clients if not c.transport.is_closing())
-            print(json.dumps({"messages": tally.messages, "latency": tally.latency, "open": open_now,
+            print(json.dumps({"messages": tally.messages, "latency": tally.latency,
+                              "last_part": tally.last_part or {}, "open": open_now,
                               "closes": tally.closes}), flush=True)
         elif line == "quit":
             break
