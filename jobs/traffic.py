@@ -18,8 +18,10 @@ Event time. Every figure is counted at the event's `started_at`, by day and
 minute in RTDASH_TIMEZONE. The job's clock is the newest `started_at` it has
 counted; "today" is the clock's day, and the recent terms are those of the ten
 minutes up to the clock's minute. Events later than RTDASH_TRAFFIC_LATENESS_SECONDS
-are counted in the `late_events` figure of the job's health (Redis
-`<p>:traffic:late`), not in the dashboard's figures.
+behind the newest event counted from their own Kafka partition are counted in
+the `late_events` figure of the job's health (Redis `<p>:traffic:late`), not in
+the dashboard's figures: so a backlog read over several partitions, which
+advance by offsets and not in event time, counts exactly what one partition would.
 
 Where the state lives. Not in Spark's state store: a batch is parsed once and
 aggregated in one stage into a few figure rows, collected to the driver and
@@ -120,7 +122,8 @@ class BatchWriter:
     def __call__(self, events: DataFrame, batch_id: int) -> None:
         """`events` is the batch as `classify` left it."""
         started = time.perf_counter()
-        late_before = late_before_ms(self.sink.clock_ms(), self.settings.traffic_lateness_seconds)
+        late_before = {partition: late_before_ms(ms, self.settings.traffic_lateness_seconds)
+                       for partition, ms in self.sink.partition_clocks().items()}
         rows = figures(self.facts(with_lateness(events, late_before))).toArrow().to_pylist()
         bad = sum(r["n"] for r in rows if r["kind"] == "invalid")
         if bad:

@@ -1,10 +1,14 @@
 """The traffic job's per-batch figures: classified events -> late or not -> facts -> summed.
 
 Event time: the job's clock is the newest `started_at` it has counted (kept in
-Redis by jobs/traffic_sink.py). An event whose minute starts more than
-RTDASH_TRAFFIC_LATENESS_SECONDS before the clock's minute is late: it is
-counted in the `late_events` figure of the job's health, not in the
-dashboard's figures.
+Redis by jobs/traffic_sink.py); it says which day is "today". Lateness is
+judged per Kafka partition, where records keep the order they were written
+in: an event whose minute starts more than RTDASH_TRAFFIC_LATENESS_SECONDS
+before the minute of the newest event counted from its own partition is
+late: it is counted in the `late_events` figure of the job's health, not in
+the dashboard's figures. (Against the one clock of all partitions, a backlog
+read in batches that take the same share of each partition would make the
+events of a partition that is behind in event time late.)
 
 Each usable event becomes the facts it contributes (a minute's requests, a
 route's latency bucket, a visitor, a user, a search term, a product), one row
@@ -13,6 +17,8 @@ rows per minute, route, term and product, small enough to collect to the
 driver and merge into Redis in one script.
 """
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from pyspark.sql import Column, DataFrame, functions as F
 
@@ -28,11 +34,20 @@ def late_before_ms(clock_ms: int | None, lateness_s: int) -> int | None:
     return clock_ms // 60_000 * 60_000 - lateness_s * 1000
 
 
-def with_lateness(events: DataFrame, late_before: int | None) -> DataFrame:
-    """`classify`'s rows with `late`: a usable event of a minute before `late_before`."""
-    late = F.lit(False) if late_before is None else F.coalesce(F.col("minute_ms") < F.lit(late_before),
-                                                                 F.lit(False))
-    return events.withColumn("late", late)
+def with_lateness(events: DataFrame, late_before: int | None | Mapping[int, int | None]) -> DataFrame:
+    """`classify`'s rows with `late`: a usable event of a minute before `late_before`, one bound for every
+    partition or one per partition (a partition without a bound has nothing late)."""
+    late = None
+    if isinstance(late_before, Mapping):
+        for partition, bound in sorted(late_before.items()):
+            if bound is None:
+                continue
+            before = F.col("minute_ms") < F.lit(bound)
+            late = (F.when(F.col("partition") == partition, before) if late is None
+                    else late.when(F.col("partition") == partition, before))
+    elif late_before is not None:
+        late = F.col("minute_ms") < F.lit(late_before)
+    return events.withColumn("late", F.lit(False) if late is None else F.coalesce(late, F.lit(False)))
 
 
 # One row of a batch's figures; `kind` says which columns mean something (see `Facts`).
@@ -64,7 +79,8 @@ class Facts:
     user      date, name               (distinct logged-in user ids)
     term      date, minute, name       n: searches of the normalised term
     product   date, name               n: searches whose results held the product
-    Bots give only a `minute` fact with bots = 1.
+    clock     name (the partition)     latest_ms: the newest event counted from the partition
+    Bots give only a `minute` fact with bots = 1 (and the `clock` fact).
 
     The expressions are built once (the traffic query keeps one instance): each
     is a round of py4j calls, too slow to repeat for every small batch
@@ -90,7 +106,8 @@ class Facts:
                                                  name=c("visitor_id"))),
             F.when(human & c("user_id").isNotNull(), _fact("user", date=c("date"), name=c("user_id"))),
             F.when(searched, _fact("term", date=c("date"), minute=c("minute"), name=c("term"))),
-            F.when(searched, _fact("product", date=c("date"))))).alias("f")  # one per product, below
+            F.when(searched, _fact("product", date=c("date"))),  # one per product, below
+            F.when(counted, _fact("clock", name=c("partition"), n=0, latest_ms=c("started_ms"))))).alias("f")
         self._products = F.array_distinct(c("product_ids")).alias("products")
         self._present = c("f").isNotNull()
         # No lambda functions (filter, transform) here: Spark runs a plan node holding one without

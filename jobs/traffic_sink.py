@@ -10,6 +10,7 @@ Keys (prefix p = RTDASH_REDIS_PREFIX, D = YYYY-MM-DD, M = HH:MM, both in
 RTDASH_TIMEZONE):
 
     p:traffic:clock                    newest started_at counted (epoch ms): the job's event-time clock
+    p:traffic:clocks                   hash partition -> newest started_at counted from it (lateness)
     p:traffic:late                     events that came later than the lateness allows (a counter)
     p:traffic:evict                    zset: key -> event time (ms) after which the key is deleted
     p:traffic:day:D                    hash: page_views, searches, bot_requests
@@ -74,6 +75,11 @@ class TrafficSink:
         value = self.client.get(f"{self.prefix}:traffic:clock")
         return int(value) if value is not None else None
 
+    def partition_clocks(self) -> dict[int, int]:
+        """Per Kafka partition, the newest started_at counted from it (epoch ms): what lateness is judged by."""
+        return {int(partition): int(ms) for partition, ms in
+                self.client.hgetall(f"{self.prefix}:traffic:clocks").items()}
+
     def apply(self, batch: Batch, rows: list[dict]) -> Applied:
         """Merge one batch's figure rows (jobs.traffic.FIGURE_COLUMNS as dicts)."""
         by_kind: dict[str, list[dict]] = defaultdict(list)
@@ -82,11 +88,15 @@ class TrafficSink:
         latest = max((r["latest_ms"] for r in by_kind["minute"] if r["latest_ms"] is not None), default=None)
         old_clock = self.clock_ms()
         clock = max(c for c in (old_clock, latest, 0) if c is not None)
+        old_clocks = self.partition_clocks()
+        partition_clocks = {r["name"]: str(max(r["latest_ms"], old_clocks.get(int(r["name"]), 0)))
+                            for r in by_kind["clock"] if r["latest_ms"] is not None}
         self._add_unique(by_kind["visitor"], by_kind["user"])
         dates = {r["date"] for kind in ("minute", "route", "term", "product", "late", "visitor", "user")
                  for r in by_kind[kind]}
         payload = {
             "clock": str(clock),
+            "partition_clocks": partition_clocks,
             "days": {day: self._lifetimes(day) for day in dates},
             "minutes": [[r["date"], r["minute"], r["n"], r["errors"], r["page_views"], r["searches"], r["bots"]]
                         for r in by_kind["minute"]],

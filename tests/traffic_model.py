@@ -2,10 +2,11 @@
 
 The ground truth the traffic job is compared with: the same rules
 (rtdash.traffic_rules), applied to the same records, with none of the job's
-code. Records arrive in phases; the job's clock (the newest counted
-`started_at`) is taken at the start of each phase, as the job does at each
-micro-batch, so a test keeps a phase's events at or before the clock it starts
-with when it wants its late events to be deterministic.
+code. Records arrive in phases; the job's clocks (the newest counted
+`started_at`, of all partitions for "today", of each partition for lateness)
+are taken at the start of each phase, as the job does at each micro-batch, so
+a test keeps a phase's events at or before the clocks it starts with when it
+wants its late events to be deterministic.
 """
 from __future__ import annotations
 
@@ -25,26 +26,30 @@ class Expected:
     lateness_s: int
     max_future_s: int = 300
     clock: datetime | None = None
+    partition_clocks: dict[int, datetime] = field(default_factory=dict)
     late: int = 0
     invalid: int = 0
     counted: list = field(default_factory=list)  # (GatewayRequest, bot)
 
-    def add_phase(self, values: list[bytes]) -> None:
-        # late: the event's minute starts more than the lateness before the clock's minute
-        late_before = None if self.clock is None else (
-            self.clock.replace(second=0, microsecond=0) - timedelta(seconds=self.lateness_s))
-        newest = self.clock
-        for value in values:
+    def add_phase(self, values: list[bytes], partitions: list[int] | None = None) -> None:
+        """`values` as the job reads them; `partitions` gives each one's Kafka partition (default: all 0)."""
+        # late: the event's minute starts more than the lateness before the minute of its partition's clock
+        late_before = {partition: clock.replace(second=0, microsecond=0) - timedelta(seconds=self.lateness_s)
+                       for partition, clock in self.partition_clocks.items()}
+        newest = dict(self.partition_clocks)
+        for value, partition in zip(values, partitions or [0] * len(values), strict=True):
             event = self._valid(value)
             if event is None:
                 self.invalid += 1
                 continue
-            if late_before is not None and event.started_at.replace(second=0, microsecond=0) < late_before:
+            bound = late_before.get(partition)
+            if bound is not None and event.started_at.replace(second=0, microsecond=0) < bound:
                 self.late += 1
                 continue
             self.counted.append((event, is_bot(event.user_agent, event.bot)))
-            newest = event.started_at if newest is None else max(newest, event.started_at)
-        self.clock = newest
+            newest[partition] = max(newest.get(partition, event.started_at), event.started_at)
+            self.clock = event.started_at if self.clock is None else max(self.clock, event.started_at)
+        self.partition_clocks = newest
 
     def _valid(self, value: bytes) -> GatewayRequest | None:
         try:

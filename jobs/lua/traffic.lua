@@ -22,6 +22,7 @@ local function str(v) return cjson.encode(v) end
 
 -- 1. the clock and late events
 redis.call('SET', k('traffic', 'clock'), b['clock'])
+for partition, ms in pairs(b['partition_clocks']) do redis.call('HSET', k('traffic', 'clocks'), partition, ms) end
 if b['late'] > 0 then redis.call('INCRBY', k('traffic', 'late'), b['late']) end
 
 -- 2. per minute: requests, errors, page views, searches, bots

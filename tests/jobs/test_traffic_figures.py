@@ -57,3 +57,20 @@ def test_the_lateness_bound_is_the_clocks_minute_less_the_lateness():
         clock_ms = int(datetime(2026, 3, 1, 10, 30, second, tzinfo=timezone.utc).timestamp() * 1000)
         assert late_before_ms(clock_ms, 300) == bound
     assert late_before_ms(None, 300) is None     # no clock yet: nothing is late
+
+
+def test_lateness_is_judged_in_each_partition_against_its_own_clock(spark, job_settings):
+    """The same event on two partitions: late on partition 0, whose clock is two hours ahead; counted on
+    partition 1, which has no clock yet. Each partition's newest counted event is its `clock` fact."""
+    from pyspark.sql import functions as F
+
+    from jobs.traffic_events import classify
+    from jobs.traffic_figures import Facts, figures, with_lateness
+
+    batch = gateway_records(spark, [request(), request()]).withColumn("partition", F.col("offset").cast("int"))
+    ahead = late_before_ms(int((AT + timedelta(hours=2)).timestamp() * 1000), 300)
+    out = figures(Facts()(with_lateness(classify(batch, settings=job_settings), {0: ahead, 1: None})))
+    rows = {(r.kind, r.name): (r.n, r.latest_ms) for r in out.collect()}
+    assert rows[("late", None)][0] == 1 and rows[("minute", None)][0] == 1
+    assert {name: latest for (kind, name), (_, latest) in rows.items() if kind == "clock"} == {
+        "1": int(AT.timestamp() * 1000)}

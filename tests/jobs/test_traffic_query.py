@@ -7,14 +7,16 @@ snapshot is compared with `traffic_model.Expected`: exact for counts and
 rankings, within 2% for unique counts and 5% for latency percentiles. The last
 phase runs after the query's checkpoint was deleted (Redis kept): the numbers
 must still be right. The topic has the gateway's default partitions (3), each
-event keyed by its visitor id as the gateway keys it, so every batch reads
-several partitions.
+event keyed by its visitor id as the gateway keys it (its partition chosen by
+the key here, so the recomputation knows it), so every batch reads several
+partitions; the last phase puts partitions far apart in event time.
 """
 from __future__ import annotations
 
 import json
 import random
 import shutil
+import zlib
 from datetime import timedelta
 
 import pytest
@@ -142,11 +144,13 @@ def test_every_traffic_figure_matches_the_offline_recomputation(spark, traffic_s
     expected = Expected(settings.tz, settings.traffic_lateness_seconds)
     producer = make_producer(settings.kafka_servers, client_id="rtdash-tests")
 
-    def run_phase(values: list[bytes]) -> None:
-        for value in values:
-            producer.produce(settings.gateway_topic, key=visitor_key(value), value=value)
+    def run_phase(values: list[bytes], partitions: list[int] | None = None) -> None:
+        keys = [visitor_key(value) for value in values]
+        partitions = partitions or [zlib.crc32(key or b"") % settings.gateway_topic_partitions for key in keys]
+        for value, key, partition in zip(values, keys, partitions):
+            producer.produce(settings.gateway_topic, key=key, value=value, partition=partition)
         assert producer.flush(30) == 0, "events not acknowledged by Kafka"
-        expected.add_phase(values)
+        expected.add_phase(values, partitions)
         query = start(spark, settings)
         try:
             query.processAllAvailable()
@@ -177,6 +181,17 @@ def test_every_traffic_figure_matches_the_offline_recomputation(spark, traffic_s
     shutil.rmtree(checkpoint_location(settings, "traffic"))
     later = sorted(clock + timedelta(seconds=rng.uniform(0, 900)) for _ in range(400))
     run_phase([to_json(event(rng, at, 20_000 + i)) for i, at in enumerate(later)])
+
+    # 4. partitions far apart in event time: two hours on partition 0 beside ten minutes on partition 1,
+    #    read in batches that take the same share of each: partition 1's events are behind the clock of
+    #    all partitions by far more than the lateness, and none is late in its own partition
+    late_before = expected.late
+    clock = expected.clock
+    ahead = sorted(clock + timedelta(seconds=rng.uniform(0, 7200)) for _ in range(700))
+    behind = sorted(clock + timedelta(seconds=rng.uniform(0, 600)) for _ in range(700))
+    values = [to_json(event(rng, at, 30_000 + i)) for i, at in enumerate(ahead + behind)]
+    run_phase(values, [0] * len(ahead) + [1] * len(behind))
+    assert expected.late == late_before
 
     letters = dead_letters(settings.kafka_servers, settings.gateway_dlq_topic)
     assert {value: headers["rtdash.error"] for value, headers in letters.items()} == {
