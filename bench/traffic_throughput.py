@@ -441,11 +441,8 @@ def spark_cluster(settings: Settings, master: str):
     from stack.cluster import cluster_services, cluster_settings, master_url
     from stack.runner import Stack
 
-    ui = free_port()
-    while free_port_taken(ui + 1):
-        ui = free_port()
     own = settings.model_copy(update={"spark_cluster_port": free_port(), "spark_cluster_ui_port": free_port(),
-                                      "spark_worker_ui_port": ui})
+                                      "spark_worker_ui_port": 0})
     own = own.model_copy(update={"spark_master": master_url(own)})
 
     class Running:
@@ -461,13 +458,6 @@ def spark_cluster(settings: Settings, master: str):
             self.runner.stop()
 
     return Running()
-
-
-def free_port_taken(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def main() -> int:

@@ -232,7 +232,7 @@ class Settings(BaseSettings):
     # the pyspark installation, every process on bind_host; jobs go to it with `rtdash cluster submit` ---
     spark_cluster_port: int = 7077
     spark_cluster_ui_port: int = 8080
-    # Worker web UIs at this port, the next one, ...
+    # Worker web UIs at this port, the next one, ...; 0: each worker takes a free port.
     spark_worker_ui_port: int = 8081
     spark_workers: int = Field(default=2, ge=1, le=16)
     # What each worker offers the applications: modest, on a machine that also runs Kafka and Redis.

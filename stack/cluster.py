@@ -33,7 +33,6 @@ from pathlib import Path
 from jobs.spark import connector_jars
 from rtdash.settings import PROJECT_ROOT, Settings
 
-from .probes import http_ok
 from .runner import Service, StackError
 
 # What `rtdash cluster submit` runs: the job name -> the job's file (its main), relative to jobs/.
@@ -59,7 +58,10 @@ def master_ui(settings: Settings) -> str:
     return f"http://{settings.bind_host}:{settings.spark_cluster_ui_port}"
 
 
-def worker_ui(settings: Settings, index: int) -> str:
+def worker_ui(settings: Settings, index: int) -> str | None:
+    """Worker `index`'s web UI; None when RTDASH_SPARK_WORKER_UI_PORT is 0 (each worker takes a free port)."""
+    if settings.spark_worker_ui_port == 0:
+        return None
     return f"http://{settings.bind_host}:{settings.spark_worker_ui_port + index}"
 
 
@@ -115,22 +117,23 @@ def master_service(settings: Settings) -> Service:
 
 def worker_service(settings: Settings, index: int) -> Service:
     """Worker `index` (0-based): spark_worker_cores and spark_worker_memory for executors, its UI at
-    spark_worker_ui_port + index, its executors' files in <home>/cluster/work/worker-<n>; healthy once the
-    master lists it ALIVE."""
+    spark_worker_ui_port + index (any free port when that is 0), its executors' files in
+    <home>/cluster/work/worker-<n>; healthy once the master lists it ALIVE (with a UI port of 0, once it
+    lists index + 1 workers ALIVE: the workers start one after the other)."""
     name = f"spark_worker_{index + 1}"
     ui = worker_ui(settings, index)
     work = (settings.home / "cluster" / "work" / f"worker-{index + 1}").resolve()
     argv = [_spark_class(settings), "org.apache.spark.deploy.worker.Worker", "--host", settings.bind_host,
-            "--webui-port", str(settings.spark_worker_ui_port + index),
+            "--webui-port", str(settings.spark_worker_ui_port + index if ui else 0),
             "--cores", str(settings.spark_worker_cores), "--memory", settings.spark_worker_memory,
             "--work-dir", str(work), master_url(settings)]
 
     def registered() -> bool:
-        workers = (master_json(settings) or {}).get("workers", [])
-        return any(w.get("webuiaddress") == ui and w.get("state") == "ALIVE" for w in workers)
+        alive = [w for w in (master_json(settings) or {}).get("workers", []) if w.get("state") == "ALIVE"]
+        return any(w.get("webuiaddress") == ui for w in alive) if ui else len(alive) > index
 
     return Service(name, argv, settings.logs_dir / f"{name}.log", env=spark_env(settings), health=registered,
-                   prepare=lambda: work.mkdir(parents=True, exist_ok=True), address=ui, ready_timeout=90)
+                   prepare=lambda: work.mkdir(parents=True, exist_ok=True), address=ui or "", ready_timeout=90)
 
 
 def cluster_services(settings: Settings) -> list[Service]:
@@ -212,8 +215,3 @@ def applications(state: dict | None) -> list[dict]:
              "memory_per_executor_mb": app.get("memoryperexecutor"), "state": app.get("state"),
              "seconds": round((app.get("duration") or 0) / 1000)}
             for app in (state or {}).get("activeapps", [])]
-
-
-def master_alive(settings: Settings) -> bool:
-    """The master's web UI answers (whoever started it)."""
-    return http_ok(master_ui(settings) + "/json/")

@@ -24,8 +24,7 @@ from rtdash.channels import ORDERS_PER_MINUTE, ORDERS_TODAY, TRAFFIC_CHANNELS, s
 from rtdash.contracts import to_json
 from rtdash.kafka_admin import ensure_topics
 from rtdash.kafka_producer import make_producer
-from stack.cluster import (cluster_services, cluster_settings, master_json, package_zip, submit_service,
-                           worker_ui)
+from stack.cluster import cluster_services, cluster_settings, master_json, package_zip, submit_service
 from stack.processes import group_members
 from stack.runner import Stack
 from stack.testing import free_port
@@ -38,24 +37,13 @@ pytestmark = pytest.mark.integration
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1"}
 
 
-def free_port_pair() -> int:
-    """A free port whose next one is free too (the two workers' web UIs)."""
-    import socket
-
-    while True:
-        port = free_port()
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port + 1)) != 0:
-                return port
-
-
 @pytest.fixture(scope="module")
 def cluster(stack_settings, kafka, redis_server, tmp_path_factory):
     """A master and two workers (1 core, 1g each) on free ports; stopped, with every executor, after the module."""
     home = tmp_path_factory.mktemp("cluster-home")
     settings = stack_settings.model_copy(update={
         "home": home, "spark_cluster_port": free_port(), "spark_cluster_ui_port": free_port(),
-        "spark_worker_ui_port": free_port_pair(), "spark_workers": 2, "spark_worker_cores": 1,
+        "spark_worker_ui_port": 0, "spark_workers": 2, "spark_worker_cores": 1,
         "spark_worker_memory": "1g", "spark_executor_memory": "768m", "spark_driver_memory": "768m"})
     runner = Stack(cluster_settings(settings), cluster_services(settings))
     runner.start()
@@ -83,10 +71,11 @@ def snapshot(settings, channel: str) -> dict | None:
 
 def executors_per_worker(settings, app_name: str) -> list[int]:
     """How many executors of the running application `app_name` each worker runs."""
-    (app,) = [a for a in master_json(settings)["activeapps"] if a["name"] == app_name]
+    state = master_json(settings)
+    (app,) = [a for a in state["activeapps"] if a["name"] == app_name]
     counts = []
-    for index in range(settings.spark_workers):
-        with urllib.request.urlopen(worker_ui(settings, index) + "/json/", timeout=5) as resp:
+    for worker in state["workers"]:
+        with urllib.request.urlopen(worker["webuiaddress"] + "/json/", timeout=5) as resp:
             executors = json.loads(resp.read())["executors"]
         counts.append(sum(1 for e in executors if e["appid"] == app["id"]))
     return counts
