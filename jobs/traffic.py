@@ -91,8 +91,8 @@ def read_gateway(spark: SparkSession, settings: Settings, starting_offsets: str 
     """The `gateway` topic as a stream of Kafka records."""
     return read_topic(spark, settings, settings.gateway_topic,
                       max_per_batch=settings.spark_max_gateway_events_per_batch, starting_offsets=starting_offsets,
-                      # One Spark task per core even when the topic has fewer partitions (the local stack's
-                      # has one): Spark splits each partition's offset range, and every core parses.
+                      # One Spark task per core even when the topic has fewer partitions than the application
+                      # has cores: Spark splits each partition's offset range, and every core parses.
                       minPartitions=str(spark.sparkContext.defaultParallelism))
 
 
