@@ -107,8 +107,8 @@ def test_gateway_notebook_counts_the_day_by_the_traffic_rules_and_follows_the_fu
                       and e.started_at.astimezone(stack_settings.tz).date().isoformat() == truth["date"]}
     assert summary["distinct_terms"] == len(searched_terms - {None})
     # Every order of this run was paid through the gateway; no paid order comes without a checkout.
-    assert len(bought) <= summary["paid_orders"] <= summary["checkouts"]
-    assert summary["checked_out"] <= summary["viewed_a_product"] and summary["searched"] > 0
+    assert len(bought) <= summary["paid_orders"] <= summary["checkouts"] <= summary["product_views"]
+    assert 0 < summary["visitors_checked_out"] <= summary["visitors_viewed_a_product"]
 
 
 def test_reconcile_notebook_finds_the_day_in_agreement(pipeline, traffic_query, stack_settings, ground_truth,
