@@ -154,7 +154,7 @@ async def measure_path(settings: Settings, target: Target, rate: float, seconds:
             await asyncio.sleep(0.05)
     reader.cancel()
     ws.close()
-    if report.refused or report.accepted_orders < total * 0.9:
+    if report.refused or report.accepted_orders < total / 2:
         raise SystemExit(f"the notify endpoint did not accept the notifies: {report.summary()}")
     if not counts or counts[-1][1] < len(stored):
         raise SystemExit(f"dashboard shows {counts[-1][1] if counts else base} of {len(stored)} orders after 120 s")
@@ -239,13 +239,18 @@ async def run(settings: Settings, args: argparse.Namespace, seed_port: int, seed
         loader.daemon = True    # ends with the bench, also when a measurement fails
         loader.start()
     mode = f"{settings.orders_mode} mode"
+    cold_stages = {}
     if args.cold:
         cold = await measure_path(settings, rtdash_target(settings), args.rate, args.cold)
         results[f"rtdash, {mode}: first {args.cold:g} s after healthy (cold)"] = cold
+        cold_stages = stages(settings, cold["orders"])
     if args.warmup:
         await measure_rate(settings, 20, args.warmup)  # not reported
     since = time.monotonic()
+    lags: list[float] = []
+    lagging = asyncio.create_task(loop_lag(lags))
     warm = await measure_path(settings, rtdash_target(settings), args.rate, args.seconds)
+    lagging.cancel()
     until = time.monotonic()
     results[f"rtdash, {mode}: notify -> WebSocket (warm)"] = warm
     seed = await measure_path(settings, seed_target(seed_port, seed_db), args.rate, args.seconds)
@@ -262,7 +267,16 @@ async def run(settings: Settings, args: argparse.Namespace, seed_port: int, seed
         traffic = percentiles(freshness(dashboard, loaded["marks"], since, until))
         traffic["rate"] = loaded["counts"]["requests"] / loaded["seconds"]
     watcher.cancel()
-    return {"paths": results, "stages": stages(settings, warm["orders"]), "traffic": traffic, "batches": batches}
+    return {"paths": results, "stages": stages(settings, warm["orders"]), "cold_stages": cold_stages,
+            "traffic": traffic, "batches": batches, "loop_lag": percentiles(lags) if lags else None}
+
+
+async def loop_lag(into: list[float]) -> None:
+    """How late this process's event loop wakes up (ms), every 10 ms: the measuring client's own share."""
+    while True:
+        before = time.perf_counter()
+        await asyncio.sleep(0.01)
+        into.append((time.perf_counter() - before - 0.01) * 1000)
 
 
 def main() -> None:
@@ -286,7 +300,8 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="rtdash-bench-"))
     ports = ("kafka_port", "kafka_controller_port", "redis_port", "order_service_port",
              "order_service_internal_port", "payment_provider_port", "sms_gateway_port", "notifier_health_port",
-             "shop_port", "gateway_port", "jobs_health_port", "push_port", "orders_applier_port")
+             "shop_port", "gateway_port", "jobs_health_port", "push_port", "orders_applier_port",
+             "orders_realtime_health_port")
     overrides: dict = {name: free_port() for name in ports}
     for option, setting in (("mode", "orders_mode"), ("batch_seconds", "orders_realtime_batch_seconds"),
                             ("trigger", "spark_trigger_seconds")):
@@ -315,18 +330,24 @@ def main() -> None:
     for col in ("what", "n", "p50", "p95", "p99", "max"):
         table.add_column(col, justify="left" if col == "what" else "right")
     lines = ["| what | n | p50 ms | p95 ms | p99 ms | max ms |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    rows = list(paths.items()) + [(f"  stage {name}", r) for name, r in result["stages"].items()]
+    table.add_column("notify errors", justify="right")
+    rows = list(paths.items()) + [(f"  warm stage {name}", r) for name, r in result["stages"].items()]
+    rows += [(f"  cold stage {name}", r) for name, r in result["cold_stages"].items()]
+    if result["loop_lag"]:
+        rows.append(("the measuring client's event loop lag (during the warm measurement)", result["loop_lag"]))
     if result["traffic"]:
         rows.append((f"gateway page view -> traffic.today, {result['traffic']['rate']:,.0f} events/s "
                      f"(during the warm rtdash measurement)", result["traffic"]))
     for name, r in rows:
         cells = [name, str(r["n"])] + [f"{r[k]:.1f}" for k in ("p50", "p95", "p99", "max")]
-        table.add_row(*cells)
+        table.add_row(*cells, str(r.get("errors", "")))
         lines.append("| " + " | ".join(cells) + " |")
     console.print(table)
     warm = next(r for name, r in paths.items() if "(warm)" in name)
     seed = next(r for name, r in paths.items() if name.startswith("seed"))
-    notes = [f"ratio rtdash / seed: p50 {warm['p50'] / seed['p50']:.1f}x, p99 {warm['p99'] / seed['p99']:.1f}x",
+    errors = {name: r["errors"] for name, r in paths.items() if r.get("errors")}
+    notes = [f"notify errors (timeouts, 5xx; the orders stored without a reply still counted): {errors or 'none'}",
+             f"ratio rtdash / seed: p50 {warm['p50'] / seed['p50']:.2f}, p99 {warm['p99'] / seed['p99']:.2f}",
              f"p99 target <= {TARGET_P99_MS} ms: {'met' if warm['p99'] <= TARGET_P99_MS else 'missed'}"]
     for name, values in sorted(result["batches"].items()):
         if values:

@@ -6,13 +6,13 @@ cores the orders path's latency needs), each with its own checkpoint, query
 name and entry in the health endpoint (jobs/service.py). On a cluster each job
 file also runs alone under spark-submit.
 
-The `orders` entry follows RTDASH_ORDERS_MODE, so one writer owns
-orders.today and orders.per_minute: in `realtime` (the default) it is the
-real-time-mode query (jobs/orders_realtime.py), whose rows the orders applier
-(jobs/orders_applier.py, a service of its own) puts in Redis, and the
-application refuses to start when its task slots cannot hold the query's
-partitions beside the micro-batch queries; in `microbatch` it is the
-micro-batch orders job (jobs/orders.py), which writes Redis itself.
+The orders query follows RTDASH_ORDERS_MODE, so one writer owns
+orders.today and orders.per_minute: in `microbatch` it is the micro-batch
+orders job (jobs/orders.py) in this application, writing Redis itself; in
+`realtime` this application runs no orders query: the real-time-mode query
+(jobs/orders_realtime.py) runs in an application of its own (`rtdash up`'s
+`orders_realtime` service) and the orders applier (jobs/orders_applier.py)
+puts its rows in Redis.
 """
 from __future__ import annotations
 
@@ -27,21 +27,9 @@ def specs(settings: Settings) -> list[QuerySpec]:
 
     microbatch = [traffic.SPEC, QuerySpec("alerts", alerts.start)]
     if settings.orders_mode == "realtime":
-        from jobs import orders_realtime
-
-        return [orders_realtime.spec(len(microbatch)), *microbatch]
+        return microbatch
     return [QuerySpec("orders", orders.start), *microbatch]
 
 
-def preflight(settings: Settings):
-    """The slot check of the real-time mode (nothing to check in the micro-batch mode)."""
-    if settings.orders_mode != "realtime":
-        return None
-    from jobs import orders_realtime
-
-    return orders_realtime.preflight(len(specs(settings)) - 1)
-
-
 if __name__ == "__main__":
-    settings = Settings()
-    run_job(specs(settings), app_name="rtdash-jobs", description=__doc__, preflight=preflight(settings))
+    run_job(specs(Settings()), app_name="rtdash-jobs", description=__doc__)

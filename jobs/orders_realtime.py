@@ -33,13 +33,20 @@ pyspark 4.2.0, BENCHMARKS.md):
   topic plus one slot for the micro-batch queries beside it;
 * no Python runs per record (no UDF), so the query needs no Python worker.
 
+It runs as a Spark application of its own (`rtdash up`'s `orders_realtime`
+service), not beside the traffic and alert queries: when a real-time batch
+ends, its task slot is free until the next batch's task takes it, and in a
+shared application a traffic task may take it first; the next batch's records
+then wait for that task (seconds under the gateway's load; BENCHMARKS.md).
+
 Usage:
-    python -m jobs.orders_realtime      (alone; `python -m jobs` runs it with the others)
+    python -m jobs.orders_realtime
 
 Settings (environment, see README): RTDASH_KAFKA_BOOTSTRAP, RTDASH_ORDERS_TOPIC,
 RTDASH_ORDERS_DLQ_TOPIC, RTDASH_ORDERS_REALTIME_TOPIC, RTDASH_ORDERS_REALTIME_BATCH_SECONDS,
-RTDASH_TIMEZONE, RTDASH_SPARK_MASTER, RTDASH_HOME (checkpoint in <home>/checkpoints/orders_realtime),
-RTDASH_JOBS_HEALTH_PORT.
+RTDASH_TIMEZONE, RTDASH_ORDERS_REALTIME_SPARK_MASTER (default local[N], N the orders partitions),
+RTDASH_HOME (checkpoint in <home>/checkpoints/orders_realtime), RTDASH_BIND_HOST and
+RTDASH_ORDERS_REALTIME_HEALTH_PORT (GET /healthz and /metrics as jobs/service.py serves them).
 """
 from __future__ import annotations
 
@@ -177,8 +184,15 @@ def preflight(microbatch_queries: int):
     return check
 
 
+def own_application(settings: Settings) -> Settings:
+    """The settings of the real-time query's own application: its master and its health port."""
+    return settings.model_copy(update={"spark_master": settings.orders_realtime_master,
+                                       "jobs_health_port": settings.orders_realtime_health_port})
+
+
 def main() -> None:
-    run_job([spec()], app_name="rtdash-orders-realtime", description=__doc__, preflight=preflight(0))
+    run_job([spec()], app_name="rtdash-orders-realtime", description=__doc__, preflight=preflight(0),
+            adapt=own_application)
 
 
 if __name__ == "__main__":

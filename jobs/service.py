@@ -249,11 +249,13 @@ def serve_health(runner: JobRunner, host: str, port: int) -> ThreadingHTTPServer
 
 
 def run_job(specs: list[QuerySpec], *, app_name: str, description: str,
-            preflight: Callable[[SparkSession, Settings], None] | None = None) -> None:
+            preflight: Callable[[SparkSession, Settings], None] | None = None,
+            adapt: Callable[[Settings], Settings] | None = None) -> None:
     """The main of a job process: the queries of `specs` in one Spark application until SIGTERM.
 
     `preflight(spark, settings)`, when given, runs once the session is built and before any query
-    starts; an exception from it ends the process with its message (e.g. too few task slots)."""
+    starts; an exception from it ends the process with its message (e.g. too few task slots);
+    `adapt(settings)`, when given, makes the settings the application runs with (its own master, port)."""
     from jobs.spark import build_session
     from rtdash.logs import setup_logging
 
@@ -265,6 +267,8 @@ def run_job(specs: list[QuerySpec], *, app_name: str, description: str,
     args = parser.parse_args()
     setup_logging()
     settings = Settings()
+    if adapt is not None:
+        settings = adapt(settings)
     if args.trigger_seconds is not None:
         settings = settings.model_copy(update={"spark_trigger_seconds": args.trigger_seconds})
     stop = threading.Event()

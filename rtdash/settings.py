@@ -128,6 +128,13 @@ class Settings(BaseSettings):
     # batch's end the query commits its offsets, and the records around that moment wait for the
     # next batch to start (BENCHMARKS.md: the longer the batch, the rarer these stalls).
     orders_realtime_batch_seconds: float = Field(default=60, ge=5)
+    # The real-time query runs in a Spark application of its own (python -m jobs.orders_realtime): in the
+    # application of the micro-batch queries, each end of a real-time batch frees its slot and a traffic
+    # task may take it, and the next batch's records wait for that task (BENCHMARKS.md). Its /healthz.
+    orders_realtime_health_port: int = 8014
+    # Its master; empty means local[N], N the orders topic's partitions (one task slot each, held all
+    # batch long). On a cluster: as many executor cores as the topic has partitions.
+    orders_realtime_spark_master: str = ""
     # The orders applier's /healthz and /metrics.
     orders_applier_port: int = 8013
     # How long the applier keeps a day's set of applied order ids after its last order: a repeated
@@ -348,6 +355,11 @@ class Settings(BaseSettings):
     @property
     def checkpoints_dir(self) -> Path:
         return self.home / "checkpoints"
+
+    @property
+    def orders_realtime_master(self) -> str:
+        """The real-time orders application's master: the setting, else one local slot per orders partition."""
+        return self.orders_realtime_spark_master or f"local[{self.orders_topic_partitions}]"
 
     def child_env(self) -> dict[str, str]:
         """These settings as RTDASH_* variables, for the processes a runner starts."""

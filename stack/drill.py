@@ -37,9 +37,10 @@ from .runner import Stack
 from .testing import free_port
 
 FAULTS = ("order_service", "kafka", "redis", "spark_jobs", "push_server", "notifier")
-# Services only one orders mode runs, a fault to name when the drill runs in it: the orders applier of
-# RTDASH_ORDERS_MODE=realtime (rtdash drill --faults order_service,...,orders_applier).
-MODE_FAULTS = ("orders_applier",)
+# Services only one orders mode runs, faults to name when the drill runs in it: the real-time orders
+# application and the orders applier of RTDASH_ORDERS_MODE=realtime
+# (rtdash drill --faults order_service,kafka,redis,spark_jobs,orders_realtime,orders_applier,push_server,notifier).
+MODE_FAULTS = ("orders_realtime", "orders_applier")
 BASELINE = "none"
 RECOVERY_TARGET_S = 30.0
 POLL_S = 0.25

@@ -65,11 +65,14 @@ def local_stack(settings: Settings) -> list[Service]:
 
 
 def orders_applier(settings: Settings) -> list[Service]:
-    """In the `realtime` orders mode, the applier of the real-time query's rows (jobs/orders_applier.py): the
-    one writer of orders.today and orders.per_minute then. None in `microbatch`, where the Spark job writes them."""
+    """In the `realtime` orders mode, the real-time query's own Spark application (jobs/orders_realtime.py) and
+    the applier of its rows (jobs/orders_applier.py), the one writer of orders.today and orders.per_minute then.
+    None in `microbatch`, where the orders query of the `spark_jobs` application writes them."""
     if settings.orders_mode != "realtime":
         return []
-    return [python_service(settings, "orders_applier", "jobs.orders_applier", settings.orders_applier_port)]
+    return [python_service(settings, "orders_realtime", "jobs.orders_realtime", settings.orders_realtime_health_port,
+                           ready_timeout=180),
+            python_service(settings, "orders_applier", "jobs.orders_applier", settings.orders_applier_port)]
 
 
 def push_servers(settings: Settings) -> list[Service]:
