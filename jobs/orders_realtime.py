@@ -145,14 +145,42 @@ def slots_of(spark: SparkSession) -> int:
     return spark.sparkContext.defaultParallelism
 
 
+def sink_options(settings: Settings) -> dict[str, str]:
+    """The Kafka sink's producer options: the stream and its warm-up share them, and so one cached producer."""
+    return {"kafka.bootstrap.servers": settings.kafka_servers,
+            "kafka.linger.ms": "0"}    # each row as soon as it is made
+
+
+def warm_up(spark: SparkSession, settings: Settings) -> None:
+    """One made-up paid order through `transform` and the sink's producer, to <rows topic>.warmup, before the
+    stream starts: the generated code, the producer and the topic metadata are then ready for the first real
+    order, instead of being made while it waits (the first seconds after a start; BENCHMARKS.md)."""
+    from datetime import datetime, timezone
+
+    from rtdash.contracts import to_json
+    from rtdash.kafka_admin import ensure_topics
+
+    topic = f"{settings.orders_realtime_topic}.warmup"
+    ensure_topics(settings, [topic])
+    now = datetime.now(timezone.utc)
+    order = OrderPaid(order_id="warm-up", trade_no="warm-up", amount_cents=1, paid_at=now,
+                      trade_status="TRADE_SUCCESS", notify_id="warm-up", recorded_at=now)
+    records = spark.createDataFrame([(b"warm-up", to_json(order), settings.orders_topic, 0, -1)],
+                                    "key binary, value binary, topic string, partition int, offset long")
+    (transform(records, settings=settings).withColumn("topic", F.lit(topic))
+     .write.format("kafka").options(**sink_options(settings)).save())
+
+
 def start(spark: SparkSession, settings: Settings, *, microbatch_queries: int = 0) -> StreamingQuery:
-    """Start the real-time query in `spark`, once its slots are checked; `microbatch_queries` share the application."""
+    """Start the real-time query in `spark`, once its slots are checked and its path warmed up;
+    `microbatch_queries` share the application."""
     from rtdash.kafka_admin import ensure_topics
 
     check_slots(slots_of(spark), topic_partitions(settings, settings.orders_topic), microbatch_queries,
                 topic=settings.orders_topic)
     ensure_topics(settings, [settings.orders_realtime_topic, settings.orders_dlq_topic])
     spark.conf.set("spark.sql.session.timeZone", settings.timezone)
+    warm_up(spark, settings)
     records = (spark.readStream.format("kafka")
                .option("kafka.bootstrap.servers", settings.kafka_servers)
                .option("subscribe", settings.orders_topic)
@@ -163,8 +191,7 @@ def start(spark: SparkSession, settings: Settings, *, microbatch_queries: int = 
     return (transform(records, settings=settings).writeStream
             .queryName(query_name(settings))
             .format("kafka")
-            .option("kafka.bootstrap.servers", settings.kafka_servers)
-            .option("kafka.linger.ms", "0")    # each row as soon as it is made
+            .options(**sink_options(settings))
             .outputMode("update")
             .option("checkpointLocation", checkpoint_location(settings, "orders_realtime"))
             .trigger(realTime=f"{settings.orders_realtime_batch_seconds:g} seconds")

@@ -126,3 +126,6 @@ def test_realtime_query_and_applier_count_each_order_once_through_restarts(spark
     assert letters == {order("BAD", 0, PAID_AT): b"amount_cents must be positive",
                        b"garbage": b"not a JSON OrderPaid object"}
     assert not [t for t in threading.enumerate() if t.name == "orders-applier"]
+    # each start warmed the path up with a made-up order on a topic of its own, never on the rows topic
+    warm_ups = dead_letters(job.kafka_servers, f"{job.orders_realtime_topic}.warmup")
+    assert {from_json(OrderRow, value).order_id for value in warm_ups} == {"warm-up"}
