@@ -24,6 +24,7 @@ from rtdash.channels import ORDERS_PER_MINUTE, ORDERS_TODAY, TRAFFIC_CHANNELS, s
 from rtdash.contracts import to_json
 from rtdash.kafka_admin import ensure_topics
 from rtdash.kafka_producer import make_producer
+from stack.cli_cluster import status_lines
 from stack.cluster import cluster_services, cluster_settings, master_json, package_zip, submit_service
 from stack.processes import group_members
 from stack.runner import Stack
@@ -94,9 +95,11 @@ def listening_addresses(pgids: list[int]) -> set[str]:
 
 
 def check_on_the_cluster(settings, runner: Stack, job, app_name: str) -> None:
-    """The application runs one executor on each worker, and nothing of the cluster or the job listens
-    beyond the loopback; every worker advertises the loopback to the master."""
+    """The application runs one executor on each worker (and `rtdash status` shows it), and nothing of the
+    cluster or the job listens beyond the loopback; every worker advertises the loopback to the master."""
     assert executors_per_worker(settings, app_name) == [1, 1]
+    assert any(line.startswith(f"  application {app_name} (app-") and ": RUNNING, 2 cores" in line
+               for line in status_lines(settings)), status_lines(settings)
     assert {w["host"] for w in master_json(settings)["workers"]} == {"127.0.0.1"}
     addresses = listening_addresses([s.process.pid for s in runner.services] + [job.process.pid])
     assert addresses and addresses <= LOOPBACK, addresses
