@@ -35,10 +35,17 @@ On a quiet moment (or for a day that is over) one round agrees; under steady
 load the live figures run a batch behind the topics' ends and the last
 round's differences are reported.
 
-Limits: live figures exist only for the day the snapshots are of (the orders
-job's today, the traffic job's event-time today); another day's rows show no
-live figure and do not agree. Gateway events later than the traffic job's
-lateness are not counted live but are counted here.
+Another day. The snapshots hold the dashboard's day only (the orders
+writer's today, the traffic job's event-time today). For a day they have
+moved past (T+1: yesterday, up to a week back) the live figures are read from
+the day keys the writers keep and the snapshots are built from
+(`<p>:orders:day:D`, `<p>:orders:minute:D:*`, which the micro-batch orders
+job and the real-time orders applier both keep; `<p>:traffic:day:D` and the
+traffic job's other day keys, RTDASH_TRAFFIC_KEEP_DAYS), `read_stored`. A day
+with neither has no live figures, and does not agree.
+
+Gateway events later than the traffic job's lateness are not counted live but
+are counted here (the job's health gives `late_events`).
 
 Usage (the `rtdash reconcile` command prints the table and sets the exit status):
     reconcile(spark, settings, day="2026-11-30") -> Reconciliation
@@ -286,6 +293,37 @@ def read_live(client: redis.Redis, prefix: str, day: str) -> Live:
     return Live(orders, traffic, dates)
 
 
+def read_stored(client: redis.Redis, prefix: str, day: str) -> Live:
+    """The figures of a day the snapshots have moved past, from the day keys the writers keep
+    (RTDASH_TRAFFIC_KEEP_DAYS, eight days for orders): the same keys both orders writers (the micro-batch
+    job and the real-time applier) add to (jobs/orders_sink.py, jobs/traffic_sink.py); None where there are none."""
+    def hash_ints(key: str) -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in client.hgetall(key).items()}
+
+    def ranking(key: str) -> list[tuple[str, int]]:
+        return [(member.decode(), int(-score)) for member, score in client.zrange(key, 0, TOP_TODAY - 1,
+                                                                                 withscores=True)]
+
+    orders = None
+    totals = hash_ints(f"{prefix}:orders:day:{day}")
+    if totals:
+        counts, amounts = (hash_ints(f"{prefix}:orders:minute:{day}:{figure}") for figure in ("count", "amount"))
+        orders = OrderFigures(totals.get("count", 0), totals.get("amount_cents", 0),
+                              {m: (counts[m], amounts.get(m, 0)) for m in counts})
+    traffic = None
+    day_figures = hash_ints(f"{prefix}:traffic:day:{day}")
+    if day_figures:
+        per_figure = {name: hash_ints(f"{prefix}:traffic:minute:{day}:{name}") for name in MINUTE_FIGURES}
+        traffic = TrafficFigures(
+            {"page_views": day_figures.get("page_views", 0),
+             "visitors": client.pfcount(f"{prefix}:traffic:visitors:{day}"),
+             "logged_in_users": client.pfcount(f"{prefix}:traffic:users:{day}"),
+             "searches": day_figures.get("searches", 0), "bot_requests": day_figures.get("bot_requests", 0)},
+            {m: {name: per_figure[name].get(m, 0) for name in MINUTE_FIGURES} for m in per_figure["requests"]},
+            ranking(f"{prefix}:search:terms:{day}"), ranking(f"{prefix}:search:products:{day}"))
+    return Live(orders, traffic, {})
+
+
 # --- the comparison -----------------------------------------------------------------------------
 
 def unique_allowed(batch: int, at_least: int = 0) -> int:
@@ -369,7 +407,10 @@ def reconcile(spark: SparkSession, settings: Settings, day: str | None = None, *
         while True:
             rounds += 1
             live = read_live(client, settings.redis_prefix, day)
-            stored = database_orders(settings, day)
+            if live.orders is None or live.traffic is None:   # the snapshots are of another day
+                stored = read_stored(client, settings.redis_prefix, day)
+                live = Live(live.orders or stored.orders, live.traffic or stored.traffic, live.dates)
+            paid = database_orders(settings, day)
             ranges = [offset_range(settings, topic, since) for topic in (settings.orders_topic,
                                                                          settings.gateway_topic)]
             key = tuple((r.topic, tuple(sorted(r.end.items()))) for r in ranges)
@@ -379,7 +420,7 @@ def reconcile(spark: SparkSession, settings: Settings, day: str | None = None, *
                               batch_traffic(read_range(spark, settings, ranges[1]), settings, day))
             topic_orders, traffic = cache[key]
             result = Reconciliation(day, [*compare_orders(live.orders, topic_orders),
-                                          *compare_orders(live.orders, stored, "order database"),
+                                          *compare_orders(live.orders, paid, "order database"),
                                           *compare_traffic(live.traffic, traffic)], ranges, rounds=rounds)
             if result.ok or time.monotonic() + pause_seconds > deadline:
                 break
@@ -396,8 +437,10 @@ def notes(result: Reconciliation, live: Live, settings: Settings) -> list[str]:
     lines = [f"read {r.describe()}" for r in result.ranges]
     for channel, shown in live.dates.items():
         if shown != result.day:
-            lines.append(f"{channel}: the dashboard's snapshot is of {shown or 'no day (not published)'}, "
-                         f"not {result.day}: no live figures to compare")
+            found = live.orders if channel.startswith("orders.") else live.traffic
+            lines.append(f"{channel}: the dashboard's snapshot is of {shown or 'no day (not published)'}, not "
+                         f"{result.day}: " + ("live figures read from the day's stored keys" if found is not None
+                                              else "no live figures of that day in Redis"))
     if not result.ok:
         lines.append(f"after {result.rounds} round(s) {len(result.differing)} figure(s) differ beyond the "
                      f"documented error (unique counts {UNIQUE_ERROR:.0%}, everything else exact)")

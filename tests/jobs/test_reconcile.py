@@ -7,8 +7,13 @@ from datetime import datetime, timezone
 from functools import partial
 
 import kafka_records
-from jobs.reconcile import (Figure, OrderFigures, TrafficFigures, batch_orders, batch_traffic, compare_orders,
-                            compare_traffic, read_live)
+from jobs.checkpoint import Batch
+from jobs.orders_sink import MinuteTotal, OrdersSink
+from jobs.reconcile import (Figure, Live, OrderFigures, TrafficFigures, batch_orders, batch_traffic, compare_orders,
+                            compare_traffic, read_live, read_stored)
+from jobs.traffic_events import classify
+from jobs.traffic_figures import Facts, figures, with_lateness
+from jobs.traffic_sink import TrafficSink
 from rtdash.channels import (ORDERS_PER_MINUTE, ORDERS_TODAY, SEARCH_PRODUCTS_TODAY, SEARCH_TERMS_TODAY,
                              TRAFFIC_PER_MINUTE, TRAFFIC_TODAY, snapshot_key)
 
@@ -44,6 +49,23 @@ def test_traffic_of_the_day_by_the_jobs_rules(spark, job_settings):
                            "16:01": {"page_views": 1, "visitors": 1, "requests": 2, "errors": 1}}
     assert out.terms == [("desk lamp", 2), ("kettle", 1)]
     assert out.products == [("P2", 2), ("P1", 1), ("P3", 1)]   # a product listed twice in one search counts once
+
+
+def test_a_day_the_snapshots_moved_past_is_read_from_the_day_keys_the_sinks_keep(spark, job_settings, redis_client):
+    records = kafka_records.records(spark, [
+        kafka_records.gateway_request(started_at=T0, search_term="lamp", result_product_ids=["P1"], user_id="u1"),
+        kafka_records.gateway_request(started_at=LATER, path="/products/P1", visitor_id="v2", status=503),
+        kafka_records.gateway_request(started_at=LATER, path="/products/P1", visitor_id="v3"),
+        kafka_records.gateway_request(started_at=LATER, visitor_id="bot", user_agent="Googlebot/2.1")],
+        topic="gateway", written_at=LATER)
+    rows = figures(Facts()(with_lateness(classify(records, settings=job_settings), None))).toArrow().to_pylist()
+    TrafficSink(redis_client, job_settings, "traffic").apply(Batch("q", 0, ""), rows)
+    OrdersSink(redis_client, job_settings.redis_prefix).apply(
+        Batch("q", 0, ""), "2026-11-30", [MinuteTotal(DAY, "15:59", 1, 1000), MinuteTotal(DAY, "16:01", 1, 250)])
+    stored = read_stored(redis_client, job_settings.redis_prefix, DAY)
+    assert stored.orders == OrderFigures(2, 1250, {"15:59": (1, 1000), "16:01": (1, 250)})
+    assert stored.traffic == batch_traffic(records, job_settings, DAY)
+    assert read_stored(redis_client, job_settings.redis_prefix, "2026-11-24") == Live(None, None, {})
 
 
 def envelope(data: dict) -> str:
