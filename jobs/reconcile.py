@@ -392,6 +392,24 @@ def today(settings: Settings) -> str:
     return datetime.now(settings.tz).date().isoformat()
 
 
+def check_sources(settings: Settings) -> None:
+    """Reach Redis, both topics and the order database once, so a missing part is reported before Spark starts;
+    raises what the client raises (redis.RedisError, kafka.errors.KafkaError, SQLAlchemyError) or LookupError."""
+    client = redis.Redis.from_url(settings.redis, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        client.ping()
+    finally:
+        client.close()
+    for topic in (settings.orders_topic, settings.gateway_topic):
+        offset_range(settings, topic, datetime.now(settings.tz))
+    engine = make_engine(settings.database)
+    try:
+        with engine.connect() as conn:
+            conn.execute(select(orders_table.c.order_id).limit(1)).all()
+    finally:
+        engine.dispose()
+
+
 def reconcile(spark: SparkSession, settings: Settings, day: str | None = None, *,
               settle_seconds: float = 30.0, pause_seconds: float = 1.0) -> Reconciliation:
     """Compare `day` (default today in RTDASH_TIMEZONE) in rounds until it agrees or `settle_seconds` pass."""

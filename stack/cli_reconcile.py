@@ -5,7 +5,8 @@ order database); this command builds the SparkSession from the settings
 (local mode by default, RTDASH_SPARK_MASTER for a cluster), prints one row per
 figure (figure, live, batch, difference, agrees) and the offset ranges it
 read, and exits 0 when every figure agrees (unique counts within 2%), 1 when
-one does not, 2 on bad input.
+one does not, 2 when it cannot compare (a bad option; Kafka, Redis or the order
+database not reachable, a topic missing).
 """
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ from rich.console import Console
 from rich.table import Table
 
 from .cli_common import console, settings_from_env
+
+
+class CannotCompare(click.ClickException):
+    """A part the comparison reads is not there: exit 2, not 1 (which says the figures differ)."""
+
+    exit_code = 2
 
 
 def verdict(figure) -> str:
@@ -51,7 +58,11 @@ def table(result) -> Table:
 def reconcile(day: str | None, settle: float) -> None:
     """Recompute a day's figures in batch from the topics and the order database, compare them with the
     dashboard's (Redis), print the table; exit 1 if any differs beyond the documented error."""
-    from jobs.reconcile import reconcile as run, today
+    import redis
+    from kafka.errors import KafkaError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from jobs.reconcile import check_sources, reconcile as run, today
     from jobs.spark import build_session
 
     settings = settings_from_env()
@@ -59,14 +70,17 @@ def reconcile(day: str | None, settle: float) -> None:
         day = date.fromisoformat(day).isoformat() if day else today(settings)
     except ValueError as exc:
         raise click.BadParameter(f"{day!r} is not a date such as 2026-11-30", param_hint="--date") from exc
-    with console.status(f"recomputing {day} in batch Spark"):
-        spark = build_session(settings, "rtdash-reconcile")
-        try:
-            result = run(spark, settings, day, settle_seconds=settle)
-        except LookupError as exc:
-            raise click.ClickException(str(exc)) from exc
-        finally:
-            spark.stop()
+    unreachable = (LookupError, KafkaError, redis.RedisError, SQLAlchemyError)
+    try:
+        check_sources(settings)
+        with console.status(f"recomputing {day} in batch Spark"):
+            spark = build_session(settings, "rtdash-reconcile")
+            try:
+                result = run(spark, settings, day, settle_seconds=settle)
+            finally:
+                spark.stop()
+    except unreachable as exc:
+        raise CannotCompare(f"cannot reconcile {day}: {type(exc).__name__}: {exc}") from exc
     # Written to a file or a pipe, the table gets the width it needs rather than rich's 80 columns.
     (console if console.is_terminal else Console(width=160)).print(table(result))
     for line in result.notes:
