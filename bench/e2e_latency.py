@@ -1,9 +1,10 @@
 """End-to-end latency: from a notify's `success` reply to the dashboard message that counts it.
 
 Starts the whole local stack as `rtdash up` does (real Kafka, Redis, order
-service, the Spark application with the orders, traffic and alert queries, the
-orders applier in the real-time mode, push server) under a temporary home on
-free ports, in the orders mode of --mode, connects a WebSocket client like a
+service, the Spark application of the traffic and alert queries, with the
+micro-batch orders query in it or, in the real-time mode, the real-time orders
+application and the orders applier beside it, push server) under a temporary
+home on free ports, in the orders mode of --mode, connects a WebSocket client like a
 dashboard, and posts signed notifies at a steady rate (the payment simulator
 places each order in the order service's internal API first, as the shop does).
 Per order, latency = arrival of the first `orders.today` message whose count
