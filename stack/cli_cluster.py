@@ -2,7 +2,7 @@
 
     rtdash cluster up              master + RTDASH_SPARK_WORKERS workers (from pyspark), until Ctrl-C or `down`
     rtdash cluster down            stop the cluster `up` started in another terminal
-    rtdash cluster submit JOB      spark-submit JOB (all, orders, traffic, alerts) to the cluster, until Ctrl-C
+    rtdash cluster submit JOB      spark-submit JOB (all, orders, orders_realtime, traffic, alerts), until Ctrl-C
     rtdash cluster package         the zip of rtdash/ and jobs/ that submit gives spark-submit's --py-files
 
 The process logic lives in stack/cluster.py; `rtdash status` shows the master and its applications.
@@ -98,7 +98,7 @@ def default_package(settings: Settings) -> Path:
 
 
 @cluster.command("submit")
-@click.argument("job", type=click.Choice(["all", "orders", "traffic", "alerts"]))
+@click.argument("job", type=click.Choice(["all", "orders", "orders_realtime", "traffic", "alerts"]))
 @click.option("--cores", type=int, help="Cores the application takes at most (spark.cores.max; default: all free).")
 @click.option("--conf", "confs", multiple=True, metavar="KEY=VALUE", help="More Spark configuration (repeatable).")
 @click.option("--print-only", is_flag=True, help="Print the spark-submit command line (its driver gets this "
@@ -106,12 +106,15 @@ def default_package(settings: Settings) -> Path:
 def cluster_submit(job: str, cores: int | None, confs: tuple[str, ...], print_only: bool) -> None:
     """Submit JOB to the cluster with spark-submit (client mode) and run it until Ctrl-C.
 
-    `all` is every query in one application, as the local stack runs them. The driver's health is
-    http://RTDASH_BIND_HOST:RTDASH_JOBS_HEALTH_PORT/healthz: a second application here needs another port.
+    `all` is the queries of `python -m jobs` in one application (RTDASH_ORDERS_MODE says whether the orders
+    job is among them); `orders` is the micro-batch orders job, `orders_realtime` the real-time-mode orders
+    query, whose rows the orders applier (`python -m jobs.orders_applier`, not a Spark job) puts in Redis.
+    The driver's health is http://RTDASH_BIND_HOST:RTDASH_JOBS_HEALTH_PORT/healthz
+    (RTDASH_ORDERS_REALTIME_HEALTH_PORT for orders_realtime): a second application here needs another port.
     """
     import shlex
 
-    from .cluster import master_json, master_url, package_zip, submit_argv, submit_service
+    from .cluster import health_port, master_json, master_url, package_zip, submit_argv, submit_service
     from .probes import port_open
     from .runner import StackError
 
@@ -128,10 +131,11 @@ def cluster_submit(job: str, cores: int | None, confs: tuple[str, ...], print_on
         return
     if master_json(settings) is None:
         raise click.ClickException(f"no Spark master answers at {master_url(settings)}: `rtdash cluster up` first")
-    if port_open(settings.bind_host, settings.jobs_health_port):
+    port = health_port(settings, job)
+    if port_open(settings.bind_host, port):
         raise click.ClickException(
-            f"port {settings.jobs_health_port} is taken (the local stack's spark_jobs runs these queries?): stop it, "
-            "or give this application its own RTDASH_JOBS_HEALTH_PORT, RTDASH_HOME and RTDASH_REDIS_PREFIX")
+            f"port {port} is taken (the local stack runs these queries?): stop it, or give this application its "
+            "own health port, RTDASH_HOME and RTDASH_REDIS_PREFIX")
     package_zip(package)
     stop = _wait_for_stop()
     service = submit_service(settings, job, package, cores=cores, conf=conf)

@@ -35,8 +35,11 @@ from rtdash.settings import PROJECT_ROOT, Settings
 
 from .runner import Service, StackError
 
-# What `rtdash cluster submit` runs: the job name -> the job's file (its main), relative to jobs/.
-JOBS = {"all": "__main__.py", "orders": "orders.py", "traffic": "traffic.py", "alerts": "alerts.py"}
+# What `rtdash cluster submit` runs: the job name -> the job's file (its main), relative to jobs/. `all` is
+# `python -m jobs` (the queries of RTDASH_ORDERS_MODE in one application), `orders` the micro-batch orders
+# job, `orders_realtime` the real-time-mode orders query (its rows applied by the orders applier).
+JOBS = {"all": "__main__.py", "orders": "orders.py", "orders_realtime": "orders_realtime.py",
+        "traffic": "traffic.py", "alerts": "alerts.py"}
 # The packages the zip for --py-files carries: what the jobs import, on the driver and on executors.
 PACKAGES = ("rtdash", "jobs")
 # Heap of the master and worker daemons (Spark's default is 1g each): they only schedule.
@@ -184,9 +187,14 @@ def submit_env(settings: Settings) -> dict[str, str]:
                                    "PYSPARK_PYTHON": sys.executable, "PYTHONUNBUFFERED": "1"}
 
 
-def jobs_health(settings: Settings) -> dict | None:
+def health_port(settings: Settings, job: str) -> int:
+    """Where the submitted `job` serves /healthz: the real-time orders query has a port of its own."""
+    return settings.orders_realtime_health_port if job == "orders_realtime" else settings.jobs_health_port
+
+
+def jobs_health(settings: Settings, job: str = "all") -> dict | None:
     """The submitted application's /healthz (its queries), None while it does not answer."""
-    url = f"http://{settings.bind_host}:{settings.jobs_health_port}/healthz"
+    url = f"http://{settings.bind_host}:{health_port(settings, job)}/healthz"
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:
             return json.loads(resp.read())
@@ -204,8 +212,8 @@ def submit_service(settings: Settings, job: str, package: Path, *, cores: int | 
     """The submitted job as a Service of the runner: healthy once every query of its /healthz is active."""
     return Service(f"spark_submit_{job}", submit_argv(settings, job, package, cores=cores, conf=conf),
                    settings.logs_dir / f"spark_submit_{job}.log", env=submit_env(settings),
-                   health=lambda: bool((jobs_health(settings) or {}).get("active")),
-                   address=f"http://{settings.bind_host}:{settings.jobs_health_port}",
+                   health=lambda: bool((jobs_health(settings, job) or {}).get("active")),
+                   address=f"http://{settings.bind_host}:{health_port(settings, job)}",
                    ready_timeout=ready_timeout, stop_timeout=40)
 
 

@@ -164,3 +164,35 @@ def test_orders_job_submitted_to_the_cluster_counts_each_order_once(cluster):
             now.date().isoformat(), len(orders), sum(cents for _, cents, _ in orders))
         assert snapshot(settings, ORDERS_PER_MINUTE)["minutes"] == per_minute
         check_on_the_cluster(settings, runner, job, "rtdash-orders")
+
+
+def test_realtime_orders_query_on_the_cluster_with_the_applier_counts_each_order_once(cluster):
+    """The default orders mode on the cluster: the real-time query takes one task slot per orders partition (two,
+    one on each worker) for as long as it runs; the orders applier beside it puts each order in Redis once."""
+    from stack.services import python_service
+
+    settings_, runner, package = cluster
+    settings = job_settings(settings_, "realtime", orders_mode="realtime", orders_topic="orders.clusterrt",
+                            orders_dlq_topic="orders.clusterrt.dlq", orders_realtime_topic="orders.clusterrt.rows",
+                            orders_topic_partitions=2, orders_realtime_health_port=free_port(),
+                            orders_applier_port=free_port())
+    ensure_topics(settings, [settings.orders_topic, settings.orders_dlq_topic, settings.orders_realtime_topic])
+    now = datetime.now(timezone.utc)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    rng = random.Random(3)
+    orders = [(f"R{i:03d}", rng.randint(100, 50_000), max(midnight, now - timedelta(seconds=30 * i)))
+              for i in range(40)]
+    records = [(oid.encode(), order(oid, cents, at)) for oid, cents, at in orders]
+    records += rng.sample(records, 10)
+    producer = make_producer(settings.kafka_servers, client_id="rtdash-test-cluster")
+    for key, value in records:
+        producer.produce(settings.orders_topic, key=key, value=value)
+    assert producer.flush(30) == 0, "Kafka did not acknowledge every order"
+
+    with submit_service(settings, "orders_realtime", package) as job, \
+            python_service(settings, "orders_applier", "jobs.orders_applier", settings.orders_applier_port):
+        today = eventually(lambda: (data := snapshot(settings, ORDERS_TODAY)) and data["count"] >= len(orders) and data,
+                           timeout=180, interval=1, what=f"orders.today with {len(orders)} orders")
+        assert (today["date"], today["count"], today["amount_cents"]) == (
+            now.date().isoformat(), len(orders), sum(cents for _, cents, _ in orders))
+        check_on_the_cluster(settings, runner, job, "rtdash-orders-realtime")
