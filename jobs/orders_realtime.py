@@ -1,6 +1,6 @@
 """Orders, real-time mode: each paid order checked and placed in its day and minute as it arrives.
 
-The `realtime` orders mode (RTDASH_ORDERS_MODE, the default). A Spark
+The `realtime` orders mode (RTDASH_ORDERS_MODE; `microbatch` is the default). A Spark
 Structured Streaming query in real-time mode (`trigger(realTime=...)`, Spark
 4.1+) reads the `orders` topic and, record by record, with no micro-batch to
 wait for:
