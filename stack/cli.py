@@ -236,8 +236,10 @@ def keys_demo() -> None:
               help="Seconds a killed component stays down (the load goes on) before its restart.")
 @click.option("--traffic-rate", type=float, default=1.0, show_default=True,
               help="Shopper sessions per second through the gateway (0: none).")
-@click.option("--faults", default="order_service,kafka,redis,spark_jobs,push_server,notifier", show_default=True,
-              help="Components to kill, in order (comma list).")
+@click.option("--faults", default=None,
+              help="Components to kill, in order, comma list. Default: order_service, kafka, redis, spark_jobs, "
+                   "push_server, notifier; in the real-time orders mode also orders_realtime and orders_applier "
+                   "after spark_jobs.")
 @click.option("--recovery-timeout", type=float, default=180.0, show_default=True,
               help="Seconds to wait for the numbers after a component is back.")
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path),
@@ -245,16 +247,17 @@ def keys_demo() -> None:
 @click.option("--keep", is_flag=True, help="Keep the temporary home (logs, databases) and print where it is.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the table as Markdown to this file.")
-def drill(rate: float, duplicate_share: float, seconds: float, down: float, traffic_rate: float, faults: str,
+def drill(rate: float, duplicate_share: float, seconds: float, down: float, traffic_rate: float, faults: str | None,
           recovery_timeout: float, home: Path | None, keep: bool, markdown_path: Path | None) -> None:
     """The fault drill: a stack of its own on free ports; each component SIGKILLed under load and restarted;
     the dashboard's numbers checked against the order database after each. Exit 1 if any check fails."""
-    from stack.drill import RECOVERY_TARGET_S, DrillPlan, drill_settings, run_drill
+    from stack.drill import RECOVERY_TARGET_S, DrillPlan, default_faults, drill_settings, run_drill
     from stack.drill_report import markdown, rich_table
     from stack.runner import StackError
 
     plan = DrillPlan(rate=rate, duplicate_share=duplicate_share, seconds=seconds, down=down, traffic_rate=traffic_rate,
-                     faults=tuple(f.strip() for f in faults.split(",") if f.strip()), recovery_timeout=recovery_timeout)
+                     faults=default_faults(Settings()) if faults is None
+                     else tuple(f.strip() for f in faults.split(",") if f.strip()), recovery_timeout=recovery_timeout)
     try:
         plan.check()
     except ValueError as exc:

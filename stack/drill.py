@@ -39,9 +39,18 @@ from .testing import free_port
 FAULTS = ("order_service", "kafka", "redis", "spark_jobs", "push_server", "notifier")
 # Services only one orders mode runs, faults to name when the drill runs in it: the real-time orders
 # application and the orders applier of RTDASH_ORDERS_MODE=realtime
-# (rtdash drill --faults order_service,kafka,redis,spark_jobs,orders_realtime,orders_applier,push_server,notifier).
+# (`default_faults`).
 MODE_FAULTS = ("orders_realtime", "orders_applier")
 BASELINE = "none"
+
+
+def default_faults(settings: Settings) -> tuple[str, ...]:
+    """Every component the stack of `settings` runs, in the drill's order: in the real-time orders mode the
+    real-time orders application and the orders applier come after the Spark application."""
+    if settings.orders_mode != "realtime":
+        return FAULTS
+    at = FAULTS.index("spark_jobs") + 1
+    return FAULTS[:at] + MODE_FAULTS + FAULTS[at:]
 RECOVERY_TARGET_S = 30.0
 POLL_S = 0.25
 # Every port setting: the drill's stack gets a free one for each, so it never meets a running stack.

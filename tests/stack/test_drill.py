@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from rtdash.settings import Settings
-from stack.drill import FAULTS, PORTS, RECOVERY_TARGET_S, DrillPlan, PhaseResult, drill_settings, run_drill
+from stack.drill import (FAULTS, PORTS, RECOVERY_TARGET_S, DrillPlan, PhaseResult, default_faults, drill_settings,
+                         run_drill)
 from stack.drill_checks import DashboardSocket, Figures, Sms, Truth, differences
 from stack.drill_report import markdown, rows
 from stack.probes import port_open
@@ -92,10 +93,16 @@ def test_a_plan_names_known_faults_and_sensible_figures():
         DrillPlan(duplicate_share=1).check()
 
 
-def test_the_command_kills_every_component_by_default():
-    from stack.cli import drill
+def test_the_command_kills_every_component_of_the_orders_mode_by_default():
+    from stack.services import local_stack
 
-    assert next(p.default for p in drill.params if p.name == "faults") == ",".join(FAULTS)
+    microbatch = Settings(_env_file=None, orders_mode="microbatch")
+    realtime = Settings(_env_file=None, orders_mode="realtime")
+    assert default_faults(microbatch) == FAULTS
+    assert default_faults(realtime) == ("order_service", "kafka", "redis", "spark_jobs", "orders_realtime",
+                                        "orders_applier", "push_server", "notifier")
+    for settings in (microbatch, realtime):   # each fault is a service that mode's stack runs
+        assert set(default_faults(settings)) <= {service.name for service in local_stack(settings)}
 
 
 def test_the_drills_stack_is_its_own_whatever_the_environment_names(tmp_path):
