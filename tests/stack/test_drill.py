@@ -118,12 +118,14 @@ def test_the_drills_stack_is_its_own_whatever_the_environment_names(tmp_path):
 
 
 @pytest.mark.integration
-def test_a_short_drill_over_every_fault_ends_exact_and_leaves_nothing_running(tmp_path):
-    settings = drill_settings(tmp_path / "home", Settings(_env_file=None, kafka_heap="384m"))
-    plan = DrillPlan(rate=10, duplicate_share=0.1, seconds=3, down=1, traffic_rate=0.5, recovery_timeout=120)
+@pytest.mark.parametrize("orders_mode", ["microbatch", "realtime"])
+def test_a_short_drill_over_every_fault_ends_exact_and_leaves_nothing_running(tmp_path, orders_mode):
+    settings = drill_settings(tmp_path / "home", Settings(_env_file=None, kafka_heap="384m", orders_mode=orders_mode))
+    plan = DrillPlan(rate=10, duplicate_share=0.1, seconds=3, down=1, traffic_rate=0.5, recovery_timeout=120,
+                     faults=default_faults(settings))
     report = run_drill(plan, settings)
     table = markdown(report.results, RECOVERY_TARGET_S) + "\n" + "\n".join(report.summary)
-    assert [r.fault for r in report.results] == ["none", *FAULTS], table
+    assert [r.fault for r in report.results] == ["none", *default_faults(settings)], table
     for result in report.results:
         assert result.recovery_s is not None and result.recovery_s <= RECOVERY_TARGET_S, table
         assert not any(result.differences.values()), table
