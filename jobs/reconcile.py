@@ -418,7 +418,7 @@ def reconcile(spark: SparkSession, settings: Settings, day: str | None = None, *
     spark.conf.set("spark.sql.session.timeZone", settings.timezone)
     since = datetime.combine(date.fromisoformat(day), datetime.min.time(), settings.tz) - MARGIN
     client = redis.Redis.from_url(settings.redis, socket_timeout=15)
-    deadline = time.monotonic() + settle_seconds
+    deadline = None   # set when the first round is done: starting Spark and the first batch take their own time
     cache: dict[tuple, object] = {}
     rounds = 0
     try:
@@ -440,6 +440,7 @@ def reconcile(spark: SparkSession, settings: Settings, day: str | None = None, *
             result = Reconciliation(day, [*compare_orders(live.orders, topic_orders),
                                           *compare_orders(live.orders, paid, "order database"),
                                           *compare_traffic(live.traffic, traffic)], ranges, rounds=rounds)
+            deadline = deadline or time.monotonic() + settle_seconds
             if result.ok or time.monotonic() + pause_seconds > deadline:
                 break
             log.info("round %d: %d figures differ, reading again", rounds, len(result.differing))
@@ -462,4 +463,8 @@ def notes(result: Reconciliation, live: Live, settings: Settings) -> list[str]:
     if not result.ok:
         lines.append(f"after {result.rounds} round(s) {len(result.differing)} figure(s) differ beyond the "
                      f"documented error (unique counts {UNIQUE_ERROR:.0%}, everything else exact)")
+        if result.day == today(settings):
+            lines.append("the day is still open: events that arrive while the live jobs catch up show as "
+                         "differences; compare at a quiet moment (--settle waits longer) or once the day is over "
+                         "(--date)")
     return lines
