@@ -40,11 +40,12 @@ def guard_key(prefix: str, query: str) -> str:
     return f"{prefix}:job:{query}:applied"
 
 
-def load_script(name: str, *, guarded: bool = True) -> str:
-    """jobs/lua/guard.lua (when `guarded`), jobs/lua/envelope.lua (how channels are published), then
-    jobs/lua/<name>.lua: one script, run atomically by Redis."""
+def load_script(name: str, *, guarded: bool = True, library: tuple[str, ...] = ()) -> str:
+    """jobs/lua/guard.lua (when `guarded`), jobs/lua/envelope.lua (how channels are published), the
+    `library` files (functions several scripts share), then jobs/lua/<name>.lua: one script, run
+    atomically by Redis."""
     folder = resources.files("jobs") / "lua"
-    parts = (["guard"] if guarded else []) + ["envelope", name]
+    parts = (["guard"] if guarded else []) + ["envelope", *library, name]
     return "\n".join((folder / f"{part}.lua").read_text() for part in parts)
 
 

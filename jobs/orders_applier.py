@@ -44,12 +44,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import resources
 
 import redis
 import tornado.web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from jobs.checkpoint import load_script
 from rtdash.channels import HISTORY_SECONDS, HISTORY_SIZE, ORDERS_PER_MINUTE, ORDERS_TODAY, stream_keys
 from rtdash.contracts import from_json
 from rtdash.metrics import metrics_route, request_logger
@@ -93,12 +93,6 @@ def recorded_at(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="milliseconds")
 
 
-def load_script() -> str:
-    """jobs/lua/envelope.lua (how channels are published), then jobs/lua/orders_applier.lua."""
-    folder = resources.files("jobs") / "lua"
-    return "\n".join((folder / f"{part}.lua").read_text() for part in ("envelope", "orders_applier"))
-
-
 class OrdersApplier:
     """Applies order rows to Redis, once per order id; safe to call again with rows it has seen."""
 
@@ -109,7 +103,8 @@ class OrdersApplier:
         self.prefix = prefix
         self._args = [str(ttl_seconds), str(ids_ttl_seconds)]
         self._history = [history_size, history_seconds]
-        self._script = client.register_script(load_script())
+        self._script = client.register_script(
+            load_script("orders_applier", guarded=False, library=("orders_channels",)))
         self._keys = [*stream_keys(prefix, ORDERS_TODAY), *stream_keys(prefix, ORDERS_PER_MINUTE)]
 
     def apply(self, rows: Iterable[OrderRow], today: str) -> Applied:

@@ -73,7 +73,7 @@ class OrdersSink:
         self.prefix = prefix
         self.ttl_seconds = ttl_seconds
         self.history = [history_size, history_seconds]
-        self._script = client.register_script(load_script("orders"))
+        self._script = client.register_script(load_script("orders", library=("orders_channels",)))
         self._guard = guard_key(prefix, query)
         self._keys = [self._guard, *stream_keys(prefix, ORDERS_TODAY), *stream_keys(prefix, ORDERS_PER_MINUTE)]
 

@@ -71,6 +71,7 @@ from producers.order_service.store import epoch_ms, orders as orders_table
 from rtdash.channels import (ORDERS_PER_MINUTE, ORDERS_TODAY, SEARCH_PRODUCTS_TODAY, SEARCH_TERMS_TODAY,
                              TRAFFIC_PER_MINUTE, TRAFFIC_TODAY, snapshot_key)
 from rtdash.database import make_engine
+from rtdash.redis_client import redis_client
 from rtdash.settings import Settings
 
 log = logging.getLogger("rtdash.jobs.reconcile")
@@ -395,7 +396,7 @@ def today(settings: Settings) -> str:
 def check_sources(settings: Settings) -> None:
     """Reach Redis, both topics and the order database once, so a missing part is reported before Spark starts;
     raises what the client raises (redis.RedisError, kafka.errors.KafkaError, SQLAlchemyError) or LookupError."""
-    client = redis.Redis.from_url(settings.redis, socket_connect_timeout=5, socket_timeout=5)
+    client = redis_client(settings, socket_timeout=5)
     try:
         client.ping()
     finally:
@@ -417,7 +418,7 @@ def reconcile(spark: SparkSession, settings: Settings, day: str | None = None, *
     date.fromisoformat(day)  # ValueError for a malformed day, before anything is read
     spark.conf.set("spark.sql.session.timeZone", settings.timezone)
     since = datetime.combine(date.fromisoformat(day), datetime.min.time(), settings.tz) - MARGIN
-    client = redis.Redis.from_url(settings.redis, socket_timeout=15)
+    client = redis_client(settings)
     deadline = None   # set when the first round is done: starting Spark and the first batch take their own time
     cache: dict[tuple, object] = {}
     rounds = 0

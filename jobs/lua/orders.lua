@@ -1,4 +1,5 @@
 -- The orders sink (jobs/orders_sink.py): one micro-batch's per-minute totals, all or nothing.
+-- Prepended with jobs/lua/guard.lua, jobs/lua/envelope.lua and jobs/lua/orders_channels.lua.
 -- KEYS[2..6]  the stream keys of orders.today (jobs/lua/envelope.lua)
 -- KEYS[7..11]  the same of orders.per_minute
 -- ARGV[4] prefix  ARGV[5] today (YYYY-MM-DD)  ARGV[6] ttl seconds
@@ -31,48 +32,10 @@ for _, row in ipairs(cjson.decode(ARGV[7])) do
   end
 end
 
--- 2. publish today's channels when they changed or still show an earlier day
-local function snapshot_date(snapshot_key)
-  local snap = redis.call('GET', snapshot_key)
-  if not snap then return nil end
-  local ok, envelope = pcall(cjson.decode, snap)
-  if ok and type(envelope) == 'table' and type(envelope['data']) == 'table' then
-    return envelope['data']['date']
-  end
-  return nil
-end
-local function minutes_data(names)
-  local mc = prefix .. ':orders:minute:' .. today .. ':count'
-  local ma = prefix .. ':orders:minute:' .. today .. ':amount'
-  table.sort(names)
-  local parts = {}
-  for _, m in ipairs(names) do
-    parts[#parts + 1] = cjson.encode(m) .. ':{"count":' .. (redis.call('HGET', mc, m) or '0')
-      .. ',"amount_cents":' .. (redis.call('HGET', ma, m) or '0') .. '}'
-  end
-  return '{"date":' .. cjson.encode(today) .. ',"minutes":{' .. table.concat(parts, ',') .. '}}'
-end
-local published = false
-
-if touched or snapshot_date(today_keys[1]) ~= today then
-  local day = prefix .. ':orders:day:' .. today
-  local data = '{"date":' .. cjson.encode(today)
-    .. ',"count":' .. (redis.call('HGET', day, 'count') or '0')
-    .. ',"amount_cents":' .. (redis.call('HGET', day, 'amount_cents') or '0')
-  if touched and (ARGV[12] or '') ~= '' then data = data .. ',"last_recorded_at":' .. cjson.encode(ARGV[12]) end
-  data = data .. '}'
-  publish_envelope(today_keys, today_channel, data, nil, bound)
-  published = true
-end
-
-local new_day = snapshot_date(minute_keys[1]) ~= today
-if touched or new_day then
-  local all = minutes_data(redis.call('HKEYS', prefix .. ':orders:minute:' .. today .. ':count'))
-  local live = nil
-  if not new_day then live = minutes_data(changed) end
-  publish_envelope(minute_keys, minute_channel, all, live, bound)
-  published = true
-end
+-- 2. publish today's channels when they changed or still show an earlier day (orders_channels.lua)
+local published = publish_orders({prefix = prefix, today = today, today_keys = today_keys, minute_keys = minute_keys,
+                                  today_channel = today_channel, minute_channel = minute_channel, bound = bound},
+                                 touched, changed, ARGV[12])
 
 -- 3. remember the batch
 if ARGV[2] ~= '' then

@@ -1,6 +1,6 @@
 -- The orders applier (jobs/orders_applier.py): paid orders of the real-time path, each counted once
--- by its order id, all or nothing. Prepended with jobs/lua/envelope.lua (no batch guard: the rows
--- themselves say whether they were applied).
+-- by its order id, all or nothing. Prepended with jobs/lua/envelope.lua and jobs/lua/orders_channels.lua
+-- (no batch guard: the rows themselves say whether they were applied).
 -- KEYS[1..5]  the stream keys of orders.today (jobs/lua/envelope.lua)
 -- KEYS[6..10]  the same of orders.per_minute
 -- ARGV[1] prefix  ARGV[2] today (YYYY-MM-DD)  ARGV[3] ttl seconds of the day and minute hashes
@@ -48,42 +48,8 @@ for _, row in ipairs(cjson.decode(ARGV[5])) do
   end
 end
 
--- 2. publish today's channels when they changed or still show an earlier day (as jobs/lua/orders.lua)
-local function snapshot_date(snapshot_key)
-  local snap = redis.call('GET', snapshot_key)
-  if not snap then return nil end
-  local ok, envelope = pcall(cjson.decode, snap)
-  if ok and type(envelope) == 'table' and type(envelope['data']) == 'table' then
-    return envelope['data']['date']
-  end
-  return nil
-end
-local function minutes_data(names)
-  local mc = prefix .. ':orders:minute:' .. today .. ':count'
-  local ma = prefix .. ':orders:minute:' .. today .. ':amount'
-  table.sort(names)
-  local parts = {}
-  for _, m in ipairs(names) do
-    parts[#parts + 1] = cjson.encode(m) .. ':{"count":' .. (redis.call('HGET', mc, m) or '0')
-      .. ',"amount_cents":' .. (redis.call('HGET', ma, m) or '0') .. '}'
-  end
-  return '{"date":' .. cjson.encode(today) .. ',"minutes":{' .. table.concat(parts, ',') .. '}}'
-end
-
-if touched or snapshot_date(today_keys[1]) ~= today then
-  local day = prefix .. ':orders:day:' .. today
-  local data = '{"date":' .. cjson.encode(today)
-    .. ',"count":' .. (redis.call('HGET', day, 'count') or '0')
-    .. ',"amount_cents":' .. (redis.call('HGET', day, 'amount_cents') or '0')
-  if touched and newest ~= '' then data = data .. ',"last_recorded_at":' .. cjson.encode(newest) end
-  publish_envelope(today_keys, today_channel, data .. '}', nil, bound)
-end
-
-local new_day = snapshot_date(minute_keys[1]) ~= today
-if touched or new_day then
-  local all = minutes_data(redis.call('HKEYS', prefix .. ':orders:minute:' .. today .. ':count'))
-  local live = nil
-  if not new_day then live = minutes_data(changed) end
-  publish_envelope(minute_keys, minute_channel, all, live, bound)
-end
+-- 2. publish today's channels when they changed or still show an earlier day (orders_channels.lua)
+publish_orders({prefix = prefix, today = today, today_keys = today_keys, minute_keys = minute_keys,
+                today_channel = today_channel, minute_channel = minute_channel, bound = bound},
+               touched, changed, newest)
 return {applied, repeated, refused}
