@@ -59,12 +59,12 @@ def local_stack(settings: Settings) -> list[Service]:
                        "gateway", "producers.gateway", settings.gateway_port, health_path="/_gateway/healthz"),
         # one Spark application: the orders, traffic and alert queries (jobs/__main__.py)
         python_service(settings, "spark_jobs", "jobs", settings.jobs_health_port, ready_timeout=180),
-        *orders_applier(settings),
+        *realtime_orders(settings),
         *push_servers(settings),
     ]
 
 
-def orders_applier(settings: Settings) -> list[Service]:
+def realtime_orders(settings: Settings) -> list[Service]:
     """In the `realtime` orders mode, the real-time query's own Spark application (jobs/orders_realtime.py) and
     the applier of its rows (jobs/orders_applier.py), the one writer of orders.today and orders.per_minute then.
     None in `microbatch`, where the orders query of the `spark_jobs` application writes them."""

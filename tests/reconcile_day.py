@@ -34,7 +34,7 @@ from rtdash.keys import demo_keys
 from rtdash.settings import Settings
 from stack.drill_checks import read_truth
 from stack.runner import Service
-from stack.services import orders_applier, python_service
+from stack.services import python_service, realtime_orders
 from stack.testing import free_port
 
 from traffic_model import Expected
@@ -80,7 +80,7 @@ def day_stack(stack_settings: Settings, home: Path, name: str, **extra) -> Itera
                                               settings.order_service_port))
         jobs = services.enter_context(python_service(settings, "spark_jobs", "jobs", settings.jobs_health_port,
                                                      ready_timeout=180))
-        for applier in orders_applier(settings):
+        for applier in realtime_orders(settings):
             services.enter_context(applier)
         yield Day(settings, jobs, Expected(settings.tz, settings.traffic_lateness_seconds),
                   ShopperLog(seed=14, visitors=400, users=60))
