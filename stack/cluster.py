@@ -19,7 +19,7 @@ in client mode with `--master spark://host:port`, the connector jars from .jars/
 `--jars`, the project's packages zipped by `--py-files` (`package_zip`), the settings as
 RTDASH_* variables of the driver, and the checkpoints under RTDASH_HOME, which every executor
 and the driver reach on one machine; a cluster of several machines needs them on shared
-storage (HDFS or an S3-compatible store; README "Running on a cluster").
+storage (HDFS or an S3-compatible store; README "Running the jobs on a Spark cluster").
 """
 from __future__ import annotations
 
