@@ -20,7 +20,6 @@ import asyncio
 import shutil
 import signal
 import tempfile
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,7 +32,8 @@ from rtdash.logs import setup_logging
 from rtdash.settings import Settings
 
 from .cli_cluster import cluster, status_lines as cluster_status_lines
-from .cli_common import console, private_key, settings_from_env
+from .cli_common import (console, private_key, report_line, settings_from_env,
+                         start_supervised, stop_with_progress, wait_for_stop)
 from .cli_reconcile import reconcile
 from .cli_simulate import simulate
 from .cli_token import dashboard_url, make_token, token
@@ -63,7 +63,7 @@ def _demo_keys(settings: Settings) -> None:
 
 
 def _start_stack(settings: Settings):
-    from stack.runner import Stack, StackError
+    from stack.runner import Stack
     from stack.services import local_stack
 
     _demo_keys(settings)
@@ -71,33 +71,13 @@ def _start_stack(settings: Settings):
         link = dashboard_url(settings, make_token(settings)[0])
     except ValueError as exc:
         raise click.ClickException(f"cannot make a dashboard token: {exc}") from exc
-    # Supervised: a service that dies is reported here at once and restarted with growing pauses.
-    stack = Stack(settings, local_stack(settings), supervise=True,
-                  report=lambda line: console.print(line, style="bold yellow", markup=False, highlight=False))
-    try:
-        with console.status("starting the local stack") as status:
-            stack.start(on_step=status.update)
-    except StackError as exc:
-        raise click.ClickException(str(exc)) from exc
-    table = Table(title="rtdash local stack", show_lines=False)
-    for col in ("service", "address", "log"):
-        table.add_column(col)
-    for service in stack.services:
-        table.add_row(service.name, service.address, str(service.log_path))
-    console.print(table)
+    stack = Stack(settings, local_stack(settings), supervise=True, report=report_line)
+    start_supervised(stack, "local stack", "service")
     # The token rides in the fragment: browsers never send it, so no log or Referer holds it.
     console.print(f"dashboard: {link}", soft_wrap=True, markup=False, highlight=False)
     console.print("(the link opens the dashboard for 8 hours; `rtdash token` makes another)   "
                   "(Ctrl-C stops everything)", markup=False, highlight=False)
     return stack
-
-
-def _wait_for_stop() -> threading.Event:
-    """Set on Ctrl-C, on `rtdash down` (SIGTERM) and when the terminal closes (SIGHUP): each stops the stack."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
 
 
 def _say(*lines: str) -> None:
@@ -110,12 +90,7 @@ def _say(*lines: str) -> None:
 
 
 def _stop_stack(stack) -> None:
-    """Stop every service; writing to a closed terminal fails, and the stack is stopped all the same."""
-    try:
-        with console.status("stopping the local stack"):
-            stack.stop()
-    except OSError:
-        stack.stop()
+    stop_with_progress(stack, "local stack")
     _say("stopped")
 
 
@@ -123,7 +98,7 @@ def _stop_stack(stack) -> None:
 def up() -> None:
     """Start the local stack (no simulated traffic) and run until Ctrl-C or `rtdash down`."""
     settings = settings_from_env()
-    stop = _wait_for_stop()
+    stop = wait_for_stop()
     stack = _start_stack(settings)
     try:
         stop.wait()
@@ -142,7 +117,7 @@ def demo(rate: float, users: int, payments: float) -> None:
     from producers.traffic import TrafficConfig, TrafficSimulator
 
     settings = settings_from_env()
-    stop = _wait_for_stop()
+    stop = wait_for_stop()
     stack = _start_stack(settings)
     shoppers = TrafficSimulator(f"http://{settings.bind_host}:{settings.gateway_port}",
                                 TrafficConfig(users=users, rate=rate, duration=10**9, seed=int(time.time())))

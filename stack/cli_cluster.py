@@ -9,28 +9,18 @@ The process logic lives in stack/cluster.py; `rtdash status` shows the master an
 """
 from __future__ import annotations
 
-import signal
-import threading
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from rtdash.settings import Settings
 
-from .cli_common import console, settings_from_env
+from .cli_common import (console, report_line, settings_from_env,
+                         start_supervised, stop_with_progress, wait_for_stop)
 
 
 def _say(line: str) -> None:
     console.print(line, markup=False, highlight=False, soft_wrap=True)
-
-
-def _wait_for_stop() -> threading.Event:
-    """Set on Ctrl-C, SIGTERM (`rtdash cluster down`) and SIGHUP (the terminal closed)."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
 
 
 @click.group()
@@ -42,34 +32,19 @@ def cluster() -> None:
 def cluster_up() -> None:
     """Start the master and the workers, every one on RTDASH_BIND_HOST; run until Ctrl-C or `rtdash cluster down`."""
     from .cluster import cluster_services, cluster_settings, master_ui, master_url
-    from .runner import Stack, StackError
+    from .runner import Stack
 
     settings = settings_from_env()
-    stop = _wait_for_stop()
+    stop = wait_for_stop()
     services = cluster_services(settings)
-    runner = Stack(cluster_settings(settings), services, supervise=True,
-                   report=lambda line: console.print(line, style="bold yellow", markup=False, highlight=False))
-    try:
-        with console.status("starting the Spark cluster") as status:
-            runner.start(on_step=status.update)
-    except StackError as exc:
-        raise click.ClickException(str(exc)) from exc
-    table = Table(title="rtdash Spark cluster")
-    for col in ("process", "address", "log"):
-        table.add_column(col)
-    for service in services:
-        table.add_row(service.name, service.address, str(service.log_path))
-    console.print(table)
+    runner = Stack(cluster_settings(settings), services, supervise=True, report=report_line)
+    start_supervised(runner, "Spark cluster", "process")
     _say(f"master {master_url(settings)}, web UI {master_ui(settings)}; submit with `rtdash cluster submit all` "
          "(Ctrl-C stops the cluster)")
     try:
         stop.wait()
     finally:
-        try:
-            with console.status("stopping the Spark cluster"):
-                runner.stop()
-        except OSError:          # the terminal is gone: stop all the same
-            runner.stop()
+        stop_with_progress(runner, "Spark cluster")
 
 
 @cluster.command("down")
@@ -137,7 +112,7 @@ def cluster_submit(job: str, cores: int | None, confs: tuple[str, ...], print_on
             f"port {port} is taken (the local stack runs these queries?): stop it, or give this application its "
             "own health port, RTDASH_HOME and RTDASH_REDIS_PREFIX")
     package_zip(package)
-    stop = _wait_for_stop()
+    stop = wait_for_stop()
     service = submit_service(settings, job, package, cores=cores, conf=conf)
     try:
         with console.status(f"submitting {job} to {master_url(settings)}"):
