@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
@@ -72,12 +72,15 @@ from jobs.spark import read_topic
 from jobs.traffic_events import classify
 from jobs.traffic_figures import Facts, figures, late_before_ms, with_lateness
 from jobs.traffic_sink import TrafficSink
+from rtdash.contracts import GatewayRequest, to_json
 from rtdash.redis_client import redis_client
 from rtdash.settings import Settings
 
 log = logging.getLogger("rtdash.jobs.traffic")
 
 QUERY_NAME = "traffic"
+WARMED_UP = "rtdash.traffic.warmedUp"   # a session conf flag: the warm-up ran in this application
+WARM_UP_EVENTS = 2_000                  # per warm-up batch: about a second of a busy shop's requests
 
 
 def query_name(settings: Settings) -> str:
@@ -137,13 +140,63 @@ class BatchWriter:
 def write_traffic(events: DataFrame, settings: Settings, sink: TrafficSink) -> StreamingQuery:
     """Start the streaming write of `classify`'s output: each batch's figures into `sink`."""
     checkpoint = checkpoint_location(settings, "traffic")
+    writer = BatchWriter(settings, sink, CheckpointLog(events.sparkSession, checkpoint))
+    warm_up(events.sparkSession, settings, writer.facts)
     return (events.writeStream
             .queryName(query_name(settings))
             .outputMode("append")
             .option("checkpointLocation", checkpoint)
             .trigger(processingTime=f"{settings.spark_trigger_seconds} seconds")
-            .foreachBatch(BatchWriter(settings, sink, CheckpointLog(events.sparkSession, checkpoint)))
+            .foreachBatch(writer)
             .start())
+
+
+def made_up_requests(n: int, now: datetime) -> list[GatewayRequest]:
+    """`n` gateway events of every kind the job counts (page views, searches with results, bots, 404s, 5xx,
+    logged-in users, order-centre calls), for the warm-up: none of them reaches Redis."""
+    agents = ("Mozilla/5.0 (X11; Linux x86_64)", "Mozilla/5.0 (iPhone)", "Googlebot/2.1", "Mozilla/5.0 (Macintosh)")
+    requests = []
+    for i in range(n):
+        search = i % 3 == 0
+        path = ("/search" if search else f"/products/p{i % 97}" if i % 3 == 1 else
+                "/order_center/notify" if i % 29 == 0 else "/")
+        requests.append(GatewayRequest(
+            request_id=f"warm-up-{i}", started_at=now - timedelta(milliseconds=i), method="GET" if i % 17 else "POST",
+            path=path, route=path.split("/")[1] or "home", query={"q": [f"Term {i % 53}"]} if search else {},
+            status=(404 if i % 23 == 0 else 503 if i % 41 == 0 else 200), request_bytes=300, response_bytes=2000 + i,
+            total_ms=1.5 + (i * 7919) % 400, gateway_ms=0.4, visitor_id=f"v{i % 613}", source="proxy",
+            user_id=f"u{i % 89}" if i % 4 == 0 else None, user_agent=agents[i % len(agents)],
+            search_term=f"  Term  {i % 53}" if search else None,
+            result_product_ids=[f"p{(i + k) % 97}" for k in range(i % 12)] if search else None))
+    return requests
+
+
+def warm_up(spark: SparkSession, settings: Settings, facts: Facts) -> None:
+    """Made-up events through a batch's whole Spark job (parse, classify, facts, figures, Arrow), before the
+    stream starts, so the query reports healthy only once its batches are fast.
+
+    A fresh JVM runs a small batch three to four times slower than a warm one, and its
+    compiler threads take a core for a minute or more: the first minute of page views
+    would reach the dashboard seconds late (BENCHMARKS.md, traffic_freshness).
+    Once per Spark application: a restarted query finds the JVM warm.
+    """
+    if settings.traffic_warm_up_batches <= 0 or spark.conf.get(WARMED_UP, "false") == "true":
+        return
+    started = time.perf_counter()
+    now = datetime.now(timezone.utc)
+    records = spark.createDataFrame(
+        [(r.key(), to_json(r), settings.gateway_topic, i % 3, i, now, 0)
+         for i, r in enumerate(made_up_requests(WARM_UP_EVENTS, now))],
+        "key binary, value binary, topic string, partition int, offset long, timestamp timestamp, "
+        "timestampType int").cache()
+    events = classify(records, settings=settings)
+    late_before = {p: late_before_ms(int(now.timestamp() * 1000), settings.traffic_lateness_seconds) for p in range(3)}
+    for _ in range(settings.traffic_warm_up_batches):
+        figures(facts(with_lateness(events, late_before))).toArrow().to_pylist()
+    records.unpersist()
+    spark.conf.set(WARMED_UP, "true")
+    log.info("warmed up: %d batches of %d made-up events in %.1f s", settings.traffic_warm_up_batches,
+             WARM_UP_EVENTS, time.perf_counter() - started)
 
 
 def start(spark: SparkSession, settings: Settings) -> StreamingQuery:

@@ -153,6 +153,9 @@ class Settings(BaseSettings):
     # Days (of event time) the per-day traffic figures are kept in Redis; minute detail goes once its
     # day, the recent-terms window and the lateness are over.
     traffic_keep_days: int = Field(default=8, gt=0)
+    # Batches of made-up events the traffic query runs through its Spark job before it starts (and
+    # reports healthy), so its first real batches are as fast as later ones; 0 starts it cold.
+    traffic_warm_up_batches: int = Field(default=30, ge=0)
 
     # --- alerts (jobs/alerts.py): Grafana-style rules over the per-minute series in Redis ---
     alerts_topic: str = "alerts"

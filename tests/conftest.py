@@ -7,6 +7,8 @@ The services are the same `Service` definitions `rtdash up` uses.
 """
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from rtdash.settings import Settings
@@ -17,6 +19,10 @@ from stack.kafka import kafka_service
 from stack.runner import Service
 from stack.services import python_service, redis_service
 from stack.testing import free_port
+
+# Every Spark application a test starts warms its traffic query up (jobs/traffic.py) with two batches,
+# not thirty: the path is run, and a suite that starts a dozen applications stays within its time.
+os.environ.setdefault("RTDASH_TRAFFIC_WARM_UP_BATCHES", "2")
 
 
 @pytest.fixture(scope="session")

@@ -214,3 +214,45 @@ def partitions_written(settings) -> int:
         return sum(1 for end in ends.values() if end > 0)
     finally:
         consumer.close()
+
+
+
+def test_the_warm_up_runs_every_kind_of_event_once_per_application_and_writes_nothing(spark, traffic_settings,
+                                                                                      monkeypatch):
+    """The made-up events cover what a batch counts (so the warm-up compiles every path); the warm-up
+    writes nothing to Redis, and a second start in the same application does not repeat it."""
+    import jobs.traffic
+    from jobs.traffic import WARMED_UP, made_up_requests, transform, warm_up
+    from jobs.traffic_figures import Facts
+
+    now = utc(2026, 3, 1, 12, 0)
+    records = spark.createDataFrame(
+        [(r.key(), to_json(r), "gateway", 0, i, now, 0) for i, r in enumerate(made_up_requests(400, now))],
+        "key binary, value binary, topic string, partition int, offset long, timestamp timestamp, "
+        "timestampType int")
+    kinds: dict[str, int] = {}
+    minute: dict[str, int] = {}
+    for row in transform(records, settings=traffic_settings, clock_ms=None).collect():
+        kinds[row["kind"]] = kinds.get(row["kind"], 0) + row["n"]
+        if row["kind"] == "minute":
+            for name in ("page_views", "searches", "bots", "errors"):
+                minute[name] = minute.get(name, 0) + row[name]
+    assert "invalid" not in kinds and "late" not in kinds
+    assert {"minute", "route", "visitor", "user", "term", "product", "clock"} <= set(kinds)
+    assert all(minute[name] > 0 for name in ("page_views", "searches", "bots", "errors")), minute
+
+    client = redis.Redis.from_url(traffic_settings.redis)
+    keys_before = sorted(client.keys("*"))
+    batches = []
+    real_figures = jobs.traffic.figures
+    monkeypatch.setattr(jobs.traffic, "figures", lambda facts: batches.append(1) or real_figures(facts))
+    spark.conf.unset(WARMED_UP)
+    settings = traffic_settings.model_copy(update={"traffic_warm_up_batches": 3})
+    warm_up(spark, settings, Facts())
+    assert len(batches) == 3 and spark.conf.get(WARMED_UP) == "true"
+    warm_up(spark, settings, Facts())
+    assert len(batches) == 3
+    try:
+        assert sorted(client.keys("*")) == keys_before
+    finally:
+        client.close()
