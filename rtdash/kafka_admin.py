@@ -22,9 +22,13 @@ log = logging.getLogger("rtdash.kafka")
 
 
 def pipeline_topics(settings: Settings) -> list[str]:
-    """The topics the local stack creates at start (docker-compose.yml's kafka-init creates the same)."""
+    """The topics the local stack creates at start (docker-compose.yml's kafka-init creates the same).
+
+    The real-time orders path's rows topic is among them in either orders mode: the orders applier gets
+    its partitions at its start, before the real-time query has made its first row; a switch of mode on
+    kept state needs no topic step; in `microbatch` it is one empty topic nobody reads or writes."""
     return [settings.orders_topic, settings.orders_dlq_topic, settings.gateway_topic, settings.gateway_dlq_topic,
-            settings.alerts_topic]
+            settings.alerts_topic, settings.orders_realtime_topic]
 
 
 def topic_partitions(settings: Settings, topic: str) -> int:

@@ -23,7 +23,8 @@ def test_the_stack_creates_each_pipeline_topic_with_its_partitions(kafka, stack_
     settings = stack_settings
     assert partitions(settings, pipeline_topics(settings)) == {
         settings.gateway_topic: settings.gateway_topic_partitions, settings.orders_topic: settings.orders_topic_partitions,
-        settings.gateway_dlq_topic: 1, settings.orders_dlq_topic: 1, settings.alerts_topic: 1}
+        settings.gateway_dlq_topic: 1, settings.orders_dlq_topic: 1, settings.alerts_topic: 1,
+        settings.orders_realtime_topic: 1}   # the real-time orders path's rows, in either orders mode
     assert settings.gateway_topic_partitions == 3    # the default: the ground-truth tests read several partitions
 
 
