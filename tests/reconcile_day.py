@@ -74,7 +74,7 @@ def day_stack(stack_settings: Settings, home: Path, name: str, **extra) -> Itera
         update["gateway_topic_partitions"] = 3   # offset ranges over several partitions
     settings = stack_settings.model_copy(update=update)
     demo_keys(settings)
-    ensure_topics(settings, [*pipeline_topics(settings), settings.orders_realtime_topic])
+    ensure_topics(settings, pipeline_topics(settings))
     with ExitStack() as services:
         services.enter_context(python_service(settings, "order_service", "producers.order_service",
                                               settings.order_service_port))
