@@ -27,6 +27,15 @@ LOCAL_CHECKPOINT_FILE_MANAGER = \
 KAFKA_SOURCE_OPTIONS = {"kafka.fetch.max.wait.ms": "20"}
 
 
+# The driver's thread stacks. Stopping a query while its foreachBatch runs in Python makes Spark
+# match the Python error's text against a regular expression to tell a stop from a failure. The
+# match recurses about 400 bytes of stack per character, so on that long text it ran past the
+# default 1 MB stack: every stop of the traffic query ended in a StackOverflowError and thousands of
+# lines of log instead of a clean stop. 32 MB holds some 75,000 characters; stack memory is
+# committed only as it is used.
+DRIVER_JAVA_OPTIONS = "-Xss32m"
+
+
 def read_topic(spark: SparkSession, settings: Settings, topic: str, *, max_per_batch: int,
                starting_offsets: str = "earliest", **options: str) -> DataFrame:
     """`topic` as a stream of Kafka records, with what every rtdash job's source needs.
@@ -99,7 +108,7 @@ def build_session(settings: Settings, app_name: str, *, ui: bool = False) -> Spa
             # In local mode the driver's JVM runs the micro-batches too. The parallel collector,
             # not G1: on a small machine G1's concurrent threads take CPU from the batches, and
             # with G1 the slowest batches were slower (BENCHMARKS.md).
-            builder = (builder.config("spark.driver.extraJavaOptions", "-XX:+UseParallelGC")
+            builder = (builder.config("spark.driver.extraJavaOptions", f"-XX:+UseParallelGC {DRIVER_JAVA_OPTIONS}")
                        # Driver and executors share one JVM: bind and advertise the loopback, like
                        # every other service, not whatever interface the hostname resolves to.
                        .config("spark.driver.bindAddress", "127.0.0.1")

@@ -30,7 +30,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from jobs.spark import connector_jars
+from jobs.spark import DRIVER_JAVA_OPTIONS, connector_jars
 from rtdash.settings import PROJECT_ROOT, Settings
 
 from .runner import Service, StackError
@@ -168,6 +168,7 @@ def submit_argv(settings: Settings, job: str, package: Path, *, cores: int | Non
     options = {
         "spark.driver.host": host, "spark.driver.bindAddress": host,
         "spark.driver.memory": settings.spark_driver_memory,
+        "spark.driver.extraJavaOptions": DRIVER_JAVA_OPTIONS,   # a query's stop in foreachBatch (jobs/spark.py)
         "spark.executor.memory": settings.spark_executor_memory,
         "spark.executor.cores": str(settings.spark_worker_cores),
         "spark.pyspark.python": sys.executable,

@@ -74,21 +74,33 @@ def group_alive(pgid: int) -> bool:
 
 
 def stop_process_group(pid: int, timeout: float, wait: Callable[[float], object] | None = None) -> None:
-    """SIGTERM the group led by `pid`, SIGKILL it after `timeout` seconds.
+    """SIGTERM the leader `pid`, then the rest of its group, SIGKILL the group after `timeout` seconds.
 
-    `wait` (the leader's `Popen.wait`, when this process started it) reaps the leader.
+    The leader goes first so that a process which stops its own children can: the Spark jobs stop
+    their queries and then their JVM, which a SIGTERM of its own would shut down under them (their
+    micro-batches cut off, pages of errors in the log). The rest of the group gets SIGTERM once the
+    leader is gone, or after half the timeout. `wait` (the leader's `Popen.wait`, when this process
+    started it) reaps the leader.
     """
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
+        pass   # the leader is gone; what is left of its group is still stopped below
+    started = time.monotonic()
+    deadline = started + timeout
+    group_signalled = False
     while time.monotonic() < deadline:
         if wait is not None:
             try:
                 wait(0.2)
             except subprocess.TimeoutExpired:
-                continue
+                pass
+        if not group_signalled and (not pid_alive(pid) or time.monotonic() >= started + timeout / 2):
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                return
+            group_signalled = True
         if not group_alive(pid):
             return
         time.sleep(0.1)

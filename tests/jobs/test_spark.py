@@ -38,3 +38,17 @@ def test_the_driver_binds_and_advertises_the_loopback(spark):
     assert conf.get("spark.driver.bindAddress") == "127.0.0.1"
     # what the driver's block manager tells executors to connect to
     assert spark._jsc.sc().env().blockManager().blockManagerId().host() == "127.0.0.1"
+
+
+def test_a_query_stopped_inside_its_foreach_batch_is_told_from_a_failure_without_overflowing_the_stack(spark):
+    """Spark tells a stop from a failure by matching the Python error's text with PROXY_ERROR, a pattern that
+    recurses once per character: the traffic query's errors at a stop (a cancelled job's stack trace) are
+    tens of thousands of characters, past what a default 1 MB thread stack holds."""
+    proxy_error = spark._jvm.org.apache.spark.sql.execution.streaming.runtime.StreamExecution.PROXY_ERROR()
+    trace = ("py4j.protocol.Py4JJavaError: An error occurred while calling o812.toArrow.\n"
+             ": org.apache.spark.SparkException: Job 437 cancelled because the query was stopped\n"
+             + "\tat org.apache.spark.scheduler.DAGScheduler.failJobAndIndependentStages(DAGScheduler.scala:2935)\n"
+             * 450)
+    assert len(trace) > 40_000   # a 16 MB stack overflows here too
+    assert proxy_error.findFirstIn(trace + "Caused by: java.lang.InterruptedException\n").isDefined()
+    assert not proxy_error.findFirstIn(trace).isDefined()

@@ -167,3 +167,39 @@ def test_a_zombie_is_gone_but_a_live_member_keeps_its_group_alive():
         if group_alive(leader.pid):
             os.killpg(leader.pid, signal.SIGKILL)
         leader.wait()
+
+
+LEADER_STOPPING_ITS_CHILD = """
+import signal, subprocess, sys
+child = subprocess.Popen(["sleep", "60"])
+def stop(*_):
+    try:
+        child.wait(timeout=1)       # a SIGTERM sent to the whole group ends `sleep` at once
+        seen = "child already stopped"
+    except subprocess.TimeoutExpired:
+        seen = "child still running"
+    child.terminate()
+    child.wait()
+    open(sys.argv[1], "w").write(seen)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+print("ready", flush=True)
+signal.pause()
+"""
+
+
+def test_the_leader_is_stopped_first_so_it_can_stop_its_own_children(tmp_path):
+    """As the Spark jobs do: on SIGTERM their process stops its queries, then its JVM; the JVM must not
+    get a SIGTERM of its own meanwhile."""
+    report = tmp_path / "report"
+    leader = subprocess.Popen([sys.executable, "-c", LEADER_STOPPING_ITS_CHILD, str(report)],
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert leader.stdout.readline().strip() == "ready"
+        stop_process_group(leader.pid, 10, wait=leader.wait)
+        assert report.read_text() == "child still running"
+        assert not group_alive(leader.pid)
+    finally:
+        if group_alive(leader.pid):
+            os.killpg(leader.pid, signal.SIGKILL)
+        leader.wait()
