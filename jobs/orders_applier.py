@@ -31,7 +31,8 @@ Settings (environment, see README): RTDASH_KAFKA_BOOTSTRAP, RTDASH_ORDERS_REALTI
 RTDASH_REDIS_URL, RTDASH_REDIS_PREFIX, RTDASH_TIMEZONE, RTDASH_ORDERS_APPLIED_IDS_SECONDS,
 RTDASH_PUSH_HISTORY_SIZE/_SECONDS, RTDASH_BIND_HOST and RTDASH_ORDERS_APPLIER_PORT
 (GET /healthz: 200 once the consumer has its partitions and the script ran; GET /metrics).
-SIGTERM or Ctrl-C commits what was applied and stops.
+A broker that goes away (a restart) is waited for: `poll` is asked again with
+pauses growing from 0.2 s to 5 s. SIGTERM or Ctrl-C commits what was applied and stops.
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ from datetime import datetime, timezone
 
 import redis
 import tornado.web
+from kafka.errors import RetriableError
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from jobs.checkpoint import load_script
@@ -201,6 +203,19 @@ class ApplierLoop:
                 self.metrics.apply_seconds.observe(time.perf_counter() - started)
         return done
 
+    def _poll(self, consumer) -> dict:
+        """The next records, asked again while the broker is away (a retriable Kafka error, such as the
+        refused connection of a broker restarting); nothing once stopped during the outage."""
+        try:
+            for attempt in retrying(first_s=0.2, max_s=5, stop=self._stop, on=RetriableError, log=log,
+                                    what="reading the orders rows"):
+                with attempt:
+                    return consumer.poll(timeout_ms=POLL_MS, max_records=1000)
+        except RetriableError:
+            if not self._stop.is_set():
+                raise
+        return {}
+
     def _run(self) -> None:
         consumer = None
         try:
@@ -209,7 +224,7 @@ class ApplierLoop:
             idle_since = time.monotonic()
             self.status.state = "running"
             while not self._stop.is_set():
-                polled = consumer.poll(timeout_ms=POLL_MS, max_records=1000)
+                polled = self._poll(consumer)
                 partitions = sorted(tp.partition for tp in consumer.assignment())
                 if partitions != self.status.partitions:
                     self.status.partitions = partitions

@@ -8,7 +8,9 @@ order. A record that is not an OrderPaid is logged and skipped. Otherwise its
 confirmation goes to the SMS gateway with the order id as idempotency key and
 is retried (`rtdash.retry`, pauses doubling from 0.2 s to 10 s) for as long as
 the gateway is unavailable and the notifier runs: never dropped, never a busy
-loop; Kafka is waited for at start the same way. Only once the gateway has
+loop; Kafka is waited for at start the same way, and so is a broker that goes
+away while the notifier reads (a retriable Kafka error from `poll`, such as a
+refused connection). Only once the gateway has
 answered does the record count as acknowledged. Acknowledged offsets are
 committed after each batch, when an outage begins, and at stop. A message the
 gateway refuses (4xx) would be refused again: it is logged as rejected and
@@ -26,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError, KafkaError, RetriableError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from rtdash.contracts import OrderPaid, from_json
@@ -104,7 +106,9 @@ class ConfirmationSender:
             consumer.subscribe([self.topic])
             self.status.state = "consuming"
             while not self._stopping.is_set():
-                batch = consumer.poll(timeout_ms=500, max_records=self.max_records)
+                batch = self._poll(consumer)
+                if batch is None:
+                    return
                 self.status.partitions = sorted(f"{tp.topic}:{tp.partition}" for tp in consumer.assignment())
                 for partition, records in batch.items():
                     for record in records:
@@ -135,6 +139,25 @@ class ConfirmationSender:
                         self._note_unavailable("waiting for kafka", exc)
                         raise
         except KafkaError:       # the notifier stopped while Kafka was unavailable
+            pass
+        return None
+
+    def _poll(self, consumer: Any) -> dict | None:
+        """The next records; while the broker is unavailable, paused and asked again; None if stopped first."""
+        try:
+            for attempt in self._retrying(RetriableError, "reading orders"):
+                with attempt:
+                    if self._stopping.is_set():
+                        return None
+                    try:
+                        batch = consumer.poll(timeout_ms=500, max_records=self.max_records)
+                    except RetriableError as exc:
+                        self._note_unavailable("waiting for kafka", exc)
+                        raise
+                    if self.status.state == "waiting for kafka":
+                        self.status.state = "consuming"
+                    return batch
+        except RetriableError:   # the notifier stopped while Kafka was unavailable
             pass
         return None
 

@@ -107,3 +107,59 @@ def test_unreadable_rows_are_reported_not_applied():
 def test_ids_must_not_outlive_the_totals(redis_client):
     with pytest.raises(ValueError):
         OrdersApplier(redis_client, PREFIX, ids_ttl_seconds=10, ttl_seconds=5)
+
+
+def test_the_loop_waits_for_a_broker_that_went_away_and_applies_what_comes_after(redis_client, stack_settings):
+    """A broker restart makes kafka-python's poll raise a refused connection: the applier asks again, as the
+    real-time query and the notifier wait for Kafka, instead of ending (and leaving orders.today behind)."""
+    import threading
+
+    from kafka.errors import KafkaConnectionError
+    from kafka.structs import TopicPartition
+
+    from jobs.orders_applier import ApplierLoop, ApplierMetrics
+
+    value = json.dumps({"order_id": "K1", "amount_cents": 700, "date": TODAY, "minute": "15:59",
+                        "recorded_ms": RECORDED}).encode()
+
+    class Record:
+        def __init__(self, payload):
+            self.value = payload
+
+    class BrokerRestarting:
+        def __init__(self):
+            self.script = [KafkaConnectionError("111 ECONNREFUSED")] * 3 + [{TopicPartition("orders.rows", 0): [Record(value)]}]
+            self.drained = threading.Event()
+
+        def poll(self, timeout_ms, max_records):
+            if not self.script:
+                self.drained.set()
+                threading.Event().wait(timeout_ms / 1000)
+                return {}
+            step = self.script.pop(0)
+            if isinstance(step, Exception):
+                raise step
+            return step
+
+        def assignment(self):
+            return {TopicPartition("orders.rows", 0)}
+
+        def commit_async(self):
+            pass
+
+        def commit(self):
+            pass
+
+        def close(self):
+            pass
+
+    consumer = BrokerRestarting()
+    loop = ApplierLoop(stack_settings.model_copy(update={"redis_prefix": PREFIX}), lambda: consumer,
+                       OrdersApplier(redis_client, PREFIX, ids_ttl_seconds=3600), ApplierMetrics())
+    loop.start()
+    try:
+        assert consumer.drained.wait(30)
+    finally:
+        loop.stop()
+    assert loop.status.state == "stopped" and loop.status.applied == 1
+    assert day(redis_client) == (1, 700)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pytest
-from kafka.errors import KafkaTimeoutError
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 from kafka.structs import TopicPartition
 from tornado.testing import AsyncHTTPTestCase
 
@@ -164,6 +164,31 @@ def test_waits_for_kafka_at_start():
     sender = ConfirmationSender(connect, gateway.send, topic="orders", to=TO, pauses_s=(0.01, 0.02))
     run_until_drained(sender, consumer)
     assert len(attempts) == 3 and sender.status.sent == 1
+
+
+def test_a_broker_gone_while_reading_is_waited_for_and_reading_goes_on():
+    """A broker restart makes kafka-python's poll raise a connection error: the notifier waits, as at start."""
+    class Outage(ScriptedConsumer):
+        def __init__(self, *batches, failures: int):
+            super().__init__(*batches)
+            self.failures = failures
+            self.states: list[str] = []
+
+        def poll(self, timeout_ms, max_records):
+            if len(self.batches) == 1 and self.failures:
+                self.failures -= 1
+                raise KafkaConnectionError("111 ECONNREFUSED")
+            return super().poll(timeout_ms, max_records)
+
+    consumer, gateway = Outage(records(paid("A1")), [Record("orders", 0, 1, to_json(paid("A2")))], failures=3), Gateway()
+    sender = sender_for(consumer, gateway)
+    states = []
+    real_note = sender._note_unavailable
+    sender._note_unavailable = lambda state, exc: states.append(state) or real_note(state, exc)
+    run_until_drained(sender, consumer)
+    assert states == ["waiting for kafka"] * 3
+    assert [key for _, _, key in gateway.calls] == ["A1", "A2"] and sender.status.sent == 2
+    assert sender.status.state == "stopped" and consumer.commits[-1] == {0: 2}
 
 
 def test_a_failing_consumer_commits_what_was_acknowledged_and_ends_the_service():
