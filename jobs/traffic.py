@@ -175,7 +175,7 @@ def warm_up(spark: SparkSession, settings: Settings, facts: Facts) -> None:
     """Made-up events through a batch's whole Spark job (parse, classify, facts, figures, Arrow), before the
     stream starts, so the query reports healthy only once its batches are fast.
 
-    A fresh JVM runs a small batch three to four times slower than a warm one, and its
+    A fresh JVM runs its first small batches several times slower than a warm one, and its
     compiler threads take a core for a minute or more: the first minute of page views
     would reach the dashboard seconds late (BENCHMARKS.md, traffic_freshness).
     Once per Spark application: a restarted query finds the JVM warm.
