@@ -68,7 +68,7 @@ from rtdash.settings import Settings
 from stack.runner import Service, Stack
 from stack.probes import http_ok
 from stack.services import local_stack
-from stack.testing import free_port
+from stack.testing import free_port, free_ports
 
 console = Console()
 TARGET_P99_MS = 100
@@ -303,7 +303,7 @@ def main() -> None:
              "order_service_internal_port", "payment_provider_port", "sms_gateway_port", "notifier_health_port",
              "shop_port", "gateway_port", "jobs_health_port", "push_port", "orders_applier_port",
              "orders_realtime_health_port")
-    overrides: dict = {name: free_port() for name in ports}
+    overrides: dict = dict(zip(ports, free_ports(len(ports))))
     for option, setting in (("mode", "orders_mode"), ("batch_seconds", "orders_realtime_batch_seconds"),
                             ("trigger", "spark_trigger_seconds")):
         if getattr(args, option) is not None:

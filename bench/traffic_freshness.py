@@ -55,7 +55,7 @@ from rtdash.keys import demo_keys
 from rtdash.settings import Settings
 from stack.runner import Stack
 from stack.services import local_stack
-from stack.testing import free_port
+from stack.testing import free_ports
 
 console = Console()
 TRAFFIC_TARGET_MS = 2000
@@ -216,7 +216,7 @@ def main() -> int:
              "order_service_internal_port", "payment_provider_port",
              "sms_gateway_port", "notifier_health_port", "shop_port", "gateway_port", "jobs_health_port",
              "push_port", "orders_realtime_health_port", "orders_applier_port")
-    settings = Settings(_env_file=None, home=home, **{name: free_port() for name in ports},
+    settings = Settings(_env_file=None, home=home, **dict(zip(ports, free_ports(len(ports)))),
                         **({"orders_mode": args.mode} if args.mode else {}))
     demo_keys(settings)
     stack = Stack(settings, local_stack(settings))

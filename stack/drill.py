@@ -34,7 +34,7 @@ from rtdash.settings import Settings
 from .drill_checks import CHECKS, DashboardSocket, Probe
 from .drill_load import Payer, Shoppers
 from .runner import Stack
-from .testing import free_port
+from .testing import free_ports
 
 FAULTS = ("order_service", "kafka", "redis", "spark_jobs", "push_server", "notifier")
 # Services only one orders mode runs, faults to name when the drill runs in it: the real-time orders
@@ -107,7 +107,7 @@ def drill_settings(home: Path | str, base: Settings | None = None) -> Settings:
     base = base or Settings()
     home = Path(home)
     own = dict.fromkeys(EXTERNAL, "")
-    return base.model_copy(update={"home": home, **own, **{name: free_port() for name in PORTS}})
+    return base.model_copy(update={"home": home, **own, **dict(zip(PORTS, free_ports(len(PORTS))))})
 
 
 class Drill:

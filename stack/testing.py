@@ -18,6 +18,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_ports(n: int) -> list[int]:
+    """`n` different TCP ports nothing listens on right now: all held at once while the system picks, so
+    none is handed out twice (one `free_port` after another can return the same port again)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time process `pid` has used so far (all its threads, not its children).
 

@@ -18,7 +18,7 @@ from rtdash.keys import demo_keys
 from stack.kafka import kafka_service
 from stack.runner import Service
 from stack.services import python_service, redis_service
-from stack.testing import free_port
+from stack.testing import free_ports
 
 # Every Spark application a test starts warms its traffic query up (jobs/traffic.py) with two batches,
 # not thirty: the path is run, and a suite that starts a dozen applications stays within its time.
@@ -29,13 +29,11 @@ os.environ.setdefault("RTDASH_TRAFFIC_WARM_UP_BATCHES", "2")
 def stack_settings(tmp_path_factory) -> Settings:
     """Settings of the test stack: a temporary home, free ports for everything, the demo provider's keys."""
     home = tmp_path_factory.mktemp("rtdash-home")
+    ports = ("kafka_port", "kafka_controller_port", "redis_port", "order_service_port", "order_service_internal_port",
+             "push_port", "gateway_port", "shop_port", "payment_provider_port", "jobs_health_port")
     settings = Settings(
-        _env_file=None, home=home, kafka_port=free_port(), kafka_controller_port=free_port(),
-        redis_port=free_port(), order_service_port=free_port(), order_service_internal_port=free_port(),
-        push_port=free_port(),
-        gateway_port=free_port(), shop_port=free_port(), payment_provider_port=free_port(),
-        jobs_health_port=free_port(), spark_trigger_seconds=0, kafka_heap="384m",
-        spark_shuffle_partitions=2, timezone="UTC")
+        _env_file=None, home=home, **dict(zip(ports, free_ports(len(ports)))), spark_trigger_seconds=0,
+        kafka_heap="384m", spark_shuffle_partitions=2, timezone="UTC")
     demo_keys(settings)   # as `rtdash up` does: no service creates a key by starting
     return settings
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from stack.probes import port_open
-from stack.testing import children, cpu_seconds, free_port
+from stack.testing import children, cpu_seconds, free_port, free_ports
 
 SPIN = """\
 import subprocess, sys, time
@@ -46,3 +46,13 @@ def test_cpu_seconds_counts_the_work_done_and_children_names_the_direct_children
     with pytest.raises(ProcessLookupError):
         cpu_seconds(proc.pid)
     assert children(proc.pid) == []
+
+
+def test_free_ports_are_all_different_and_each_can_be_listened_on():
+    """The drill's and the suite's stacks take a dozen ports at once: one `free_port` after another once
+    handed out the same port twice, and two services of one stack collided."""
+    ports = free_ports(64)
+    assert len(set(ports)) == 64
+    for port in ports:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
