@@ -121,45 +121,44 @@ class ConfirmationSender:
             consumer.close(autocommit=False)
             self.status.state = "stopped"
 
-    def _retrying(self, on: type[Exception], what: str):
-        """Attempts until one succeeds or the notifier stops; a stop ends the pause at once."""
+    def _while_unavailable(self, call: Callable[[], Any], *, on: type[Exception], what: str, state: str,
+                           on_outage: Callable[[], None] = lambda: None) -> Any:
+        """`call()`'s result, asked again while it raises `on` (the status says `state` meanwhile, pauses
+        growing from the first to the longest of `pauses_s`); None if the notifier stopped first.
+
+        `on_outage` runs once, at the first failure.
+        """
         first_s, max_s = self.pauses_s
-        return retrying(first_s=first_s, max_s=max_s, stop=self._stopping, on=on, log=log, what=what)
+        outage = False
+        try:
+            for attempt in retrying(first_s=first_s, max_s=max_s, stop=self._stopping, on=on, log=log, what=what):
+                with attempt:
+                    if self._stopping.is_set():
+                        return None
+                    try:
+                        return call()
+                    except on as exc:
+                        if not outage:
+                            outage = True
+                            on_outage()
+                        self._note_unavailable(state, exc)
+                        raise
+        except on:   # the notifier stopped during the outage
+            pass
+        return None
 
     def _connect(self) -> Any:
         """The consumer, once Kafka answers; None if the notifier stopped first."""
-        try:
-            for attempt in self._retrying(KafkaError, "connecting to kafka"):
-                with attempt:
-                    if self._stopping.is_set():
-                        return None
-                    try:
-                        return self.connect()
-                    except KafkaError as exc:
-                        self._note_unavailable("waiting for kafka", exc)
-                        raise
-        except KafkaError:       # the notifier stopped while Kafka was unavailable
-            pass
-        return None
+        return self._while_unavailable(self.connect, on=KafkaError, what="connecting to kafka",
+                                       state="waiting for kafka")
 
     def _poll(self, consumer: Any) -> dict | None:
         """The next records; while the broker is unavailable, paused and asked again; None if stopped first."""
-        try:
-            for attempt in self._retrying(RetriableError, "reading orders"):
-                with attempt:
-                    if self._stopping.is_set():
-                        return None
-                    try:
-                        batch = consumer.poll(timeout_ms=500, max_records=self.max_records)
-                    except RetriableError as exc:
-                        self._note_unavailable("waiting for kafka", exc)
-                        raise
-                    if self.status.state == "waiting for kafka":
-                        self.status.state = "consuming"
-                    return batch
-        except RetriableError:   # the notifier stopped while Kafka was unavailable
-            pass
-        return None
+        batch = self._while_unavailable(lambda: consumer.poll(timeout_ms=500, max_records=self.max_records),
+                                        on=RetriableError, what="reading orders", state="waiting for kafka")
+        if batch is not None and self.status.state == "waiting for kafka":
+            self.status.state = "consuming"
+        return batch
 
     def _deliver(self, consumer: Any, record: Any) -> bool:
         """Send the confirmation of one record; False if stopped before the gateway took it."""
@@ -194,23 +193,10 @@ class ConfirmationSender:
         When an outage begins, the offsets acknowledged before it are committed: a
         notifier killed during a long outage reads again from the waiting record on.
         """
-        text, outage = confirmation(event), False
-        try:
-            for attempt in self._retrying(GatewayUnavailable, f"sending the confirmation of order {event.order_id}"):
-                with attempt:
-                    if self._stopping.is_set():
-                        return None
-                    try:
-                        return self.send(self.to, text, event.order_id)
-                    except GatewayUnavailable as exc:
-                        if not outage:
-                            outage = True
-                            self._commit(consumer)
-                        self._note_unavailable("waiting for the sms gateway", exc)
-                        raise
-        except GatewayUnavailable:   # the notifier stopped during the outage
-            pass
-        return None
+        text = confirmation(event)
+        return self._while_unavailable(lambda: self.send(self.to, text, event.order_id), on=GatewayUnavailable,
+                                       what=f"sending the confirmation of order {event.order_id}",
+                                       state="waiting for the sms gateway", on_outage=lambda: self._commit(consumer))
 
     def _note_unavailable(self, state: str, exc: Exception) -> None:
         self.status.state = state
