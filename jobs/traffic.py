@@ -185,10 +185,9 @@ def warm_up(spark: SparkSession, settings: Settings, facts: Facts) -> None:
     started = time.perf_counter()
     now = datetime.now(timezone.utc)
     records = spark.createDataFrame(
-        [(r.key(), to_json(r), settings.gateway_topic, i % 3, i, now, 0)
+        [(r.key(), to_json(r), settings.gateway_topic, i % 3, i, now)
          for i, r in enumerate(made_up_requests(WARM_UP_EVENTS, now))],
-        "key binary, value binary, topic string, partition int, offset long, timestamp timestamp, "
-        "timestampType int").cache()
+        "key binary, value binary, topic string, partition int, offset long, timestamp timestamp").cache()
     events = classify(records, settings=settings)
     late_before = {p: late_before_ms(int(now.timestamp() * 1000), settings.traffic_lateness_seconds) for p in range(3)}
     for _ in range(settings.traffic_warm_up_batches):

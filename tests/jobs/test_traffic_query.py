@@ -24,7 +24,7 @@ import redis
 
 from jobs.checkpoint import checkpoint_location
 from jobs.traffic import start
-from kafka_records import dead_letters
+from kafka_records import dead_letters, records as kafka_records
 from rtdash.channels import TRAFFIC_CHANNELS, snapshot_key
 from rtdash.contracts import GatewayRequest, to_json
 from rtdash.kafka_producer import make_producer
@@ -226,10 +226,7 @@ def test_the_warm_up_runs_every_kind_of_event_once_per_application_and_writes_no
     from jobs.traffic_figures import Facts
 
     now = utc(2026, 3, 1, 12, 0)
-    records = spark.createDataFrame(
-        [(r.key(), to_json(r), "gateway", 0, i, now, 0) for i, r in enumerate(made_up_requests(400, now))],
-        "key binary, value binary, topic string, partition int, offset long, timestamp timestamp, "
-        "timestampType int")
+    records = kafka_records(spark, [to_json(r) for r in made_up_requests(400, now)], topic="gateway", written_at=now)
     kinds: dict[str, int] = {}
     minute: dict[str, int] = {}
     for row in transform(records, settings=traffic_settings, clock_ms=None).collect():
