@@ -11,9 +11,12 @@ jobs.spark.build_session, one after the other on the same records:
 
 1. a bare query: the same Kafka source (jobs.traffic.read_gateway, so the same
    options and maxOffsetsPerTrigger) with a foreachBatch that only counts;
-2. the traffic query (jobs.traffic.start), the whole job: parse, classify,
+2. a parse-only query: the same source, each record parsed as the traffic job
+   parses it (from_json with its schema, every field materialised) and nothing
+   else: the floor under any job that reads this JSON;
+3. the traffic query (jobs.traffic.start), the whole job: parse, classify,
    facts, one aggregation, PFADD and the Lua merge into Redis;
-3. the bare query again, so the ratio is taken against the machine of the
+4. the bare query again, so the ratio is taken against the machine of the
    same minutes (the mean of both bare runs).
 
 A first bare pass, before these, warms the JVM up (Spark's Kafka read path is
@@ -282,6 +285,22 @@ def start_bare(spark, settings: Settings, checkpoint: Path):
     return query
 
 
+def start_parse_only(spark, settings: Settings, checkpoint: Path):
+    """The same source, and a foreachBatch that only parses each record as the traffic job does (from_json with
+    the job's schema, every field materialised): the floor under any job that reads this JSON."""
+    from pyspark.sql import functions as F
+
+    from jobs.traffic import read_gateway
+    from jobs.traffic_events import parse_schema
+
+    def parse(batch, _batch_id: int) -> None:
+        (batch.select(F.from_json(F.col("value").cast("string"), parse_schema()).alias("e")).select("e.*")
+         .write.format("noop").mode("overwrite").save())
+
+    return (read_gateway(spark, settings, "earliest").writeStream.queryName("parse_only")
+            .option("checkpointLocation", str(checkpoint)).foreachBatch(parse).start())
+
+
 @dataclass
 class Run:
     name: str
@@ -409,11 +428,14 @@ def report(runs: list[Run], stages: Stages, settings: Settings, args, load_rate:
     console.print(detail)
 
     share, warm_share = traffic.rate / bare_rate, traffic.warm_rate / bare_warm
+    parse_only = next(r for r in runs if r.name == "parse only")
     verdict = [
         f"traffic {traffic.rate:,.0f} events/s (warm {traffic.warm_rate:,.0f}): target >= {TARGET_RATE:,}: "
         f"{'met' if traffic.rate >= TARGET_RATE else 'missed'}",
         f"traffic / bare {share:.0%} (warm {warm_share:.0%}): target >= {TARGET_SHARE:.0%}: "
         f"{'met' if share >= TARGET_SHARE else 'missed'}",
+        f"parse only / bare {parse_only.rate / bare_rate:.0%} (warm {parse_only.warm_rate / bare_warm:.0%}): the "
+        f"share no job that parses this JSON can exceed; traffic / parse only {traffic.rate / parse_only.rate:.0%}",
         f"loader {load_rate:,.0f} events/s into {args.partitions} partition(s); load average before the run "
         f"{load_before}",
         "Redis figures: " + ("match the log" if not problems else "; ".join(problems)),
@@ -505,6 +527,8 @@ def main() -> int:
             runs.append(run_query("bare, JVM warm-up",
                                   lambda: start_bare(spark, settings, home / "checkpoints" / "bare0"), args.events))
             runs.append(run_query("bare 1", lambda: start_bare(spark, settings, home / "checkpoints" / "bare1"),
+                                  args.events))
+            runs.append(run_query("parse only", lambda: start_parse_only(spark, settings, home / "checkpoints" / "parse"),
                                   args.events))
             runs.append(run_query("traffic", lambda: traffic.start(spark, settings), args.events))
             runs.append(run_query("bare 2", lambda: start_bare(spark, settings, home / "checkpoints" / "bare2"),
