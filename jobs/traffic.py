@@ -59,7 +59,6 @@ this query with the orders and alert queries in one Spark application.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -95,20 +94,9 @@ def read_gateway(spark: SparkSession, settings: Settings, starting_offsets: str 
     """The `gateway` topic as a stream of Kafka records."""
     return read_topic(spark, settings, settings.gateway_topic,
                       max_per_batch=settings.spark_max_gateway_events_per_batch, starting_offsets=starting_offsets,
-                      minPartitions=str(read_tasks(settings.gateway_topic_partitions,
-                                                   spark.sparkContext.defaultParallelism)))
-
-
-def read_tasks(partitions: int, cores: int) -> int:
-    """Read tasks per batch: a multiple of both the topic's partitions and the application's cores.
-
-    Spark splits each partition's offset range into equal parts when asked for
-    more tasks than there are partitions, so every partition is split alike and
-    the tasks fill every core in every wave. One task per partition would leave
-    cores idle: 3 partitions on 2 cores run as 2 tasks and then 1 task alone
-    (BENCHMARKS.md, traffic_throughput).
-    """
-    return math.lcm(max(partitions, 1), max(cores, 1))
+                      # One Spark task per core even when the topic has fewer partitions than the application
+                      # has cores: Spark splits each partition's offset range, and every core parses.
+                      minPartitions=str(spark.sparkContext.defaultParallelism))
 
 
 def transform(records: DataFrame, *, settings: Settings, clock_ms: int | None) -> DataFrame:

@@ -23,7 +23,7 @@ import pytest
 import redis
 
 from jobs.checkpoint import checkpoint_location
-from jobs.traffic import read_tasks, start
+from jobs.traffic import start
 from kafka_records import dead_letters, records as kafka_records
 from rtdash.channels import TRAFFIC_CHANNELS, snapshot_key
 from rtdash.contracts import GatewayRequest, to_json
@@ -253,10 +253,3 @@ def test_the_warm_up_runs_every_kind_of_event_once_per_application_and_writes_no
         assert sorted(client.keys("*")) == keys_before
     finally:
         client.close()
-
-
-@pytest.mark.parametrize("partitions, cores", [(1, 2), (2, 2), (3, 2), (4, 2), (3, 8), (5, 3)])
-def test_read_tasks_split_every_partition_alike_and_fill_every_core_in_every_wave(partitions, cores):
-    tasks = read_tasks(partitions, cores)
-    assert tasks % partitions == 0 and tasks % cores == 0
-    assert tasks == min(n for n in range(1, partitions * cores + 1) if n % partitions == 0 and n % cores == 0)
