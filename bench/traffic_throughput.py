@@ -270,35 +270,35 @@ def instrument_traffic(stages: Stages) -> None:
     DataFrame.toArrow = timed_to_arrow
 
 
-def start_bare(spark, settings: Settings, checkpoint: Path):
-    """The same Kafka source as the traffic query, and a foreachBatch that only counts its records."""
+def start_plain(spark, settings: Settings, checkpoint: Path, name: str, each_batch):
+    """The same Kafka source as the traffic query (jobs.traffic.read_gateway), with `each_batch` as foreachBatch."""
     from jobs.traffic import read_gateway
 
+    return (read_gateway(spark, settings, "earliest").writeStream.queryName(name)
+            .option("checkpointLocation", str(checkpoint)).foreachBatch(each_batch).start())
+
+
+def start_bare(spark, settings: Settings, checkpoint: Path):
+    """The same Kafka source as the traffic query, and a foreachBatch that only counts its records."""
     counted: list[int] = []
 
     def count(batch, _batch_id: int) -> None:
         counted.append(batch.count())
 
-    query = (read_gateway(spark, settings, "earliest").writeStream.queryName("bare_count")
-             .option("checkpointLocation", str(checkpoint)).foreachBatch(count).start())
+    query = start_plain(spark, settings, checkpoint, "bare_count", count)
     query.counted = counted  # type: ignore[attr-defined]
     return query
 
 
 def start_parse_only(spark, settings: Settings, checkpoint: Path):
-    """The same source, and a foreachBatch that only parses each record as the traffic job does (from_json with
-    the job's schema, every field materialised): the floor under any job that reads this JSON."""
-    from pyspark.sql import functions as F
-
-    from jobs.traffic import read_gateway
-    from jobs.traffic_events import parse_schema
+    """The same source, and a foreachBatch that only parses each record as the traffic job does (its
+    parsed_value, every field materialised): the floor under any job that reads this JSON."""
+    from jobs.traffic_events import parsed_value
 
     def parse(batch, _batch_id: int) -> None:
-        (batch.select(F.from_json(F.col("value").cast("string"), parse_schema()).alias("e")).select("e.*")
-         .write.format("noop").mode("overwrite").save())
+        batch.select(parsed_value().alias("e")).select("e.*").write.format("noop").mode("overwrite").save()
 
-    return (read_gateway(spark, settings, "earliest").writeStream.queryName("parse_only")
-            .option("checkpointLocation", str(checkpoint)).foreachBatch(parse).start())
+    return start_plain(spark, settings, checkpoint, "parse_only", parse)
 
 
 @dataclass

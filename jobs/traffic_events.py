@@ -47,6 +47,11 @@ def parse_schema() -> T.StructType:
                          for f in schema.fields if f.name not in UNREAD_FIELDS])
 
 
+def parsed_value() -> Column:
+    """A Kafka record's value as the job parses it: a struct of `parse_schema`, null when it is not JSON."""
+    return F.from_json(F.col("value").cast("string"), parse_schema())
+
+
 def invalid_reason(e: Column, written_at: Column, max_future_s: int) -> Column:
     """Why a parsed record is not a usable GatewayRequest, or null when it is.
 
@@ -85,8 +90,7 @@ def classify(records: DataFrame, *, settings: Settings) -> DataFrame:
     """
     require_session_zone(records, settings)
     e = F.col("e")
-    parsed = records.select("key", "value", "topic", "partition", "offset", "timestamp",
-                            F.from_json(F.col("value").cast("string"), parse_schema()).alias("e"))
+    parsed = records.select("key", "value", "topic", "partition", "offset", "timestamp", parsed_value().alias("e"))
     checked = parsed.withColumn("reason", invalid_reason(e, F.col("timestamp"),
                                                          settings.traffic_max_future_seconds))
     started_ms = F.unix_millis(e["started_at"])
