@@ -34,6 +34,7 @@ import asyncio
 import dataclasses
 import json
 import multiprocessing
+import os
 import shutil
 import statistics
 import tempfile
@@ -47,13 +48,13 @@ from rich.table import Table
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from bench.machine import load_average, machine
+from bench.machine import CpuShares, load_average, machine
 from bench.e2e_latency import measure_rate, percentiles
 from push_server.tokens import Tokens
 from rtdash.channels import TRAFFIC_TODAY, snapshot_key
 from rtdash.keys import demo_keys
 from rtdash.settings import Settings
-from stack.runner import Stack
+from stack.runner import Service, Stack
 from stack.services import local_stack
 from stack.testing import free_ports
 
@@ -164,7 +165,7 @@ def freshness(dashboard: Dashboard, marks: list[tuple[float, int]], since: float
     return latencies
 
 
-async def measure(settings: Settings, args) -> dict:
+async def measure(settings: Settings, args, services: list[Service]) -> dict:
     dashboard = Dashboard(settings)
     reader = asyncio.create_task(dashboard.run())
     batches: dict[str, list[float]] = {}
@@ -180,9 +181,15 @@ async def measure(settings: Settings, args) -> dict:
     if args.warmup:
         await measure_rate(settings, 20, args.warmup)  # not reported
     batches.clear()
+    # Where the CPU goes in the measured window: each service, the bench's own load, the rest.
+    cpu = CpuShares({"bench: notifies, orders, dashboards (this process)": os.getpid(),
+                     "bench: gateway loader": loader.pid,
+                     **{service.name: service.process.pid for service in services if service.process}})
+    cpu.start()
     since = time.monotonic()
     orders = await measure_rate(settings, args.orders, args.seconds)
     until = time.monotonic()
+    cores = cpu.stop()
     stop_sampling.set()
     await sampler
     result = await asyncio.get_running_loop().run_in_executor(None, receive.recv)
@@ -195,7 +202,7 @@ async def measure(settings: Settings, args) -> dict:
     # The warm-up's page views: the first seconds after the stack reported healthy (cold JVMs).
     first = percentiles(freshness(dashboard, result["marks"], 0, since)) if args.warmup else None
     return {"traffic": traffic, "first": first, "orders": orders, "loader": result, "batches": batches,
-            "messages": len(dashboard.messages), "window": until - since}
+            "messages": len(dashboard.messages), "window": until - since, "cores": cores}
 
 
 def main() -> int:
@@ -223,7 +230,7 @@ def main() -> int:
     try:
         with console.status("starting the local stack") as status:
             stack.start(on_step=status.update)
-        result = asyncio.run(measure(settings, args))
+        result = asyncio.run(measure(settings, args, stack.services))
     finally:
         with console.status("stopping the local stack"):
             stack.stop()
@@ -260,6 +267,9 @@ def main() -> int:
         f"{loader['seconds']:.1f} s ({loader['counts']['requests'] / loader['seconds']:,.0f}/s), "
         f"{result['messages']} traffic.today messages",
         *batch_lines,
+        "cores used in the measured window: " + ", ".join(
+            f"{name} {cores:.2f}" for name, cores in sorted(result["cores"].items(), key=lambda kv: -kv[1])
+            if cores >= 0.005) + f"; {sum(result['cores'].values()):.2f} of {os.cpu_count()} in all",
         f"load average {load_before} before, {load_after} after",
     ]
     for line in verdict:

@@ -70,7 +70,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench.machine import load_average, machine
+from bench.machine import CpuShares, load_average, machine
 from bench.gateway_events import ShopperLog
 from rtdash.contracts import GatewayRequest
 from producers.traffic import daily_curve
@@ -159,45 +159,15 @@ def load(settings: Settings, records: list[tuple[bytes, bytes]]) -> float:
 
 # --- CPU of the rest of the machine --------------------------------------------------------
 
-def _ticks_busy() -> int:
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return sum(fields) - fields[3] - fields[4]  # all but idle and iowait
-
-
-def _our_ticks() -> int:
-    """CPU ticks of this process and its descendants (Spark's JVM, Kafka, Redis), living ones."""
-    parents: dict[int, int] = {}
-    ticks: dict[int, int] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(entry.name)] = int(stat[1])
-        ticks[int(entry.name)] = int(stat[11]) + int(stat[12]) + int(stat[13]) + int(stat[14])
-    ours, me = 0, os.getpid()
-    for pid, total in ticks.items():
-        p = pid
-        while p > 1 and p != me:
-            p = parents.get(p, 0)
-        if p == me:
-            ours += total
-    return ours
-
-
 class OtherCpu:
     """Cores the rest of the machine used between `start()` and `stop()` (our process tree left out)."""
 
     def start(self) -> None:
-        self.t0, self.busy0, self.ours0 = time.perf_counter(), _ticks_busy(), _our_ticks()
+        self.shares = CpuShares({"bench": os.getpid()})
+        self.shares.start()
 
     def stop(self) -> float:
-        hz = os.sysconf("SC_CLK_TCK")
-        elapsed = time.perf_counter() - self.t0
-        other = (_ticks_busy() - self.busy0) - (_our_ticks() - self.ours0)
-        return max(0.0, other / hz / elapsed)
+        return self.shares.stop()[CpuShares.REST]
 
 
 # --- the queries ---------------------------------------------------------------------------

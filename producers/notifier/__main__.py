@@ -72,8 +72,8 @@ async def main(settings: Settings | None = None, args: argparse.Namespace | None
         if not loop.is_closed():
             loop.call_soon_threadsafe(stop.set)
 
-    sender = ConfirmationSender(lambda: kafka_consumer(settings, args),
-                                SmsClient(gateway_url).send, topic=settings.orders_topic, to=args.to,
+    sms = SmsClient(gateway_url)    # used by the consumer thread only
+    sender = ConfirmationSender(lambda: kafka_consumer(settings, args), sms.send, topic=settings.orders_topic, to=args.to,
                                 max_records=args.max_records, on_exit=consumer_ended)
     server = listen(make_app(settings, sender=sender, group=args.group), settings, settings.notifier_health_port)
     sender.start()
@@ -84,6 +84,7 @@ async def main(settings: Settings | None = None, args: argparse.Namespace | None
     log.info("notifier stopping")
     server.stop()
     await loop.run_in_executor(None, sender.stop)
+    sms.close()
     status = sender.status
     log.info("notifier stopped%s: %d sent, %d duplicates, %d rejected, %d bad records",
              " after its consumer failed" if status.state == "failed" else "", status.sent, status.duplicates,

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import enum
 import json
-import urllib.error
-import urllib.request
+from io import BytesIO
+
+import pycurl
 
 from rtdash.contracts import OrderPaid
 from rtdash.payments import format_amount
@@ -32,28 +33,48 @@ def confirmation(event: OrderPaid) -> str:
 
 
 class SmsClient:
-    """Posts messages to the SMS gateway's ``/messages`` (no proxy from the environment: it is a local peer)."""
+    """Posts messages to the SMS gateway's ``/messages`` over one kept-alive connection (libcurl's).
+
+    A paid order is a message: at 200 orders/s a new TCP connection per message
+    cost the notifier and the gateway more CPU than the messages themselves
+    (BENCHMARKS.md, traffic_freshness). libcurl reconnects by itself when the
+    gateway closed the connection. No proxy from the environment: the gateway
+    is a local peer. One client per thread (a libcurl handle is not shared).
+    """
 
     def __init__(self, base_url: str, *, timeout_s: float = 5.0):
         self.url = base_url.rstrip("/") + "/messages"
         self.timeout_s = timeout_s
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._curl = pycurl.Curl()
+        self._curl.setopt(pycurl.URL, self.url)
+        self._curl.setopt(pycurl.NOPROXY, "*")
+        self._curl.setopt(pycurl.HTTPHEADER, ["Content-Type: application/json", "Expect:"])
+        self._curl.setopt(pycurl.TIMEOUT_MS, int(timeout_s * 1000))
+        self._curl.setopt(pycurl.NOSIGNAL, 1)   # timeouts without SIGALRM: the consumer is not the main thread
 
     def send(self, to: str, text: str, idempotency_key: str) -> Delivery:
         body = json.dumps({"to": to, "text": text, "idempotency_key": idempotency_key}).encode()
-        request = urllib.request.Request(self.url, data=body, method="POST",
-                                         headers={"Content-Type": "application/json"})
+        reply = BytesIO()
+        self._curl.setopt(pycurl.POSTFIELDS, body)
+        self._curl.setopt(pycurl.WRITEDATA, reply)
         try:
-            with self._opener.open(request, timeout=self.timeout_s) as resp:
-                reply = json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            detail = f"HTTP {exc.code}: {_reason(exc.read(1000))}"
-            if 400 <= exc.code < 500 and exc.code not in (408, 429):
-                raise MessageRejected(detail) from None
-            raise GatewayUnavailable(detail) from None
-        except (OSError, ValueError) as exc:   # refused, reset, timed out; a reply that is not JSON
+            self._curl.perform()
+        except pycurl.error as exc:   # refused, reset, timed out
+            raise GatewayUnavailable(f"{exc.args[-1]}") from None
+        code = self._curl.getinfo(pycurl.RESPONSE_CODE)
+        if code >= 400:
+            detail = f"HTTP {code}: {_reason(reply.getvalue()[:1000])}"
+            if code < 500 and code not in (408, 429):
+                raise MessageRejected(detail)
+            raise GatewayUnavailable(detail)
+        try:
+            status = json.loads(reply.getvalue()).get("status")
+        except ValueError as exc:    # a reply that is not JSON
             raise GatewayUnavailable(f"{type(exc).__name__}: {exc}") from None
-        return Delivery.DUPLICATE if reply.get("status") == "duplicate" else Delivery.SENT
+        return Delivery.DUPLICATE if status == "duplicate" else Delivery.SENT
+
+    def close(self) -> None:
+        self._curl.close()
 
 
 def _reason(body: bytes) -> str:

@@ -6,10 +6,12 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import pycurl
 import pytest
 from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 from kafka.structs import TopicPartition
-from tornado.testing import AsyncHTTPTestCase
+from tornado.httpserver import HTTPServer
+from tornado.testing import AsyncHTTPTestCase, bind_unused_port
 
 from producers.notifier.consumer import ConfirmationSender
 from producers.notifier.sms import Delivery, GatewayUnavailable, MessageRejected, SmsClient, confirmation
@@ -223,6 +225,26 @@ class SmsClientTest(AsyncHTTPTestCase):
         with pytest.raises(MessageRejected, match="HTTP 400: to: String should match pattern"):
             self.send(client, "12345", "hello", "A2")
         assert list(self.messages.messages) == ["A1"]
+
+    def test_messages_share_one_kept_alive_connection(self):
+        client = SmsClient(self.get_url(""))
+        new_connections = []
+        for key in ("A1", "A2", "A3"):
+            assert self.send(client, TO, "hello", key) is Delivery.SENT
+            new_connections.append(client._curl.getinfo(pycurl.NUM_CONNECTS))
+        assert new_connections == [1, 0, 0]
+        assert list(self.messages.messages) == ["A1", "A2", "A3"]
+
+    def test_a_gateway_that_closes_each_connection_still_gets_every_message(self):
+        closing = HTTPServer(make_app(Settings(_env_file=None), messages=self.messages), no_keep_alive=True)
+        sock, port = bind_unused_port()
+        closing.add_sockets([sock])
+        try:
+            client = SmsClient(f"http://127.0.0.1:{port}")
+            assert [self.send(client, TO, "hello", key) for key in ("B1", "B2", "B3")] == [Delivery.SENT] * 3
+            assert list(self.messages.messages) == ["B1", "B2", "B3"]
+        finally:
+            closing.stop()
 
     def test_an_unreachable_gateway_is_unavailable(self):
         with pytest.raises(GatewayUnavailable):
