@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -101,6 +102,9 @@ def build_session(settings: Settings, app_name: str, *, ui: bool = False) -> Spa
         # when that resolves to a loopback address it takes the machine's other interface instead.
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit
+        # Python workers (the warm-up's createDataFrame, foreachBatch helpers) run this interpreter, with
+        # its packages, rather than whatever `python3` comes first on the PATH.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = (builder.master(settings.spark_master)
                    .config("spark.jars", ",".join(connector_jars(settings.jars)))
                    .config("spark.driver.memory", settings.spark_driver_memory))

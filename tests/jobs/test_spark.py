@@ -1,6 +1,8 @@
 """The shared session helper: its jar lookup and the settings it gives every job's session."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from jobs.spark import CHECKPOINT_FILE_MANAGER, LOCAL_CHECKPOINT_FILE_MANAGER, build_session, connector_jars
@@ -30,6 +32,11 @@ def test_checkpoints_use_the_local_file_manager_unless_one_is_configured(spark, 
 def test_local_mode_runs_the_parallel_collector(spark):
     beans = spark._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
     assert {bean.getName() for bean in beans} == {"PS Scavenge", "PS MarkSweep"}
+
+
+def test_python_workers_run_the_drivers_interpreter(spark):
+    # not the first `python3` on the PATH, which may lack the project's packages or be another version
+    assert spark.sparkContext.parallelize([0], 1).map(lambda _: sys.executable).collect() == [sys.executable]
 
 
 def test_the_driver_binds_and_advertises_the_loopback(spark):
