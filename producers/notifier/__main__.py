@@ -73,8 +73,8 @@ async def main(settings: Settings | None = None, args: argparse.Namespace | None
             loop.call_soon_threadsafe(stop.set)
 
     sms = SmsClient(gateway_url)    # used by the consumer thread only
-    sender = ConfirmationSender(lambda: kafka_consumer(settings, args), sms.send, topic=settings.orders_topic, to=args.to,
-                                max_records=args.max_records, on_exit=consumer_ended)
+    sender = ConfirmationSender(lambda: kafka_consumer(settings, args), sms.send, topic=settings.orders_topic,
+                                to=args.to, max_records=args.max_records, on_exit=consumer_ended)
     server = listen(make_app(settings, sender=sender, group=args.group), settings, settings.notifier_health_port)
     sender.start()
     log.info("notifier reading %s as group %s from %s, sending to %s (health http://%s:%d/healthz)",

@@ -35,8 +35,8 @@ def confirmation(event: OrderPaid) -> str:
 class SmsClient:
     """Posts messages to the SMS gateway's ``/messages`` over one kept-alive connection (libcurl's).
 
-    A paid order is a message: at 200 orders/s a new TCP connection per message
-    cost the notifier and the gateway more CPU than the messages themselves
+    A paid order is a message, hundreds a second at a busy hour: a new TCP
+    connection for each costs both ends more CPU than a kept-alive one
     (BENCHMARKS.md, traffic_freshness). libcurl reconnects by itself when the
     gateway closed the connection. No proxy from the environment: the gateway
     is a local peer. One client per thread (a libcurl handle is not shared).

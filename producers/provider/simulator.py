@@ -113,9 +113,9 @@ class PaymentSimulator:
         return placing.result()
 
     def _client(self) -> AsyncHTTPClient:
-        """libcurl's client: it keeps connections alive (Tornado's own opens one per request, which at
-        hundreds of notifies a second cost the simulator and the order service more CPU than the notifies
-        do, BENCHMARKS.md). No proxy from the environment: the order service is a peer."""
+        """libcurl's client, which keeps connections alive: Tornado's own opens one per request, and at
+        hundreds of notifies a second that costs the simulator and the order service CPU the stack needs
+        (BENCHMARKS.md, traffic_freshness). No proxy from the environment: the order service is a peer."""
         if self.client is None:
             self.client = CurlAsyncHTTPClient(
                 force_instance=True, max_clients=MAX_CLIENTS,
