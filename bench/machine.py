@@ -86,6 +86,6 @@ class CpuShares:
         hz = os.sysconf("SC_CLK_TCK")
         elapsed = time.perf_counter() - self.t0
         shares = self._by_name()
-        used = {name: max(0, shares[name] - self.shares0.get(name, 0)) for name in shares}
+        used = {name: max(0, shares[name] - self.shares0[name]) for name in shares}
         used[self.REST] = max(0, _busy_ticks() - self.busy0 - sum(used.values()))
         return {name: ticks / hz / elapsed for name, ticks in used.items()}

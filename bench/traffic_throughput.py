@@ -157,19 +157,6 @@ def load(settings: Settings, records: list[tuple[bytes, bytes]]) -> float:
     return len(records) / elapsed
 
 
-# --- CPU of the rest of the machine --------------------------------------------------------
-
-class OtherCpu:
-    """Cores the rest of the machine used between `start()` and `stop()` (our process tree left out)."""
-
-    def start(self) -> None:
-        self.shares = CpuShares({"bench": os.getpid()})
-        self.shares.start()
-
-    def stop(self) -> float:
-        return self.shares.stop()[CpuShares.REST]
-
-
 # --- the queries ---------------------------------------------------------------------------
 
 @dataclass
@@ -307,7 +294,7 @@ class Run:
 
 def run_query(name: str, start, events: int, timeout: float = 900) -> Run:
     """Start a query, wait until Spark reports `events` rows processed, stop it; its batches and rates."""
-    meter = OtherCpu()
+    meter = CpuShares({"bench": os.getpid()})   # this process's tree: the query's JVM, Kafka, Redis
     meter.start()
     query = start()
     try:
@@ -324,7 +311,7 @@ def run_query(name: str, start, events: int, timeout: float = 900) -> Run:
                 time.sleep(0.25)
                 done = sum(p["numInputRows"] for p in query.recentProgress)
                 progress.update(task, completed=done)
-        other = meter.stop()
+        other = meter.stop()[CpuShares.REST]
         batches = list(query.recentProgress)
     finally:
         query.stop()
